@@ -1,0 +1,236 @@
+"""Job specifications: the one pydantic model per job that is the API schema, the Celery payload
+and the CLI's input. Importing this module never imports torch."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DATASETS = ("cifar10", "fashion_mnist", "image_folder")
+MODELS = ("resnet18", "custom_resnet")
+MAX_EPOCHS = 500  # a week of CPU time for a tiny model; more is a typo
+MAX_BATCH_SIZE = 4096  # a full H100 holds ResNet18 at 32x32 with room to spare
+
+
+class Spec(BaseModel):
+    """Base for every spec: unknown fields are a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(Spec):
+    name: Literal["cifar10", "fashion_mnist", "image_folder"] = Field(
+        description="cifar10 | fashion_mnist | image_folder (then `path` is required)"
+    )
+    path: str | None = Field(
+        default=None,
+        description="image_folder only: a folder under DATA_DIR holding train/<class>/* and test/<class>/*",
+    )
+    image_size: int = Field(
+        default=32, ge=8, le=256, description="image_folder only: images are resized to this square size"
+    )
+    train_subset: int | None = Field(
+        default=None, ge=10, description="use only N training images, stratified by class; null = all"
+    )
+    test_subset: int | None = Field(
+        default=None, ge=10, description="use only N test images, stratified by class; null = all"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = PurePosixPath(value.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"path must be a folder relative to DATA_DIR without '..'; got {value!r}")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _path_iff_image_folder(self) -> DatasetSpec:
+        if self.name == "image_folder" and self.path is None:
+            raise ValueError("dataset.path is required when dataset.name is 'image_folder'")
+        if self.name != "image_folder" and self.path is not None:
+            raise ValueError(f"dataset.path is only allowed with 'image_folder', not {self.name!r}")
+        return self
+
+
+class ModelSpec(Spec):
+    name: Literal["resnet18", "custom_resnet"] = Field(
+        default="resnet18",
+        description="resnet18 (CIFAR ResNet18, 11,173,962 parameters at width 64) | "
+        "custom_resnet (ResNet9 of the OneCycle recipe, 6,573,130 parameters at width 64)",
+    )
+    width: int = Field(default=64, ge=2, le=256, description="channels of the first stage; 64 is the paper's")
+
+
+class SGDSpec(Spec):
+    name: Literal["sgd"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0, le=1)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSpec:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("optimizer.nesterov requires optimizer.momentum > 0")
+        return self
+
+
+class TrainOptimizerSpec(SGDSpec):
+    lr: float | Literal["auto"] = Field(
+        default=0.05, description='a learning rate > 0, or "auto" with lr_finder_job to take its suggestion'
+    )
+    lr_finder_job: str | None = Field(default=None, description='a finished LR-finder job (id) when lr is "auto"')
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, value: float | str) -> float | str:
+        if value != "auto" and not (0 < value <= 100):  # type: ignore[operator]
+            raise ValueError(f'lr must be a number in (0, 100] or "auto"; got {value!r}')
+        return value
+
+    @model_validator(mode="after")
+    def _auto_needs_job(self) -> TrainOptimizerSpec:
+        if self.lr == "auto" and not self.lr_finder_job:
+            raise ValueError('optimizer.lr "auto" requires optimizer.lr_finder_job (a finished LR-finder job)')
+        if self.lr != "auto" and self.lr_finder_job:
+            raise ValueError('optimizer.lr_finder_job is only used with optimizer.lr "auto"')
+        return self
+
+
+class ReduceOnPlateauSpec(Spec):
+    """torch.optim.lr_scheduler.ReduceLROnPlateau, stepped on test accuracy every epoch."""
+
+    name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
+    mode: Literal["min", "max"] = "max"
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: int = Field(default=3, ge=0)
+    threshold: float = Field(default=1e-3, ge=0)
+    threshold_mode: Literal["rel", "abs"] = "abs"
+    cooldown: int = Field(default=0, ge=0)
+    min_lr: float = Field(default=0, ge=0)
+    eps: float = Field(default=1e-8, ge=0)
+
+
+class OneCycleSpec(Spec):
+    """torch.optim.lr_scheduler.OneCycleLR, stepped every batch."""
+
+    name: Literal["one_cycle"] = "one_cycle"
+    max_lr: float | None = Field(default=None, gt=0, description="null = the optimizer's lr")
+    pct_start: float | None = Field(default=None, gt=0, lt=1, description="default 0.3 (or from peak_epoch)")
+    peak_epoch: float | None = Field(default=None, gt=0, description="epoch at which the LR peaks; sets pct_start")
+    div_factor: float = Field(default=25.0, gt=0)
+    final_div_factor: float = Field(default=1e4, gt=0)
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    three_phase: bool = False
+    cycle_momentum: bool = True
+
+    @model_validator(mode="after")
+    def _one_of_pct_or_peak(self) -> OneCycleSpec:
+        if self.pct_start is not None and self.peak_epoch is not None:
+            raise ValueError("scheduler: give pct_start or peak_epoch, not both")
+        return self
+
+    def resolved_pct_start(self, epochs: int) -> float:
+        if self.peak_epoch is not None:
+            if self.peak_epoch >= epochs:
+                raise ValueError(f"scheduler.peak_epoch must be < epochs ({epochs}); got {self.peak_epoch}")
+            return self.peak_epoch / epochs
+        return 0.3 if self.pct_start is None else self.pct_start
+
+
+class CyclicSpec(Spec):
+    """torch.optim.lr_scheduler.CyclicLR, stepped every batch."""
+
+    name: Literal["cyclic"] = "cyclic"
+    base_lr: float = Field(default=1e-3, gt=0)
+    max_lr: float | None = Field(default=None, gt=0, description="null = the optimizer's lr")
+    step_size_up: int = Field(default=2000, ge=1, description="batches from base_lr to max_lr")
+    step_size_down: int | None = Field(default=None, ge=1)
+    mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
+    gamma: float = Field(default=1.0, gt=0, le=1)
+    cycle_momentum: bool = True
+
+
+class NoSchedulerSpec(Spec):
+    name: Literal["none"] = "none"
+
+
+SchedulerSpec = Annotated[
+    Union[ReduceOnPlateauSpec, OneCycleSpec, CyclicSpec, NoSchedulerSpec], Field(discriminator="name")
+]
+
+# One albumentations transform: {"name": "<albumentations class>", ...its keyword arguments}.
+TransformSpec = dict[str, Any]
+Augmentation = Union[Literal["default", "none"], list[TransformSpec]]
+
+AUGMENTATION_DESCRIPTION = (
+    '"default" (pad-and-crop, horizontal flip, Cutout 16x16 as CoarseDropout, normalize), "none" '
+    '(normalize only), or a list of albumentations transforms [{"name": "HorizontalFlip", "p": 0.5}, ...]; '
+    "Normalize with the dataset's statistics is appended unless the list has one"
+)
+
+
+def _validate_augmentation(value: Augmentation) -> Augmentation:
+    if isinstance(value, list):
+        from ml.augment import validate_transforms  # albumentations, not torch
+
+        validate_transforms(value)
+    return value
+
+
+class CommonSpec(Spec):
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE)
+    augmentation: Augmentation = Field(default="default", description=AUGMENTATION_DESCRIPTION)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("augmentation")
+    @classmethod
+    def _augmentation(cls, value: Augmentation) -> Augmentation:
+        return _validate_augmentation(value)
+
+
+class LRFinderSpec(CommonSpec):
+    """POST /jobs/lr-finder: Leslie Smith's LR range test."""
+
+    optimizer: SGDSpec = Field(default_factory=SGDSpec)
+    start_lr: float = Field(default=1e-7, gt=0)
+    end_lr: float = Field(default=10.0, gt=0)
+    num_iter: int = Field(default=100, ge=2, le=10_000)
+    step_mode: Literal["exp", "linear"] = "exp"
+    smooth_f: float = Field(default=0.05, ge=0, lt=1, description="exponential smoothing of the loss; 0 = none")
+    diverge_th: float = Field(default=5.0, gt=1, description="stop once loss > diverge_th x best loss")
+
+    @model_validator(mode="after")
+    def _range(self) -> LRFinderSpec:
+        if self.start_lr >= self.end_lr:
+            raise ValueError(f"start_lr ({self.start_lr}) must be < end_lr ({self.end_lr})")
+        return self
+
+
+class TrainSpec(CommonSpec):
+    """POST /jobs/train."""
+
+    epochs: int = Field(default=50, ge=1, le=MAX_EPOCHS)
+    optimizer: TrainOptimizerSpec = Field(default_factory=TrainOptimizerSpec)
+    scheduler: SchedulerSpec = Field(default_factory=ReduceOnPlateauSpec)
+    target_accuracy: float | None = Field(
+        default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
+    )
+    gradcam_misclassified: int = Field(default=25, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _scheduler_fits(self) -> TrainSpec:
+        if isinstance(self.scheduler, OneCycleSpec):
+            self.scheduler.resolved_pct_start(self.epochs)  # raises on a peak past the end
+        return self
+
+    def with_lr(self, lr: float) -> TrainSpec:
+        """This spec with a concrete learning rate (resolving "auto")."""
+        optimizer = self.optimizer.model_copy(update={"lr": lr, "lr_finder_job": None})
+        return self.model_copy(update={"optimizer": optimizer})
