@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# The worker image: one Celery process that trains on one NVIDIA GPU. torch's wheels carry their own
+# CUDA libraries; the CUDA base image adds what the NVIDIA container toolkit expects of an image
+# (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES, the compat libraries). The host needs only the
+# driver (580 or newer for CUDA 13, the CUDA of the default torch wheel on PyPI) and the toolkit.
+# Built by docker-compose.yml from the project root: docker build -f docker/worker.Dockerfile .
+FROM nvidia/cuda:13.0.0-base-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY . .
+
+# The same install steps as .ci/run and scripts/up, not editable. Ubuntu's own Python refuses
+# packages installed by pip (PEP 668), so they go into a virtual environment at /opt/venv, which
+# PATH puts first. torch comes from PyPI: its default Linux build is the CUDA one. Debian's
+# Fashion-MNIST package is installed when the distribution has it (a warning otherwise).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    LRCAM_VENV=/opt/venv LRCAM_EDITABLE=0 \
+    bash scripts/install \
+    && rm -rf build /var/lib/apt/lists/*
+
+# Named volumes mounted on /data take this ownership on first use.
+RUN useradd --create-home --uid 10001 lrcam \
+    && mkdir -p /data/datasets /data/artifacts /app/var \
+    && chown -R lrcam:lrcam /data /app/var
+USER lrcam
+
+CMD ["celery", "-A", "worker.celery_app", "worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO"]

@@ -1,0 +1,171 @@
+"""Augmentation presets built from a job spec's `augmentation` with albumentations: "default" (the
+CIFAR recipe: pad-and-crop, flip, Cutout as CoarseDropout), "none", or the user's list of
+transforms, each checked against the transform's own signature before it is built."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import random
+import warnings
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from pydantic import ValidationError
+
+__all__ = ["TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "reseed", "validate_transforms"]
+
+PAD = 4  # px on each side before the random crop back to size: the classic CIFAR recipe
+# Exported transforms a job cannot use, and why: they need targets other than the image
+# (bboxes, masks, metadata, reference images), take callables, or turn the image into something else.
+EXCLUDED = {
+    "BasicTransform": "it is an abstract base", "DualTransform": "it is an abstract base",
+    "ImageOnlyTransform": "it is an abstract base", "Transform3D": "it is for volumes",
+    "AtLeastOneBBoxRandomCrop": "it needs bboxes", "BBoxSafeRandomCrop": "it needs bboxes",
+    "RandomSizedBBoxSafeCrop": "it needs bboxes", "RandomCropNearBBox": "it needs a cropping_bbox",
+    "MaskDropout": "it needs a mask", "CropNonEmptyMaskIfExists": "it needs a mask",
+    "ConstrainedCoarseDropout": "it needs a mask or bboxes", "FDA": "it needs reference images",
+    "HistogramMatching": "it needs reference images", "PixelDistributionAdaptation": "it needs reference images",
+    "Mosaic": "it needs metadata", "OverlayElements": "it needs metadata", "TextImage": "it needs a font and metadata",
+    "Lambda": "it takes callables", "ToTensorV2": "the loader makes the tensors", "ToTensor3D": "it is for volumes",
+}  # fmt: skip
+
+
+def _public_transforms() -> dict[str, type[A.BasicTransform]]:
+    found = {}
+    for name in dir(A):
+        cls = getattr(A, name)
+        if inspect.isclass(cls) and issubclass(cls, A.BasicTransform) and not issubclass(cls, A.Transform3D):
+            found[name] = cls
+    return {name: cls for name, cls in sorted(found.items()) if name not in EXCLUDED}
+
+
+TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} may say
+
+
+def validate_transforms(transforms: list[dict]) -> None:
+    """Raise ValueError naming the transform and argument for anything `build_train_transform`
+    would refuse to build from this list."""
+    for index, item in enumerate(transforms):
+        _build_transform(item, index=index)
+
+
+def build_train_transform(
+    augmentation: str | list[dict], *, image_size: int, mean: Sequence[float], std: Sequence[float],
+    seed: int | None = None,
+) -> A.Compose:  # fmt: skip
+    """The training pipeline for uint8 (image_size, image_size, C) images, ending in Normalize with
+    the dataset's statistics; `seed` makes its random choices reproducible."""
+    normalize = build_eval_transform(mean=mean, std=std).transforms[0]
+    if augmentation == "default":
+        transforms = [*default_transforms(image_size=image_size, mean=mean), normalize]
+    elif augmentation == "none":
+        transforms = [normalize]
+    elif isinstance(augmentation, list):
+        transforms = [_build_transform(item, index=i) for i, item in enumerate(augmentation)]
+        if not any(isinstance(t, A.Normalize) for t in transforms):
+            transforms.append(normalize)
+    else:
+        raise ValueError(f"augmentation must be 'default', 'none' or a list of transforms; got {augmentation!r}")
+    compose = A.Compose(transforms)
+    if isinstance(augmentation, list):
+        _check_runs(compose, shape=(image_size, image_size, len(mean)))
+    if seed is not None:
+        reseed(compose, seed)
+    return compose
+
+
+def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.BasicTransform]:
+    """Pad-and-crop, horizontal flip and Cutout (a square hole half the image's side, 16x16 at 32 px,
+    filled with the dataset mean so that it normalizes to 0)."""
+    hole = image_size // 2
+    return [
+        A.PadIfNeeded(min_height=image_size + 2 * PAD, min_width=image_size + 2 * PAD,
+                      border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(image_size, image_size),
+        A.HorizontalFlip(p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(hole, hole), hole_width_range=(hole, hole),
+                        fill=tuple(float(round(m * 255)) for m in mean), p=0.5),
+    ]  # fmt: skip
+
+
+def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
+    """Normalize only: uint8 HWC in, float32 HWC out, (x / 255 - mean) / std per channel."""
+    return A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)])
+
+
+def reseed(compose: A.Compose, seed: int) -> None:
+    """Give every transform of `compose` one shared random stream started from `seed`.
+
+    Not `A.Compose(seed=...)`: that gives each transform its own generator with the same seed, so
+    HorizontalFlip(p=0.5) and CoarseDropout(p=0.5) would always fire together."""
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def describe(compose: A.Compose) -> dict[str, Any]:
+    """The pipeline as albumentations serializes it (JSON-ready), for augmentation.json."""
+    return A.to_dict(compose)
+
+
+def _build_transform(item: Any, *, index: int) -> A.BasicTransform:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ValueError(f'augmentation[{index}] must be an object like {{"name": "HorizontalFlip", "p": 0.5}}; '
+                         f"got {item!r}")  # fmt: skip
+    name = item["name"]
+    cls = TRANSFORMS.get(name)
+    if cls is None:
+        why = f" ({name} cannot be used here: {EXCLUDED[name]})" if name in EXCLUDED else ""
+        raise ValueError(f"unknown augmentation transform {name!r}{why}; expected one of {list(TRANSFORMS)}")
+    arguments = {key: value for key, value in item.items() if key != "name"}
+    allowed = _init_parameters(cls)
+    unknown = sorted(set(arguments) - set(allowed))
+    if unknown:
+        raise ValueError(f"augmentation transform {name!r} has no argument(s) {unknown}; it takes {allowed}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # albumentations 2 only warns about many bad arguments
+            return cls(**arguments)
+    except (TypeError, ValueError, Warning) as exc:  # albumentations re-raises pydantic's errors as ValueError
+        cause = exc if isinstance(exc, ValidationError) else exc.__cause__
+        detail = _pydantic_message(cause) if isinstance(cause, ValidationError) else str(exc)
+        raise ValueError(f"augmentation transform {name!r}: {detail}") from None
+
+
+def _init_parameters(cls: type) -> list[str]:
+    """The named keyword arguments of `cls`: a `**kwargs` does not mean any name is welcome."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds and p.name != "self"]
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    """One line per argument: "p: Input should be less than or equal to 1 (got 2)"."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        got = f" (got {error['input']!r})" if error["loc"] and error["type"] != "missing" else ""
+        lines.append(f"{where}: {error['msg']}{got}")
+    return "; ".join(lines)
+
+
+def _check_runs(compose: A.Compose, *, shape: tuple[int, int, int]) -> None:
+    """Apply each transform once (forced) to a copy on a random image of `shape`, so that a list that
+    fails on these images (e.g. an RGB-only transform on grayscale) or changes their size is refused
+    now, naming the transform, rather than in the middle of an epoch."""
+    probe = copy.deepcopy(compose)
+    image = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    data = image
+    for transform in probe.transforms:
+        name = type(transform).__name__
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                data = transform(image=data, force_apply=True)["image"]
+        except (ValueError, TypeError, KeyError, IndexError, NotImplementedError, cv2.error, Warning) as exc:
+            raise ValueError(f"augmentation transform {name!r} fails on {shape} images: {exc}") from None
+    if not isinstance(data, np.ndarray) or data.shape != shape:
+        found = getattr(data, "shape", type(data).__name__)
+        raise ValueError(f"augmentation must keep images at {shape} (H, W, C), the model's input; it makes "
+                         f"them {found} (add a Resize or crop to {shape[0]}x{shape[1]} to a list that changes sizes)")

@@ -1,0 +1,299 @@
+"""Leslie Smith's LR range test, with pytorch-lr-finder's semantics and fastai's suggestions.
+
+The sweep (`range_test`) follows torch-lr-finder 0.2.2 exactly: iteration i trains one batch at
+start_lr * (end_lr / start_lr) ** (i / (num_iter - 1)) ("exp") or the linear interpolation
+("linear"), smooths the loss as smooth_f * loss + (1 - smooth_f) * previous (0 = no smoothing),
+and stops once the smoothed loss exceeds diverge_th x the best smoothed loss so far. Unlike the
+library it also stops on a NaN/inf loss, polls a cancel hook, reports progress and never plots to
+suggest. Model and optimizer come back exactly as they went in."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.data import load_dataset
+from ml.loaders import make_loaders
+from ml.models import build_model
+from ml.plots import plot_lr_finder
+from ml.progress import Callbacks, NullCallbacks
+from ml.specs import LRFinderSpec
+
+STEP_MODES = ("exp", "linear")
+PROGRESS_EVERY = 5  # iterations between progress reports: the store gets a few writes a second at most
+STEEPEST_SKIP = (10, 5)  # pytorch-lr-finder's plot(skip_start=10, skip_end=5) before np.gradient
+FASTAI_SKIP_END = 5  # fastai's lr_find keeps recorder.lrs[num_it // 10 : -5] for valley and minimum
+
+
+@dataclass
+class Curve:
+    """What one sweep recorded: the LR, raw and smoothed loss of every completed iteration."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed_losses: list[float] = field(default_factory=list)
+    stop_reason: str = "completed"  # "completed" | "diverged" | "cancelled"
+    diverged_at_lr: float | None = None
+
+
+@dataclass
+class LRFinderResult:
+    metrics: dict[str, Any]
+    stop_reason: str
+    artifacts: list[Path]
+
+
+def lr_at(iteration: int, *, start_lr: float, end_lr: float, num_iter: int, step_mode: str) -> float:
+    """The LR of one iteration: pytorch-lr-finder's ExponentialLR / LinearLR with r = i / (num_iter - 1)."""
+    r = iteration / (num_iter - 1)
+    if step_mode == "exp":
+        return start_lr * (end_lr / start_lr) ** r
+    if step_mode == "linear":
+        return start_lr + r * (end_lr - start_lr)
+    raise ValueError(f"unknown step_mode {step_mode!r}; expected one of {list(STEP_MODES)}")
+
+
+def _check_range(start_lr: float, end_lr: float, num_iter: int, step_mode: str, smooth_f: float) -> None:
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"unknown step_mode {step_mode!r}; expected one of {list(STEP_MODES)}")
+    if num_iter < 2:
+        raise ValueError(f"num_iter must be >= 2; got {num_iter}")
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr; got start_lr={start_lr}, end_lr={end_lr}")
+    if not 0 <= smooth_f < 1:
+        raise ValueError(f"smooth_f must be in [0, 1); got {smooth_f}")
+
+
+class _Cycle(Iterator):
+    """Batches from an iterable, starting it again when it runs out (pytorch-lr-finder's auto_reset)."""
+
+    def __init__(self, batches: Iterable) -> None:
+        self._batches = batches
+        self._iterator = iter(batches)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self._batches)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                raise ValueError(f"batches yielded no batch; got an empty {type(self._batches).__name__}") from None
+        inputs, labels, *_ = batch
+        return inputs, labels
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable, batch: tuple) -> float:
+    """One SGD step on one batch; returns its loss. A non-finite loss is returned without a step."""
+    device = next(model.parameters()).device
+    inputs, labels = (t.to(device, non_blocking=True) for t in batch)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = criterion(model(inputs), labels)
+    value = float(loss.item())
+    if math.isfinite(value):
+        loss.backward()
+        optimizer.step()
+    return value
+
+
+def _sweep(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, criterion: Callable, lrs: list[float],
+    smooth_f: float, diverge_th: float, callbacks: Callbacks,
+) -> Curve:  # fmt: skip
+    curve, best, cycle = Curve(), math.inf, _Cycle(batches)
+    for i, lr in enumerate(lrs):
+        if callbacks.should_stop():
+            curve.stop_reason = "cancelled"
+            break
+        _set_lr(optimizer, lr)
+        loss = _train_step(model, optimizer, criterion, next(cycle))
+        if not math.isfinite(loss):  # not recorded: a NaN would poison the smoothing and the plot
+            curve.stop_reason, curve.diverged_at_lr = "diverged", lr
+            break
+        smoothed = loss if i == 0 or smooth_f == 0 else smooth_f * loss + (1 - smooth_f) * curve.smoothed_losses[-1]
+        best = min(best, smoothed)
+        curve.lrs.append(lr)
+        curve.losses.append(loss)
+        curve.smoothed_losses.append(smoothed)
+        if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(lrs):
+            callbacks.on_progress({"step": i + 1, "steps": len(lrs), "fraction": round((i + 1) / len(lrs), 4)})
+        if smoothed > diverge_th * best:
+            curve.stop_reason, curve.diverged_at_lr = "diverged", lr
+            break
+    return curve
+
+
+def range_test(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable,
+    *,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    start_lr: float,
+    end_lr: float,
+    num_iter: int,
+    step_mode: str = "exp",
+    smooth_f: float = 0.05,
+    diverge_th: float = 5.0,
+    callbacks: Callbacks | None = None,
+) -> Curve:
+    """Train one batch per iteration at a growing LR and record the loss; restores model and optimizer.
+
+    `batches` yields (inputs, labels, ...) and is started again when it runs out. The model's device
+    is the one used. Stops early on divergence (stop_reason "diverged", diverged_at_lr set) or when
+    callbacks.should_stop() says so ("cancelled"), keeping what was recorded."""
+    _check_range(start_lr, end_lr, num_iter, step_mode, smooth_f)
+    lrs = [lr_at(i, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode) for i in range(num_iter)]
+    model_state = copy.deepcopy(model.state_dict())
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    was_training = model.training
+    try:
+        return _sweep(model, optimizer, batches, criterion, lrs, smooth_f, diverge_th, callbacks or NullCallbacks())
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        model.train(was_training)
+
+
+def _window(n: int, skip_start: int, skip_end: int, min_points: int) -> slice | None:
+    """The rule's own trim when the curve is long enough, else a proportional one (10% and 5%, the
+    defaults' share of a 100-iteration sweep); None when even that leaves fewer than min_points."""
+    if n - skip_start - skip_end >= min_points:
+        return slice(skip_start, n - skip_end)
+    start, end = n // 10, n // 20
+    if n - start - end >= min_points:
+        return slice(start, n - end)
+    return None
+
+
+def steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """pytorch-lr-finder's suggestion: the LR where np.gradient of the (trimmed) loss is lowest."""
+    return float(lrs[int(np.gradient(losses).argmin())])
+
+
+def valley_index(losses: np.ndarray) -> int:
+    """fastai's `valley` (2.7): the longest decreasing subsequence ending at each point (DP), then
+    the index about 2/3 into the longest one, with fastai's arithmetic: the valley "starts" at
+    max_end - length (one before its first point) and idx = start + int(len/3) + int(len/6).
+
+    One deviation: fastai's index is -1 for a 2-point valley at the very start, which Python wraps
+    to the last point of the curve; here it is clamped to 0."""
+    losses = np.asarray(losses, dtype=float)
+    lds = np.ones(losses.size, dtype=np.int64)
+    max_start = max_end = 0
+    for i in range(1, losses.size):
+        higher = losses[:i] > losses[i]
+        if higher.any():
+            lds[i] = lds[:i][higher].max() + 1
+        if lds[i] > lds[max_end]:  # a strictly longer valley; ties keep the earlier one, as fastai
+            max_start, max_end = i - int(lds[i]), i
+    sections = (max_end - max_start) / 3
+    return max(0, max_start + int(sections) + int(sections / 2))
+
+
+def suggest(lrs: Iterable[float], smoothed_losses: Iterable[float], *, num_iter: int) -> dict[str, float | None]:
+    """{"steepest", "valley", "minimum_div10"} from the smoothed curve; None where it is too short."""
+    x, y = np.asarray(list(lrs), dtype=float), np.asarray(list(smoothed_losses), dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"lrs and smoothed_losses must have one length; got {x.size} and {y.size}")
+    result: dict[str, float | None] = {"steepest": None, "valley": None, "minimum_div10": None}
+    window = _window(x.size, *STEEPEST_SKIP, min_points=2)  # np.gradient needs two points
+    if window is not None:
+        result["steepest"] = steepest(x[window], y[window])
+    window = _window(x.size, num_iter // 10, FASTAI_SKIP_END, min_points=1)
+    if window is not None:
+        result["valley"] = float(x[window][valley_index(y[window])])
+        result["minimum_div10"] = float(x[window][int(y[window].argmin())]) / 10
+    return result
+
+
+def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, Any]:
+    """The contract's LR-finder metrics (without job_id/status); JSON-safe, no NaN."""
+    suggestions = suggest(curve.lrs, curve.smoothed_losses, num_iter=num_iter)
+    return {
+        "lrs": list(curve.lrs),
+        "losses": list(curve.losses),
+        "smoothed_losses": list(curve.smoothed_losses),
+        "suggested_lr": suggestions["steepest"],
+        "suggestions": suggestions,
+        "diverged_at_lr": curve.diverged_at_lr,
+        "stop_reason": curve.stop_reason,
+        "num_iter": num_iter,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int) -> tuple:
+    """(model, optimizer, train_loader) for a spec, the model on `device`."""
+    _seed_everything(spec.seed)
+    bundle = load_dataset(spec.dataset, Path(data_dir))
+    train_loader, _ = make_loaders(
+        bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+    )
+    model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes).to(device)
+    sgd = spec.optimizer
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=spec.start_lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
+        nesterov=sgd.nesterov,
+    )
+    return model, optimizer, train_loader
+
+
+def run_lr_finder(
+    spec: LRFinderSpec,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    callbacks: Callbacks | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+) -> LRFinderResult:
+    """The LR range test of a spec: writes out_dir/metrics.json and out_dir/lr_finder.png.
+
+    num_workers: data-loading processes; None = 0 on CPU (2 cores keep up), up to 8 on a GPU."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if num_workers is None:
+        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers)
+    started = time.perf_counter()
+    curve = range_test(
+        model, optimizer, train_loader, criterion=nn.CrossEntropyLoss(), start_lr=spec.start_lr,
+        end_lr=spec.end_lr, num_iter=spec.num_iter, step_mode=spec.step_mode, smooth_f=spec.smooth_f,
+        diverge_th=spec.diverge_th, callbacks=callbacks,
+    )
+    metrics = build_metrics(curve, num_iter=spec.num_iter, seconds=time.perf_counter() - started)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    plot = plot_lr_finder(
+        curve.lrs, curve.losses, curve.smoothed_losses, metrics["suggestions"], out_dir / "lr_finder.png",
+        log_x=spec.step_mode == "exp",
+    )
+    return LRFinderResult(metrics=metrics, stop_reason=curve.stop_reason, artifacts=[plot])

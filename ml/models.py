@@ -1,0 +1,151 @@
+"""The two classifiers: the CIFAR ResNet18 and the ResNet9 ("custom_resnet") of the OneCycle recipe.
+
+Both take any square input of 16 px or more with 1 or 3 channels: the stem keeps the resolution,
+three stride-2 stages (or max pools) divide it by 8, and an adaptive pool closes the network.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ml.specs import MODELS, ModelSpec
+
+# The catalogue: pure data, the parameter counts at width 64, 10 classes, 3 input channels
+# (asserted against the real modules in tests/ml/test_models.py).
+MODEL_INFO: dict[str, dict[str, object]] = {
+    "resnet18": {
+        "description": "CIFAR ResNet18 (kuangliu): 3x3 stem without max-pool, BasicBlocks [2, 2, 2, 2], "
+        "widths w, 2w, 4w, 8w, global average pool, linear",
+        "parameters": 11_173_962,
+    },
+    "custom_resnet": {
+        "description": "ResNet9 of the OneCycle recipe (David Page): prep conv, three conv-pool-BN-ReLU "
+        "stages with residual blocks after the first and third, global max pool, linear",
+        "parameters": 6_573_130,
+    },
+}
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, *, pool: bool = False) -> nn.Sequential:
+    """3x3 conv (no bias: the BN has one), an optional 2x2 max pool, BN, ReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN with an identity shortcut, or a 1x1 conv-BN one when the shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """kuangliu/pytorch-cifar ResNet18: 11,173,962 parameters at width 64, 10 classes."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(in_channels, width)
+        self.layer1 = self._stage(width, width, stride=1)
+        self.layer2 = self._stage(width, 2 * width, stride=2)
+        self.layer3 = self._stage(2 * width, 4 * width, stride=2)
+        self.layer4 = self._stage(4 * width, 8 * width, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8 * width, num_classes)
+
+    @staticmethod
+    def _stage(in_ch: int, out_ch: int, *, stride: int) -> nn.Sequential:
+        return nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+class ResidualStage(nn.Module):
+    """conv-pool-BN-ReLU, then (optionally) x + two conv-BN-ReLU of x.
+
+    One module so that its output, the stage plus its residual, is a hookable layer (GradCAM's)."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, residual: bool) -> None:
+        super().__init__()
+        self.conv = conv_bn_relu(in_ch, out_ch, pool=True)
+        self.res: nn.Module | None = None
+        if residual:
+            self.res = nn.Sequential(conv_bn_relu(out_ch, out_ch), conv_bn_relu(out_ch, out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        return x if self.res is None else x + self.res(x)
+
+
+class CustomResNet(nn.Module):
+    """The ResNet9 of the OneCycle recipe: 6,573,130 parameters at width 64, 10 classes."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.prep = conv_bn_relu(in_channels, width)
+        self.layer1 = ResidualStage(width, 2 * width, residual=True)
+        self.layer2 = ResidualStage(2 * width, 4 * width, residual=False)
+        self.layer3 = ResidualStage(4 * width, 8 * width, residual=True)
+        self.pool = nn.AdaptiveMaxPool2d(1)  # adaptive: 28 px inputs end at 3x3, 32 px at 4x4
+        self.fc = nn.Linear(8 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.prep(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+_BUILDERS: dict[str, type[nn.Module]] = {"resnet18": ResNet18, "custom_resnet": CustomResNet}
+assert set(_BUILDERS) == set(MODELS) == set(MODEL_INFO)
+
+
+def build_model(spec: ModelSpec, *, in_channels: int, num_classes: int) -> nn.Module:
+    """A freshly initialised model of `spec.name` at `spec.width`, on the CPU, in train mode."""
+    if spec.name not in _BUILDERS:
+        raise ValueError(f"unknown model {spec.name!r}; expected one of {sorted(_BUILDERS)}")
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return _BUILDERS[spec.name](in_channels=in_channels, num_classes=num_classes, width=spec.width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable and frozen parameters (buffers such as BN statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a `torch.compile` wrapper (`_orig_mod`), or the model itself."""
+    return getattr(model, "_orig_mod", model)
+
+
+def gradcam_layer(model: nn.Module) -> nn.Module:
+    """The last block at the lowest resolution: GradCAM's target layer."""
+    inner = unwrap(model)
+    if isinstance(inner, ResNet18):
+        return inner.layer4[-1]
+    if isinstance(inner, CustomResNet):
+        return inner.layer3  # its output is layer3 + its residual
+    raise ValueError(
+        f"no GradCAM layer known for {type(inner).__name__}; expected one of "
+        f"{sorted(cls.__name__ for cls in _BUILDERS.values())}"
+    )

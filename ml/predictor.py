@@ -1,0 +1,116 @@
+"""Inference on a checkpoint: preprocess any PIL image, predict top-k classes, optionally explain.
+
+The model is loaded once, rebuilt from the checkpoint's manifest, and fed as the trainer fed it:
+converted to the manifest's channel count, resized to its image size, normalized with its mean
+and std.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ml.checkpoints import load_model
+from ml.gradcam import cam_for_batch, check_method, overlay, to_png_bytes
+
+OVERLAY_MIN_SIZE = 128  # px: a 32x32 input is upscaled so that the overlay stays readable
+_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL would clip these to 255, not scale
+
+
+class Predictor:
+    """A checkpoint loaded for inference; safe to share between threads."""
+
+    def __init__(self, folder: Path, device: str | torch.device | None = None) -> None:
+        """`device` None means the CPU: the API process leaves the GPU to training unless told."""
+        self.folder = Path(folder)
+        self.model, self.manifest = load_model(self.folder, device=device or "cpu")
+        self.classes: list[str] = list(self.manifest["classes"])
+        self.in_channels: int = self.manifest["in_channels"]
+        self.image_size: int = self.manifest["image_size"]
+        self.mean = np.asarray(self.manifest["mean"], dtype=np.float32)
+        self.std = np.asarray(self.manifest["std"], dtype=np.float32)
+        # One lock for every forward pass: GradCAM's hooks sit on the shared model and would also
+        # record the activations of another thread's plain forward pass.
+        self._lock = threading.Lock()
+
+    def predict(
+        self,
+        images: list[Image.Image],
+        *,
+        topk: int = 3,
+        gradcam: bool = False,
+        method: str = "gradcam",
+        target: str = "pred",
+    ) -> list[dict]:
+        """One dict per image: label, class_index, confidence, topk [{label, probability}], gradcam."""
+        check_method(method)
+        if target != "pred" and target not in self.classes:
+            raise ValueError(f"unknown target {target!r}; expected 'pred' or one of {self.classes}")
+        if not images:
+            return []
+        k = max(1, min(int(topk), len(self.classes)))
+        pixels = np.stack([self._pixels(image) for image in images])  # (N, S, S, C) uint8
+        batch = self._tensor(pixels)
+        with self._lock, torch.inference_mode():
+            probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
+        results = [self._describe(row, k) for row in probs]
+        if gradcam:
+            chosen = [int(row.argmax()) if target == "pred" else self.classes.index(target) for row in probs]
+            with self._lock:
+                cams = cam_for_batch(self.model, batch, targets=chosen, method=method)
+            size = max(OVERLAY_MIN_SIZE, self.image_size)
+            for result, image, cam, index in zip(results, pixels, cams, chosen):
+                png = to_png_bytes(overlay(image, cam, size=size))
+                result["gradcam"] = {
+                    "method": method,
+                    "target": self.classes[index],
+                    "overlay_png_base64": base64.b64encode(png).decode("ascii"),
+                }
+        return results
+
+    def _describe(self, probs: np.ndarray, k: int) -> dict:
+        order = np.argsort(-probs, kind="stable")[:k]
+        best = int(order[0])
+        return {
+            "label": self.classes[best],
+            "class_index": best,
+            "confidence": float(probs[best]),
+            "topk": [{"label": self.classes[i], "probability": float(probs[i])} for i in order],
+            "gradcam": None,
+        }
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        """`image` as uint8 (S, S, C): upright, in the model's channel count, resized to its size."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL.Image.Image; got {type(image).__name__}")
+        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+        if image.mode in _HIGH_BIT_MODES:
+            image = _high_bit_to_l(image)
+        mode = "L" if self.in_channels == 1 else "RGB"
+        try:
+            image = image.convert(mode)
+        except ValueError as exc:
+            raise ValueError(f"cannot convert an image of mode {image.mode!r} to {mode!r}: {exc}") from exc
+        size = (self.image_size, self.image_size)
+        array = np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+        return array.reshape(self.image_size, self.image_size, -1)
+
+    def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W) on the model's device."""
+        scaled = (pixels.astype(np.float32) / 255.0 - self.mean) / self.std
+        device = next(self.model.parameters()).device
+        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))).to(device)
+
+
+def _high_bit_to_l(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit or float grayscale as 8-bit "L", scaled by the range of its values' type."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if peak > 255:  # 16-bit data (0..65535), or wider: scale to 0..255 instead of clipping
+        values = values * (255.0 / (65535.0 if peak <= 65535 else peak))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))

@@ -1,0 +1,85 @@
+"""The API's side of Celery: a lightweight client app that submits jobs by task name.
+
+It never imports the worker package (nor torch). A dead broker raises within a second or two
+instead of hanging the request: no connection retries, short socket timeouts."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Annotated, Any
+
+from celery import Celery
+from fastapi import Depends
+from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.utils.url import maybe_sanitize_url
+from redis.exceptions import RedisError
+
+from service.config import SettingsDep
+
+TASK_NAME = "lrcam.run_job"
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, RedisError, ConnectionError)
+FAIL_FAST_SECONDS = 2  # connect/read timeout towards the broker
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker (Redis) did not answer."""
+
+
+def client_config(queue: str) -> dict[str, Any]:
+    """Celery settings shared by the API's client and the worker (queue, serializer)."""
+    return dict(task_default_queue=queue, task_serializer="json", accept_content=["json"])
+
+
+class Broker:
+    """Sends jobs to the workers, revokes them, and answers whether the broker is up."""
+
+    def __init__(self, url: str, *, queue: str) -> None:
+        self.url = maybe_sanitize_url(url)  # for messages: no password
+        self.app = Celery("lrcam-client", broker=url, set_as_current=False)
+        self.app.conf.update(
+            client_config(queue),
+            broker_connection_retry=False,
+            broker_connection_max_retries=0,
+            broker_connection_timeout=FAIL_FAST_SECONDS,
+            task_publish_retry=False,
+            broker_transport_options={
+                "socket_connect_timeout": FAIL_FAST_SECONDS,
+                "socket_timeout": FAIL_FAST_SECONDS,
+                "max_retries": 0,
+            },
+        )
+
+    def send_job(self, job_id: str, kind: str, params: dict[str, Any]) -> None:
+        try:
+            self.app.send_task(TASK_NAME, args=[job_id, kind, params], task_id=job_id)
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+
+    def revoke(self, job_id: str) -> None:
+        """Best effort: the store already says cancelled, and the worker checks it before starting."""
+        try:
+            self.app.control.revoke(job_id)
+        except BROKER_ERRORS as exc:
+            logger.warning("could not revoke task %s: %s", job_id, exc)
+
+    def ping(self) -> None:
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=0, timeout=FAIL_FAST_SECONDS)
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+
+
+@lru_cache(maxsize=4)
+def _broker_for(url: str, queue: str) -> Broker:
+    return Broker(url, queue=queue)
+
+
+def get_broker(settings: SettingsDep) -> Broker:
+    return _broker_for(settings.REDIS_URL, settings.JOB_QUEUE)
+
+
+BrokerDep = Annotated[Broker, Depends(get_broker)]

@@ -1,0 +1,78 @@
+"""Settings of the API and the worker, read once from the environment (and `.env`).
+
+Bad values stop the process at startup with a message naming the variable, rather than failing
+on the first request."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    REDIS_URL: str = Field(default="redis://localhost:6379/0", description="Celery broker")
+    DATABASE_URL: str = Field(
+        default="sqlite:///./var/app.db", description="job store; postgresql+psycopg://... works too"
+    )
+    DATA_DIR: Path = Field(default=Path("./var/data"), description="where datasets live and are downloaded to")
+    ARTIFACTS_DIR: Path = Field(default=Path("./var/artifacts"), description="checkpoints, plots, GradCAM images")
+    API_KEY: str | None = Field(
+        default=None, description="when set (non-empty), every endpoint but /health needs 'Authorization: Bearer'"
+    )
+    MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0, description="per uploaded file; larger get 413")
+    JOB_LEASE_SECONDS: float = Field(
+        default=120, gt=0, description="a running job without a worker heartbeat for this long is failed"
+    )
+    JOB_QUEUE: str = Field(default="lrcam", min_length=1, description="Celery queue the API sends jobs to")
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS closed"
+    )
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"REDIS_URL must start with one of {list(REDIS_SCHEMES)}; got {value!r}")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError as exc:
+            raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql+psycopg://; got {value!r}")
+        return value
+
+    @field_validator("API_KEY")
+    @classmethod
+    def _empty_key_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,164 @@
+"""The job store's tables (SQLAlchemy 2 typed ORM) and engines.
+
+SQLite (the default, one file under ./var) and PostgreSQL both work; every timestamp is stored and
+returned as a timezone-aware UTC datetime."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, ForeignKey, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+JOB_KINDS = ("lr_finder", "train")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ENDED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; the store needs timezone-aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    params: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(32))
+    result: Mapped[dict[str, Any] | None]
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int]
+    record: Mapped[dict[str, Any]]
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(Text, doc="relative to ARTIFACTS_DIR")
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    model: Mapped[dict[str, Any]]
+    dataset: Mapped[str] = mapped_column(String(64))
+    classes: Mapped[list[Any]]
+    test_acc: Mapped[float | None]
+    epoch: Mapped[int | None]
+    path: Mapped[str] = mapped_column(Text, doc="its folder, relative to ARTIFACTS_DIR")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """One engine (and connection pool) per database URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # the API reads while the worker writes
+    cursor.close()
+
+
+_schema_lock = threading.Lock()
+_schema_ready: set[str] = set()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the tables once per engine; raises the store's OperationalError while it is down."""
+    key = str(engine.url)
+    if key in _schema_ready:
+        return
+    with _schema_lock:
+        if key in _schema_ready:
+            return
+        try:
+            Base.metadata.create_all(engine)
+        except (IntegrityError, ProgrammingError):  # the API and a worker raced to create a table
+            Base.metadata.create_all(engine)
+        _schema_ready.add(key)
+
+
+@contextmanager
+def session_for(url: str) -> Iterator[Session]:
+    """A session on the store at `url`, its tables created; closes on exit (callers commit)."""
+    engine = get_engine(url)
+    ensure_schema(engine)
+    with _sessionmaker(engine)() as session:
+        yield session
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

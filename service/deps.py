@@ -1,0 +1,49 @@
+"""Typed dependencies shared by the routers: the store session and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service import store
+from service.config import SettingsDep
+from service.db import session_for
+
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_KEY>` when API_KEY is set")
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with session_for(settings.DATABASE_URL) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def require_api_key(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """401 unless the request carries `Authorization: Bearer <API_KEY>` (when API_KEY is set)."""
+    if settings.API_KEY is None:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        detail = "missing API key: send the header 'Authorization: Bearer <API_KEY>'"
+    elif hmac.compare_digest(credentials.credentials.encode(), settings.API_KEY.encode()):
+        return
+    else:
+        detail = "wrong API key in 'Authorization: Bearer <API_KEY>'"
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_fresh_session(session: SessionDep, settings: SettingsDep) -> Session:
+    """A session in which running jobs whose worker stopped heartbeating have been failed."""
+    store.expire_stale_jobs(session, lease_seconds=settings.JOB_LEASE_SECONDS)
+    return session
+
+
+FreshSessionDep = Annotated[Session, Depends(get_fresh_session)]

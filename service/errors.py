@@ -1,0 +1,55 @@
+"""Exception handlers: a store or broker that does not answer is a 503 naming which one; a job
+the store does not know is a 404; an action the job's state forbids is a 409."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from service.broker import BrokerUnavailable
+from service.store import JobNotFound, JobStateConflict
+
+logger = logging.getLogger(__name__)
+
+STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+BROKER_ERRORS = (BrokerUnavailable, KombuOperationalError, RedisError)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("job store unreachable on %s %s: %s", request.method, request.url.path, exc)
+    detail = f"job store unreachable (DATABASE_URL): {first_line(exc)}"
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("broker unreachable on %s %s: %s", request.method, request.url.path, exc)
+    detail = str(exc) if isinstance(exc, BrokerUnavailable) else f"broker unreachable (REDIS_URL): {first_line(exc)}"
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def job_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+async def job_state_conflict(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+
+def install(app: FastAPI) -> None:
+    for error in STORE_ERRORS:
+        app.add_exception_handler(error, store_unavailable)
+    for error in BROKER_ERRORS:
+        app.add_exception_handler(error, broker_unavailable)
+    app.add_exception_handler(JobNotFound, job_not_found)
+    app.add_exception_handler(JobStateConflict, job_state_conflict)

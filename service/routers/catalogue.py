@@ -1,0 +1,122 @@
+"""What can be trained: the models with their options and presets, and the datasets with where
+they live under DATA_DIR and whether they are there (files are checked, never decoded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from annotated_types import Ge, Le
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ml.specs import ModelSpec
+from service.config import SettingsDep
+
+router = APIRouter(tags=["catalogue"])
+
+# Counted with ml.models.count_parameters at width 64, 3 input channels, 10 classes
+# (tests/service/test_catalogue.py checks them against the real models).
+MODELS: dict[str, dict[str, Any]] = {
+    "resnet18": {
+        "description": "the CIFAR ResNet18 (3x3 stem, no max-pool; 4 stages of 2 basic blocks)",
+        "parameters_at_width_64": 11_173_962,
+    },
+    "custom_resnet": {
+        "description": "the ResNet9 of the OneCycle recipe (prep, 3 stages, 2 residual blocks, max-pool head)",
+        "parameters_at_width_64": 6_573_130,
+    },
+}
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# Documented training specs (POST /jobs/train bodies) for common set-ups, e.g. a CPU preset for
+# Fashion-MNIST: {"name": ..., "description": ..., "spec": {...}}. Each spec must validate as a TrainSpec.
+PRESETS: list[dict[str, Any]] = []
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    parameters_at_width_64: int = Field(description="with 3 input channels and 10 classes")
+    options: dict[str, Any]
+
+
+class ModelsPublic(BaseModel):
+    models: list[ModelPublic]
+    presets: list[dict[str, Any]]
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    description: str
+    layout: str = Field(description="where its files live under DATA_DIR")
+    present: bool = Field(description="whether its files are on disk now (else downloaded on first use)")
+    classes: list[str] | None
+    folders: list[str] | None = Field(default=None, description="image_folder: usable folders under DATA_DIR")
+
+
+class DatasetsPublic(BaseModel):
+    datasets: list[DatasetPublic]
+
+
+@router.get("/models")
+def list_models() -> ModelsPublic:
+    width = ModelSpec.model_fields["width"]
+    low = next(m.ge for m in width.metadata if isinstance(m, Ge))
+    high = next(m.le for m in width.metadata if isinstance(m, Le))
+    options = {"width": {"default": width.default, "min": low, "max": high, "description": width.description}}
+    models = [ModelPublic(name=name, options=options, **info) for name, info in MODELS.items()]
+    return ModelsPublic(models=models, presets=PRESETS)
+
+
+@router.get("/datasets")
+def list_datasets(settings: SettingsDep) -> DatasetsPublic:
+    from ml import data  # numpy and Pillow only: its constants are the one truth about file layouts
+
+    data_dir = settings.DATA_DIR
+    cifar = data_dir / data.CIFAR10_FOLDER
+    cifar_files = [*data.CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta"]
+    fmnist_dirs = [data_dir / data.FMNIST_TORCHVISION_DIR, data.FMNIST_SYSTEM_DIR]
+    fmnist_present = any(
+        all((folder / f"{name}.gz").is_file() or (folder / name).is_file() for name in data.FMNIST_FILES)
+        for folder in fmnist_dirs
+    )
+    folders = _image_folders(data_dir)
+    return DatasetsPublic(
+        datasets=[
+            DatasetPublic(
+                name="cifar10",
+                description="CIFAR-10: 50,000 + 10,000 colour images, 32x32, 10 classes",
+                layout=f"{data.CIFAR10_FOLDER}/ (the CIFAR-10 python batches)",
+                present=all((cifar / name).is_file() for name in cifar_files),
+                classes=list(CIFAR10_CLASSES),
+            ),
+            DatasetPublic(
+                name="fashion_mnist",
+                description="Fashion-MNIST: 60,000 + 10,000 greyscale images, 28x28, 10 classes",
+                layout=f"{data.FMNIST_TORCHVISION_DIR}/*-ubyte.gz (or {data.FMNIST_SYSTEM_DIR}/)",
+                present=fmnist_present,
+                classes=list(data.FMNIST_CLASSES),
+            ),
+            DatasetPublic(
+                name="image_folder",
+                description='your images: {"name": "image_folder", "path": "<folder>", "image_size": 32}',
+                layout="<path>/train/<class>/* and <path>/test/<class>/*",
+                present=bool(folders),
+                classes=None,
+                folders=folders,
+            ),
+        ]
+    )
+
+
+def _image_folders(data_dir: Path) -> list[str]:
+    """Folders directly under DATA_DIR that hold train/ and test/."""
+    if not data_dir.is_dir():
+        return []
+    return sorted(
+        child.name
+        for child in data_dir.iterdir()
+        if not child.name.startswith(".") and (child / "train").is_dir() and (child / "test").is_dir()
+    )

@@ -1,0 +1,46 @@
+"""Liveness (no auth, no dependencies) and readiness (the store and the broker answer; behind the
+API key like every endpoint but /health)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from sqlalchemy import text
+
+from service.broker import BrokerDep, BrokerUnavailable
+from service.config import SettingsDep
+from service.db import session_for
+from service.deps import require_api_key
+from service.errors import STORE_ERRORS, first_line
+from service.schemas import HealthPublic, ReadyPublic
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health() -> HealthPublic:
+    """The process is up; checks nothing else."""
+    return HealthPublic(status="ok")
+
+
+@router.get(
+    "/ready",
+    dependencies=[Depends(require_api_key)],
+    responses={503: {"description": "the store or the broker (named) does not answer"}},
+)
+def ready(settings: SettingsDep, broker: BrokerDep) -> ReadyPublic:
+    """200 when both the job store and the broker answer; 503 naming each one that does not."""
+    problems: dict[str, str] = {}
+    try:
+        with session_for(settings.DATABASE_URL) as session:
+            session.execute(text("SELECT 1"))
+    except STORE_ERRORS as exc:
+        problems["store"] = f"job store unreachable (DATABASE_URL): {first_line(exc)}"
+    try:
+        broker.ping()
+    except BrokerUnavailable as exc:
+        problems["broker"] = str(exc)
+    if problems:
+        detail = {"status": "not ready", "store": "ok", "broker": "ok"} | problems
+        detail["message"] = "; ".join(problems.values())
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
+    return ReadyPublic(status="ready", store="ok", broker="ok")

@@ -1,0 +1,141 @@
+"""Jobs: submit an LR range test or a training run, follow it, cancel it, read its metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy.orm import Session
+
+from ml.specs import LRFinderSpec, TrainSpec
+from service import store
+from service.admission import check_dataset_on_disk, check_lr_finder_job
+from service.broker import Broker, BrokerDep, BrokerUnavailable
+from service.config import SettingsDep
+from service.db import Job
+from service.deps import FreshSessionDep, SessionDep
+from service.schemas import (
+    BestEpochPublic,
+    JobKind,
+    JobPublic,
+    JobsPublic,
+    JobStatus,
+    LRFinderMetricsPublic,
+    TrainMetricsPublic,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+UNAVAILABLE = {503: {"description": "the broker or the job store is unreachable"}}
+UNKNOWN_JOB = {404: {"description": "no job with this id"}}
+
+
+def _submit(session: Session, broker: Broker, kind: str, params: dict[str, Any]) -> Job:
+    """Record the job, then enqueue it; a broker that does not answer fails the job (never loses it)."""
+    job = store.create_job(session, kind=kind, params=params)
+    try:
+        broker.send_job(job.id, kind, params)
+    except BrokerUnavailable as exc:
+        store.fail_job(session, job.id, f"could not enqueue: {exc}")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; job {job.id} was recorded as failed"
+        ) from exc
+    return job
+
+
+@router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
+def create_lr_finder_job(
+    spec: LRFinderSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+) -> JobPublic:
+    """Queue Leslie Smith's LR range test."""
+    check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    job = _submit(session, broker, "lr_finder", spec.model_dump(mode="json"))
+    return JobPublic.model_validate(job)
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
+def create_train_job(spec: TrainSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep) -> JobPublic:
+    """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion)."""
+    check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_lr_finder_job(session, spec)
+    job = _submit(session, broker, "train", spec.model_dump(mode="json"))
+    return JobPublic.model_validate(job)
+
+
+@router.get("", responses=UNAVAILABLE)
+def list_jobs(
+    session: FreshSessionDep,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    kind: Annotated[JobKind | None, Query(description="only jobs of this kind")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    """Jobs, newest first, with the total matching the filters."""
+    jobs, total = store.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
+    return JobsPublic(jobs=[JobPublic.model_validate(job) for job in jobs], total=total)
+
+
+def _job_or_404(session: Session, job_id: str) -> Job:
+    job = store.get_job(session, job_id)
+    if job is None:
+        raise store.JobNotFound(job_id)
+    return job
+
+
+@router.get("/{job_id}", responses=UNKNOWN_JOB | UNAVAILABLE)
+def get_job(job_id: str, session: FreshSessionDep) -> JobPublic:
+    return JobPublic.model_validate(_job_or_404(session, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=UNKNOWN_JOB | {409: {"description": "the job already ended"}} | UNAVAILABLE,
+)
+def cancel_job(job_id: str, session: FreshSessionDep, broker: BrokerDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one is asked to stop (it stays running until it
+    does, within an epoch or a few LR-finder iterations)."""
+    job = store.request_cancel(session, job_id)
+    if job.status == "cancelled":
+        broker.revoke(job.id)
+    return JobPublic.model_validate(job)
+
+
+@router.get("/{job_id}/metrics", responses=UNKNOWN_JOB | UNAVAILABLE)
+def get_metrics(
+    job_id: str,
+    session: FreshSessionDep,
+    since_epoch: Annotated[int, Query(ge=0, description="train jobs: only epochs after this one")] = 0,
+) -> TrainMetricsPublic | LRFinderMetricsPublic:
+    """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve."""
+    job = _job_or_404(session, job_id)
+    result = job.result or {}
+    if job.kind == "lr_finder":
+        return LRFinderMetricsPublic(
+            job_id=job.id,
+            status=job.status,  # type: ignore[arg-type]
+            lrs=result.get("lrs", []),
+            losses=result.get("losses", []),
+            smoothed_losses=result.get("smoothed_losses", []),
+            suggested_lr=result.get("suggested_lr"),
+            suggestions=result.get("suggestions", {}),
+            diverged_at_lr=result.get("diverged_at_lr"),
+            stop_reason=result.get("stop_reason"),
+        )
+    epochs = store.list_epochs(session, job.id)
+    return TrainMetricsPublic(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        epochs=[record for record in epochs if record["epoch"] > since_epoch],
+        best=result.get("best") or _best(epochs),
+        per_class_accuracy=result.get("per_class_accuracy"),
+        stop_reason=result.get("stop_reason"),
+    )
+
+
+def _best(epochs: list[dict[str, Any]]) -> BestEpochPublic | None:
+    scored = [record for record in epochs if record.get("test_acc") is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda record: (record["test_acc"], -record["epoch"]))
+    return BestEpochPublic(epoch=best["epoch"], test_acc=best["test_acc"])

@@ -1,0 +1,158 @@
+"""Image uploads: multipart read as a stream with a running byte count per file (413 the moment
+one exceeds MAX_UPLOAD_BYTES, before the rest arrives), then sniffed and decoded with Pillow
+(415 for anything that is not a complete image, 413 for decompression bombs)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from io import BytesIO
+
+from fastapi import HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+FILE_FIELDS = ("file", "files")
+MAX_FILES = 32  # images per request; a batch for the model, not an archive
+MAX_PIXELS = 40_000_000  # per image (e.g. 8000x5000): beyond any photo, below a decompression bomb
+MULTIPART_OVERHEAD = 64 * 1024  # bytes of headers and boundaries allowed on top of the files
+
+Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)  # never unbounded
+
+# Everything Pillow raises for a file that is not a complete image of a format it knows.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+
+OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "one image"},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": f"several images (at most {MAX_FILES})",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytearray = field(default_factory=bytearray)
+
+
+def too_large(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, message)
+
+
+def not_an_image(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, message)
+
+
+class _FormReader:
+    """python-multipart callbacks collecting the file parts named `file`/`files`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.uploads: list[Upload] = []
+        self._headers: dict[bytes, bytes] = {}
+        self._name, self._value = b"", b""
+        self._current: Upload | None = None
+
+    def on_part_begin(self) -> None:
+        self._headers, self._current = {}, None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._name.strip().lower()] = self._value.strip()
+        self._name, self._value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name not in FILE_FIELDS:
+            raise _invalid_field(name, f"unexpected form field {name!r}; send images in 'file' or 'files'")
+        if b"filename" not in options:
+            raise _invalid_field(name, f"form field {name!r} must be a file upload (an image), not a value")
+        if len(self.uploads) >= MAX_FILES:
+            raise too_large(f"too many files: at most {MAX_FILES} images per request")
+        self._current = Upload(filename=options[b"filename"].decode("utf-8", "replace") or f"image{len(self.uploads)}")
+        self.uploads.append(self._current)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        assert self._current is not None  # on_headers_finished raised for non-file parts
+        if len(self._current.data) + (end - start) > self.max_bytes:
+            raise too_large(
+                f"file {self._current.filename!r} is larger than MAX_UPLOAD_BYTES ({self.max_bytes} bytes)"
+            )
+        self._current.data += data[start:end]
+
+    def callbacks(self) -> dict:
+        names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data")
+        return {f"on_{name}": getattr(self, f"on_{name}") for name in names}
+
+
+def _invalid_field(name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": ("body", name or "file"), "msg": message}])
+
+
+async def read_uploads(request: Request, *, max_bytes: int) -> list[Upload]:
+    """The images of a multipart request (fields `file` and/or `files`), each at most `max_bytes`."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise not_an_image("expected a multipart/form-data body with an image in 'file' (or several in 'files')")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes * MAX_FILES + MULTIPART_OVERHEAD:
+        raise too_large(f"request of {declared} bytes: at most {MAX_FILES} files of MAX_UPLOAD_BYTES ({max_bytes})")
+    reader = _FormReader(max_bytes)
+    parser = MultipartParser(options[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from exc
+    if not reader.uploads:
+        raise _invalid_field("file", "no image: send one in the form field 'file' (or several in 'files')")
+    return reader.uploads
+
+
+def decode_image(upload: Upload) -> Image.Image:
+    """The upload as a fully decoded Pillow image; 415 if it is not one, 413 for too many pixels."""
+    name = upload.filename
+    if not upload.data:
+        raise not_an_image(f"file {name!r} is empty; expected an image")
+    try:
+        with Image.open(BytesIO(upload.data)) as probe:
+            _check_pixels(name, probe)
+            probe.verify()  # structure and checksums, without decoding
+        image = Image.open(BytesIO(upload.data))
+        _check_pixels(name, image)
+        image.load()  # decodes every pixel: catches truncated data that verify() lets through
+    except Image.DecompressionBombError as exc:
+        raise too_large(f"file {name!r} has too many pixels: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise not_an_image(f"file {name!r} is not a readable image (or is truncated): {exc}") from exc
+    return image
+
+
+def _check_pixels(name: str, image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise too_large(f"file {name!r} has too many pixels: {width}x{height}; at most {MAX_PIXELS} per image")

@@ -1,0 +1,161 @@
+"""ml.augment: the presets, the user's transform lists and how they are validated."""
+
+from __future__ import annotations
+
+import json
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ml.augment import (TRANSFORMS, build_eval_transform, build_train_transform, default_transforms, describe,
+                        reseed, validate_transforms)  # fmt: skip
+from ml.specs import LRFinderSpec, TrainSpec
+
+RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
+GRAY = {"mean": (0.29,), "std": (0.35,)}
+
+
+def random_image(size: int, channels: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(size, size, channels), dtype=np.uint8)
+
+
+def normalized(image: np.ndarray, mean, std) -> np.ndarray:
+    return ((image.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("size", "stats"), [(32, RGB), (28, GRAY)])
+def test_default_pipeline_shape_and_steps(size, stats):
+    compose = build_train_transform("default", image_size=size, **stats, seed=0)
+    names = [type(t).__name__ for t in compose.transforms]
+    assert names == ["PadIfNeeded", "RandomCrop", "HorizontalFlip", "CoarseDropout", "Normalize"]
+    pad = compose.transforms[0]
+    assert (pad.min_height, pad.min_width, pad.border_mode) == (size + 8, size + 8, cv2.BORDER_REFLECT_101)
+    for seed in range(5):
+        out = compose(image=random_image(size, len(stats["mean"]), seed))["image"]
+        assert out.shape == (size, size, len(stats["mean"])) and out.dtype == np.float32
+        assert -3 < out.min() and out.max() < 3
+
+
+@pytest.mark.parametrize(("size", "stats", "hole"), [(32, RGB, 16), (28, GRAY, 14)])
+def test_cutout_is_a_square_hole_of_half_the_side_filled_with_the_mean(size, stats, hole):
+    dropout = default_transforms(image_size=size, mean=stats["mean"])[3]
+    assert isinstance(dropout, A.CoarseDropout) and dropout.p == 0.5
+    image = np.zeros((size, size, len(stats["mean"])), np.uint8)
+    out = dropout(image=image, force_apply=True)["image"]
+    fill = np.round(np.float32(stats["mean"]) * 255).astype(np.uint8)
+    in_hole = np.all(out == fill, axis=-1)
+    assert in_hole.sum() == hole * hole
+    rows, cols = np.nonzero(in_hole)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (hole, hole)
+
+
+def test_none_is_exactly_normalize():
+    image = random_image(32, 3)
+    out = build_train_transform("none", image_size=32, **RGB)(image=image)["image"]
+    np.testing.assert_allclose(out, normalized(image, **RGB), atol=1e-5)
+    evaluated = build_eval_transform(**RGB)(image=image)["image"]
+    np.testing.assert_allclose(evaluated, out, atol=1e-6)
+
+
+def test_a_list_runs_in_order_and_gets_the_dataset_normalize():
+    image = random_image(32, 3)
+    compose = build_train_transform([{"name": "HorizontalFlip", "p": 1.0}], image_size=32, **RGB)
+    assert [type(t).__name__ for t in compose.transforms] == ["HorizontalFlip", "Normalize"]
+    np.testing.assert_allclose(compose(image=image)["image"], normalized(image[:, ::-1], **RGB), atol=1e-5)
+
+
+def test_a_list_with_its_own_normalize_keeps_it():
+    own = {"name": "Normalize", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    compose = build_train_transform([{"name": "VerticalFlip", "p": 1.0}, own], image_size=32, **RGB)
+    assert [type(t).__name__ for t in compose.transforms] == ["VerticalFlip", "Normalize"]
+    image = random_image(32, 3)
+    np.testing.assert_allclose(compose(image=image)["image"], image[::-1] / 127.5 - 1, atol=1e-5)
+
+
+def test_grayscale_custom_list():
+    transforms = [{"name": "Affine", "rotate": [-10, 10], "p": 1.0}, {"name": "RandomBrightnessContrast"}]
+    out = build_train_transform(transforms, image_size=28, **GRAY, seed=1)(image=random_image(28, 1))["image"]
+    assert out.shape == (28, 28, 1) and out.dtype == np.float32
+
+
+def test_seeded_pipelines_repeat_and_transforms_draw_independently():
+    image = random_image(32, 3)
+    first = build_train_transform("default", image_size=32, **RGB, seed=7)
+    second = build_train_transform("default", image_size=32, **RGB, seed=7)
+    for _ in range(5):
+        np.testing.assert_array_equal(first(image=image)["image"], second(image=image)["image"])
+    flips = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    reseed(flips, 0)  # A.Compose(seed=0) would flip both or neither, every time
+    outcomes = {"none": image, "h": image[:, ::-1], "v": image[::-1], "both": image[::-1, ::-1]}
+    seen = set()
+    for _ in range(100):
+        out = flips(image=image)["image"]
+        seen |= {name for name, expected in outcomes.items() if np.array_equal(out, expected)}
+    assert seen == set(outcomes), "transforms with the same p must draw independently"
+
+
+@pytest.mark.filterwarnings("ignore:Argument\\(s\\) 'padding':UserWarning")  # albumentations' own quirk
+def test_describe_is_json_and_round_trips():
+    compose = build_train_transform("default", image_size=32, **RGB)
+    text = json.dumps(describe(compose))
+    rebuilt = A.from_dict(json.loads(text))
+    assert json.loads(json.dumps(describe(rebuilt))) == json.loads(text)
+    assert [t["__class_fullname__"] for t in json.loads(text)["transform"]["transforms"]][-1] == "Normalize"
+
+
+@pytest.mark.parametrize(
+    ("transforms", "expected"),
+    [
+        ([{"name": "Fo"}], r"unknown augmentation transform 'Fo'; expected one of \[.*'HorizontalFlip'"),
+        ([{"name": "Lambda"}], r"'Lambda'.*callables"),
+        (
+            [{"name": "HorizontalFlip", "prob": 0.5}],
+            r"'HorizontalFlip' has no argument\(s\) \['prob'\]; it takes \['p'\]$",
+        ),
+        ([{"name": "HorizontalFlip", "p": 2}], r"'HorizontalFlip': p: .*less than or equal to 1 \(got 2\)"),
+        ([{"name": "Resize", "height": 32}], r"'Resize': width: Field required"),
+        ([{"name": "Blur", "blur_limit": [2, 4]}], r"'Blur': .*Values less than 3 are not allowed"),  # only a warning
+        ([{"name": "CoarseDropout", "max_holes": 8}], r"'CoarseDropout' has no argument\(s\) \['max_holes'\]"),
+        (["HorizontalFlip"], r"augmentation\[0\] must be an object"),
+        ([{"p": 0.5}], r"augmentation\[0\] must be an object"),
+    ],
+)
+def test_validate_transforms_names_what_is_wrong(transforms, expected):
+    with pytest.raises(ValueError, match=expected):
+        validate_transforms(transforms)
+
+
+def test_validate_accepts_what_builds():
+    validate_transforms([{"name": "HorizontalFlip"}, {"name": "CoarseDropout", "hole_height_range": [8, 8],
+                                                      "hole_width_range": [8, 8], "p": 1}])  # fmt: skip
+    assert "HorizontalFlip" in TRANSFORMS and "ToTensorV2" not in TRANSFORMS and "Compose" not in TRANSFORMS
+    assert all(issubclass(cls, A.BasicTransform) for cls in TRANSFORMS.values())
+
+
+@pytest.mark.parametrize("spec_class", [TrainSpec, LRFinderSpec])
+@pytest.mark.parametrize(("item", "named"), [({"name": "Nope"}, "Nope"), ({"name": "Blur", "prob": 1}, "prob")])
+def test_specs_refuse_bad_augmentation(spec_class, item, named):
+    with pytest.raises(ValidationError) as caught:
+        spec_class.model_validate({"dataset": {"name": "cifar10"}, "augmentation": [item]})
+    assert named in str(caught.value) and caught.value.errors()[0]["loc"][0] == "augmentation"
+
+
+@pytest.mark.parametrize(
+    ("transforms", "expected"),
+    [
+        ([{"name": "RandomFog"}], r"'RandomFog' fails on \(28, 28, 1\) images"),
+        ([{"name": "Resize", "height": 20, "width": 20}], r"keep images at \(28, 28, 1\).*\(20, 20, 1\)"),
+        ([{"name": "ToRGB"}], r"keep images at \(28, 28, 1\).*\(28, 28, 3\)"),
+    ],
+)
+def test_build_refuses_a_list_that_cannot_run_on_grayscale_28px(transforms, expected):
+    with pytest.raises(ValueError, match=expected):
+        build_train_transform(transforms, image_size=28, **GRAY)
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="'default', 'none' or a list"):
+        build_train_transform("strong", image_size=32, **RGB)

@@ -1,0 +1,130 @@
+"""ml.gradcam: maps of the right shape and range, scoped hooks, the model left as it was found."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ml.gradcam import METHODS, cam_for_batch, overlay, to_png_bytes
+from ml.models import build_model, gradcam_layer
+from ml.specs import MODELS, ModelSpec
+
+
+def tiny(name: str, in_channels: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelSpec(name=name, width=8), in_channels=in_channels, num_classes=10).eval()
+
+
+def batch(n: int = 3, channels: int = 3, size: int = 32) -> torch.Tensor:
+    return torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def hook_count(model: nn.Module) -> int:
+    kinds = ("_forward_hooks", "_backward_hooks", "_forward_pre_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(module, kind)) for module in model.modules() for kind in kinds)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_maps_have_input_size_and_unit_range(name: str, method: str) -> None:
+    maps = cam_for_batch(tiny(name), batch(), targets=[0, 1, 2], method=method)
+    assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    assert maps.max() > 0.5  # min-max scaled per image: not an empty map
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_grayscale_28px_inputs(name: str) -> None:
+    maps = cam_for_batch(tiny(name, in_channels=1), batch(2, channels=1, size=28), targets=[3, 4])
+    assert maps.shape == (2, 28, 28)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_different_targets_give_different_maps(name: str, method: str) -> None:
+    model, images = tiny(name), batch()
+    first = cam_for_batch(model, images, targets=[0, 0, 0], method=method)
+    again = cam_for_batch(model, images, targets=[0, 0, 0], method=method)
+    other = cam_for_batch(model, images, targets=[5, 5, 5], method=method)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    assert np.abs(first - other).max() > 0.05
+
+
+def test_no_hooks_leak_after_many_uses() -> None:
+    model = tiny("custom_resnet")
+    assert hook_count(model) == 0
+    for i in range(20):
+        cam_for_batch(model, batch(1), targets=[i % 10], method=sorted(METHODS)[i % 2])
+    assert hook_count(model) == 0
+    assert len(gradcam_layer(model)._forward_hooks) == 0
+
+
+def test_no_hooks_leak_when_a_target_is_out_of_range() -> None:
+    model = tiny("resnet18")
+    with pytest.raises(ValueError, match="not a class index"):
+        cam_for_batch(model, batch(1), targets=[10])
+    assert hook_count(model) == 0
+
+
+def test_model_modes_flags_and_grads_are_restored() -> None:
+    model = tiny("resnet18").train()
+    model.layer1.eval()  # a frozen stage keeps its own mode
+    for p in model.layer1.parameters():
+        p.requires_grad_(False)
+    grad = torch.full_like(model.fc.weight, 7.0)
+    model.fc.weight.grad = grad
+    modes = {m: m.training for m in model.modules()}
+    cam_for_batch(model, batch(2), targets=[1, 2])
+    assert {m: m.training for m in model.modules()} == modes
+    assert not any(p.requires_grad for p in model.layer1.parameters())
+    assert all(p.requires_grad for p in model.layer4.parameters())
+    assert model.fc.weight.grad is grad and model.fc.bias.grad is None
+
+
+def test_works_inside_inference_mode_and_on_a_frozen_model() -> None:
+    model = tiny("custom_resnet").requires_grad_(False)
+    with torch.inference_mode():
+        images = batch(2)
+        maps = cam_for_batch(model, images, targets=[1, 2])
+    assert maps.shape == (2, 32, 32) and maps.max() > 0.5
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"method": "scorecam"}, ValueError, r"method 'scorecam'; expected one of \['gradcam', 'gradcam\+\+'\]"),
+        ({"targets": [0]}, ValueError, "1 targets for 2 images"),
+        ({"targets": [0, -1]}, ValueError, "class indices >= 0"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        cam_for_batch(tiny("resnet18"), batch(2), **{"targets": [0, 1], **kwargs})
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 128), (3, 128), (3, 64)])
+def test_overlay_size_and_dtype(channels: int, size: int) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, channels), dtype=np.uint8)
+    cam = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    out = overlay(image, cam, size=size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    # the heat map (JET) is red where the cam is hot, blue where it is cold
+    assert out[-1, -1, 0] > out[-1, -1, 2] and out[0, 0, 2] > out[0, 0, 0]
+
+
+def test_overlay_refuses_float_images() -> None:
+    with pytest.raises(ValueError, match="image must be uint8"):
+        overlay(np.zeros((32, 32, 3), dtype=np.float32), np.zeros((32, 32), dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 3)])
+def test_png_bytes_decode(shape: tuple[int, ...]) -> None:
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(to_png_bytes(image))))
+    assert np.array_equal(decoded.reshape(shape), image)

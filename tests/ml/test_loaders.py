@@ -1,0 +1,106 @@
+"""ml.loaders: batches, reproducibility from the seed, and denormalize."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ml.augment import describe
+from ml.data import DatasetBundle, ImageSet, load_dataset
+from ml.loaders import denormalize, make_loaders
+from ml.specs import DatasetSpec
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_data_dir):
+    return load_dataset(DatasetSpec(name="cifar10"), cifar_data_dir)
+
+
+@pytest.fixture(scope="module")
+def fmnist_small(fmnist_data_dir):
+    return load_dataset(DatasetSpec(name="fashion_mnist", train_subset=200, test_subset=100), fmnist_data_dir)
+
+
+def first_batch(loader):
+    return next(iter(loader))
+
+
+def test_batches_shapes_and_types(cifar):
+    train, test = make_loaders(cifar, augmentation="default", batch_size=64, seed=0)
+    x, y = first_batch(train)
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (64,) and y.dtype == torch.int64
+    assert len(train) == 600 // 64, "the last partial batch is dropped"
+    assert sum(len(y) for _, y in test) == 200, "every test image, once"
+    assert train.dataset.transform is not test.dataset.transform
+    json.dumps(describe(train.dataset.transform))  # what the trainer saves as augmentation.json
+
+
+def test_grayscale_batches(fmnist_small):
+    train, test = make_loaders(fmnist_small, augmentation="default", batch_size=32, seed=0)
+    assert first_batch(train)[0].shape == (32, 1, 28, 28)
+    assert first_batch(test)[0].shape[1:] == (1, 28, 28)
+
+
+def test_test_loader_is_in_order_and_only_normalized(cifar):
+    _, test = make_loaders(cifar, augmentation="default", batch_size=50, seed=0)
+    xs, ys = zip(*test)
+    np.testing.assert_array_equal(torch.cat(ys).numpy(), cifar.test.labels)
+    images = torch.cat(xs)
+    expected = (cifar.test.images / 255.0 - np.array(cifar.mean)) / np.array(cifar.std)
+    np.testing.assert_allclose(images.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
+
+
+def test_normalized_training_set_has_zero_mean_unit_std(cifar):
+    train, _ = make_loaders(cifar, augmentation="none", batch_size=600, seed=0)
+    x, _ = first_batch(train)
+    np.testing.assert_allclose(x.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-4)
+    np.testing.assert_allclose(x.std(dim=(0, 2, 3)).numpy(), 1, atol=1e-3)
+    assert len(train) == 1 and not train.drop_last, "a set of one batch keeps it"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_same_seed_same_batches(cifar, num_workers):
+    def batches(seed):
+        train, _ = make_loaders(cifar, augmentation="default", batch_size=100, seed=seed, num_workers=num_workers)
+        return [batch for _, batch in zip(range(2), train)]
+
+    first, again, other = batches(3), batches(3), batches(4)
+    for (x1, y1), (x2, y2) in zip(first, again):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(first[0][1], other[0][1]), "another seed shuffles differently"
+
+
+def flip_pattern(loader, image: np.ndarray) -> list[list[bool]]:
+    """Per batch, which samples came out flipped, for a loader over copies of one image."""
+    stats = {"mean": loader.dataset.transform.transforms[-1].mean, "std": loader.dataset.transform.transforms[-1].std}
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    return [[np.array_equal(out, flipped) for out in denormalize(x, **stats)] for x, _ in loader]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_augmentations_differ_between_epochs_and_workers(num_workers):
+    """Each epoch draws new augmentations, and DataLoader workers do not repeat each other's draws
+    (each reseeds its copy of the pipeline; without that, worker 1 would copy worker 0)."""
+    image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    images = ImageSet(np.stack([image] * 40), np.arange(40, dtype=np.int64) % 2)
+    bundle = DatasetBundle("copies", images, images, ["a", "b"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    train, _ = make_loaders(bundle, augmentation=[{"name": "HorizontalFlip", "p": 0.5}], batch_size=10,
+                            seed=0, num_workers=num_workers)  # fmt: skip
+    epoch1, epoch2 = flip_pattern(train, image), flip_pattern(train, image)
+    assert 5 < sum(map(sum, epoch1)) < 35, "about half the images are flipped"
+    assert epoch1 != epoch2
+    assert epoch1[0] != epoch1[1] and epoch1[2] != epoch1[3], "batches 0, 2 and 1, 3 come from different workers"
+
+
+def test_denormalize_inverts_normalize(cifar):
+    _, test = make_loaders(cifar, augmentation="none", batch_size=16, seed=0)
+    x, _ = first_batch(test)
+    images = denormalize(x, mean=cifar.mean, std=cifar.std)
+    assert images.dtype == np.uint8 and images.shape == (32, 32, 32, 3)
+    np.testing.assert_array_equal(images, cifar.test.images[:32])
+    np.testing.assert_array_equal(denormalize(x[0], mean=cifar.mean, std=cifar.std)[0], cifar.test.images[0])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\).*\(2, 3, 32, 32\) with 1 means"):
+        denormalize(x[:2], mean=(0.5,), std=(0.5,))

@@ -1,0 +1,382 @@
+"""The LR range test: pytorch-lr-finder's schedule, smoothing and divergence rule, its suggestions,
+cancellation, state restoration, and the whole run on a small real dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ml.lr_finder import build_metrics, lr_at, range_test, run_lr_finder, suggest, valley_index
+from ml.specs import LRFinderSpec
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def tiny_batches(n_batches: int = 4, batch: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n_batches * batch, 4, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that remembers the LR of every step it actually takes."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.used: list[float] = []
+
+    def step(self, closure=None):
+        self.used.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+class ScriptedLoss:
+    """A criterion whose loss values are given in advance (still differentiable through the model)."""
+
+    def __init__(self, values) -> None:
+        self.values, self.calls = list(values), 0
+
+    def __call__(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        value = self.values[self.calls]
+        self.calls += 1
+        if isinstance(value, BaseException):
+            raise value
+        return outputs.sum() * 0 + value
+
+
+class StopAfter:
+    """Callbacks that say stop from the (k+1)-th poll on, and record the progress reports."""
+
+    def __init__(self, k: int | None) -> None:
+        self.k, self.polls, self.reports = k, 0, []
+
+    def on_progress(self, progress: dict) -> None:
+        self.reports.append(progress)
+
+    def on_epoch(self, record: dict) -> None:
+        raise AssertionError("the LR finder has no epochs")
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        return self.k is not None and self.polls > self.k
+
+
+def sweep(criterion=None, *, model=None, optimizer=None, batches=None, **kwargs):
+    model = model or tiny_model()
+    optimizer = optimizer or RecordingSGD(model.parameters(), lr=0.1, momentum=0.9)
+    options = dict(start_lr=1e-4, end_lr=1e-1, num_iter=10, step_mode="exp", smooth_f=0.05, diverge_th=1e9)
+    options.update(kwargs)
+    curve = range_test(
+        model, optimizer, tiny_batches() if batches is None else batches,
+        criterion=criterion or nn.CrossEntropyLoss(), **options,
+    )
+    return curve, optimizer
+
+
+# --- the schedule -------------------------------------------------------------------------------
+
+
+def test_exp_schedule_is_pytorch_lr_finders_and_is_the_lr_actually_used():
+    curve, optimizer = sweep(start_lr=1e-4, end_lr=1e-1, num_iter=10, step_mode="exp")
+    expected = [1e-4 * (1e-1 / 1e-4) ** (i / 9) for i in range(10)]
+    assert curve.lrs == pytest.approx(expected, rel=1e-12)
+    assert curve.lrs[0] == pytest.approx(1e-4) and curve.lrs[-1] == pytest.approx(1e-1)
+    assert optimizer.used == pytest.approx(curve.lrs, rel=1e-12)  # one step per iteration, at that LR
+    assert curve.stop_reason == "completed" and curve.diverged_at_lr is None
+
+
+def test_linear_schedule_interpolates_from_start_to_end():
+    curve, optimizer = sweep(start_lr=0.01, end_lr=0.5, num_iter=8, step_mode="linear")
+    assert curve.lrs == pytest.approx([0.01 + (i / 7) * 0.49 for i in range(8)], rel=1e-12)
+    assert curve.lrs[0] == pytest.approx(0.01) and curve.lrs[-1] == pytest.approx(0.5)
+    assert np.all(np.diff(curve.lrs) == pytest.approx(0.07))
+    assert optimizer.used == pytest.approx(curve.lrs)
+
+
+def test_lr_at_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match=r"unknown step_mode 'cos'; expected one of \['exp', 'linear'\]"):
+        lr_at(0, start_lr=1e-3, end_lr=1, num_iter=5, step_mode="cos")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_iter": 1}, "num_iter must be >= 2; got 1"),
+        ({"start_lr": 1.0, "end_lr": 0.1}, "start_lr=1.0, end_lr=0.1"),
+        ({"smooth_f": 1.0}, r"smooth_f must be in \[0, 1\); got 1.0"),
+        ({"step_mode": "cos"}, "unknown step_mode 'cos'"),
+    ],
+)
+def test_bad_ranges_are_refused_naming_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sweep(**kwargs)
+
+
+# --- smoothing, divergence, NaN -----------------------------------------------------------------
+
+
+def test_smoothing_is_an_exponential_average_weighted_by_smooth_f():
+    raw = [2.0, 1.0, 1.5, 0.5, 3.0]
+    curve, _ = sweep(ScriptedLoss(raw), num_iter=5, smooth_f=0.3)
+    assert curve.losses == pytest.approx(raw)
+    expected = [2.0]
+    for loss in raw[1:]:
+        expected.append(0.3 * loss + 0.7 * expected[-1])
+    assert curve.smoothed_losses == pytest.approx(expected)  # [2.0, 1.7, 1.64, 1.298, 1.8086]
+    assert curve.smoothed_losses[1] == pytest.approx(1.7)
+
+
+def test_smooth_f_zero_means_no_smoothing():
+    raw = [2.0, 1.0, 1.5, 0.5]
+    curve, _ = sweep(ScriptedLoss(raw), num_iter=4, smooth_f=0.0)
+    assert curve.smoothed_losses == pytest.approx(raw)
+
+
+def test_divergence_stops_at_the_first_smoothed_loss_above_threshold_times_best():
+    raw = [4.0, 2.0, 1.0, 4.9, 5.1, 1.0, 1.0, 1.0]  # best is 1.0; 5.1 > 5 x 1.0
+    curve, optimizer = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0)
+    assert curve.stop_reason == "diverged"
+    assert curve.losses == pytest.approx(raw[:5])  # the diverging point is recorded, as pytorch-lr-finder does
+    assert curve.diverged_at_lr == pytest.approx(curve.lrs[4])
+    assert len(optimizer.used) == 5
+
+
+def test_a_too_high_range_diverges_for_real():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    curve, _ = sweep(model=model, optimizer=optimizer, start_lr=1e-3, end_lr=1e4, num_iter=60, diverge_th=5.0)
+    assert curve.stop_reason == "diverged"
+    assert len(curve.lrs) < 60
+    assert curve.diverged_at_lr >= curve.lrs[-1]
+    assert all(math.isfinite(v) for v in curve.losses + curve.smoothed_losses)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_loss_ends_the_sweep_without_being_recorded(bad):
+    curve, optimizer = sweep(ScriptedLoss([1.0, 0.9, bad, 0.5, 0.5]), num_iter=5)
+    assert curve.stop_reason == "diverged"
+    assert curve.losses == pytest.approx([1.0, 0.9])
+    assert curve.diverged_at_lr == pytest.approx(lr_at(2, start_lr=1e-4, end_lr=1e-1, num_iter=5, step_mode="exp"))
+    assert len(optimizer.used) == 2  # no step on the NaN
+    metrics = build_metrics(curve, num_iter=5, seconds=0.1)
+    json.dumps(metrics, allow_nan=False)  # raises on NaN/inf
+
+
+# --- cancellation and progress ------------------------------------------------------------------
+
+
+def test_cancellation_stops_after_k_iterations_and_keeps_them():
+    callbacks = StopAfter(7)
+    curve, optimizer = sweep(num_iter=30, callbacks=callbacks)
+    assert curve.stop_reason == "cancelled" and curve.diverged_at_lr is None
+    assert len(curve.lrs) == len(curve.losses) == 7
+    assert len(optimizer.used) == 7
+    assert callbacks.polls == 8  # polled every iteration
+
+
+def test_progress_is_reported_every_few_iterations_and_at_the_end():
+    callbacks = StopAfter(None)
+    sweep(num_iter=12, callbacks=callbacks)
+    assert [r["step"] for r in callbacks.reports] == [5, 10, 12]
+    assert callbacks.reports[-1] == {"step": 12, "steps": 12, "fraction": 1.0}
+    assert callbacks.reports[0]["fraction"] == pytest.approx(5 / 12, abs=1e-4)
+
+
+def test_the_loader_is_cycled_when_it_runs_out():
+    batches = tiny_batches(n_batches=2)
+    curve, _ = sweep(ScriptedLoss([1.0] * 7), batches=batches, num_iter=7)
+    assert len(curve.lrs) == 7
+
+
+def test_empty_batches_are_an_error():
+    with pytest.raises(ValueError, match="yielded no batch; got an empty list"):
+        sweep(batches=[])
+
+
+# --- state restoration --------------------------------------------------------------------------
+
+
+def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    import copy
+
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+
+def assert_same_state(before: tuple[dict, dict], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    model_before, optimizer_before = before
+    for name, tensor in model.state_dict().items():  # weights and BatchNorm running stats
+        assert torch.equal(tensor, model_before[name]), name
+    after = optimizer.state_dict()
+    assert after["param_groups"] == optimizer_before["param_groups"]  # the LR is back too
+    assert after["state"].keys() == optimizer_before["state"].keys()
+    for key, state in after["state"].items():
+        assert torch.equal(state["momentum_buffer"], optimizer_before["state"][key]["momentum_buffer"])
+
+
+def warmed_up() -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A model and an SGD that have taken a step, so momentum buffers exist."""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x, y = tiny_batches()[0]
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    model.eval()
+    return model, optimizer
+
+
+def test_model_and_optimizer_are_restored_after_a_sweep():
+    model, optimizer = warmed_up()
+    before = snapshot(model, optimizer)
+    curve, _ = sweep(model=model, optimizer=optimizer, start_lr=1e-3, end_lr=1.0, num_iter=15)
+    assert len(curve.lrs) == 15
+    assert_same_state(before, model, optimizer)
+    assert not model.training  # the mode it came in with
+
+
+def test_state_is_restored_even_when_the_sweep_raises():
+    model, optimizer = warmed_up()
+    before = snapshot(model, optimizer)
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep(ScriptedLoss([2.0, 1.0, 0.5, RuntimeError("boom")]), model=model, optimizer=optimizer, num_iter=6)
+    assert_same_state(before, model, optimizer)
+
+
+# --- suggestions --------------------------------------------------------------------------------
+
+
+def fastai_valley(lrs, losses):
+    """fastai 2.7's `valley`, transcribed literally (the oracle), with the one clamp of index -1."""
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return lrs[max(idx, 0)]
+
+
+def test_steepest_is_the_lr_of_steepest_descent():
+    lrs = np.logspace(-5, 1, 101)  # index 50 is exactly 1e-2
+    losses = 2.0 - np.tanh(2 * (np.log10(lrs) + 2))  # steepest in log-LR at 1e-2
+    suggestions = suggest(lrs, losses, num_iter=101)
+    assert suggestions["steepest"] == pytest.approx(1e-2, rel=1e-9)
+
+
+def test_steepest_skips_the_first_10_and_last_5_points():
+    lrs = np.logspace(-4, 0, 40)
+    losses = np.linspace(3.0, 2.0, 40)
+    losses[3] -= 1.0  # a cliff inside the first 10 points: pytorch-lr-finder ignores it
+    losses[37] -= 5.0  # and one inside the last 5
+    losses[20] -= 0.5  # the steepest drop it sees lands on index 19 (np.gradient is centred)
+    assert suggest(lrs, losses, num_iter=40)["steepest"] == pytest.approx(lrs[19])
+
+
+def test_minimum_div10_is_the_lr_at_the_lowest_loss_over_ten():
+    lrs = np.logspace(-5, 0, 51)  # index 35 is exactly 10 ** -1.5
+    losses = (np.log10(lrs) + 1.5) ** 2 + 1.0  # lowest at index 35
+    losses[2] = 0.0  # inside fastai's num_it // 10 trim: ignored
+    assert suggest(lrs, losses, num_iter=51)["minimum_div10"] == pytest.approx(lrs[35] / 10)
+
+
+def test_valley_on_a_known_array():
+    losses = [5, 5, 5, 4, 3, 2, 1, 0, 1, 2, 3]  # longest fall ends at 7, starts (fastai) at 1
+    assert valley_index(np.array(losses, dtype=float)) == 4  # 1 + int(6 / 3) + int(6 / 3 / 2)
+    losses += [4, 5, 6, 7, 8]  # fastai drops the last 5 points before `valley`
+    lrs = np.arange(16) * 0.1
+    assert suggest(lrs, losses, num_iter=0)["valley"] == pytest.approx(0.4)
+
+
+def test_valley_matches_fastai_on_random_curves():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 60))
+        losses = (np.cumsum(rng.normal(0, 1, n)) if trial % 2 else rng.integers(0, 6, n)).astype(float)
+        lrs = np.geomspace(1e-6, 1.0, n)
+        assert lrs[valley_index(losses)] == fastai_valley(lrs, list(losses)), losses
+
+
+def test_suggestions_on_a_real_sweep_are_inside_the_range():
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    curve, _ = sweep(model=model, optimizer=optimizer, start_lr=1e-4, end_lr=10, num_iter=40, diverge_th=5)
+    suggestions = suggest(curve.lrs, curve.smoothed_losses, num_iter=40)
+    for name in ("steepest", "valley"):
+        assert curve.lrs[0] <= suggestions[name] <= curve.lrs[-1], name
+    assert curve.lrs[0] / 10 <= suggestions["minimum_div10"] <= curve.lrs[-1] / 10
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 16, 17, 20])
+def test_short_curves_give_what_they_can_and_never_crash(n):
+    lrs = list(np.geomspace(1e-5, 1e-2, n))
+    losses = list(np.linspace(2.3, 1.0, n))
+    suggestions = suggest(lrs, losses, num_iter=100)
+    assert set(suggestions) == {"steepest", "valley", "minimum_div10"}
+    if n == 0:
+        assert suggestions == {"steepest": None, "valley": None, "minimum_div10": None}
+    else:
+        assert suggestions["valley"] in lrs
+        assert np.isclose(lrs, suggestions["minimum_div10"] * 10, rtol=1e-12, atol=0).any()
+        assert (suggestions["steepest"] is None) == (n < 2)
+
+
+def test_metrics_have_the_contract_shape():
+    raw = [2.3, 2.2, 2.0, 1.7, 1.5, 1.4, 1.6, 9.0]
+    curve, _ = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0)
+    metrics = build_metrics(curve, num_iter=8, seconds=1.23456)
+    assert set(metrics) == {"lrs", "losses", "smoothed_losses", "suggested_lr", "suggestions", "diverged_at_lr",
+                            "stop_reason", "num_iter", "seconds"}
+    assert metrics["suggested_lr"] == metrics["suggestions"]["steepest"] is not None
+    assert metrics["stop_reason"] == "diverged" and metrics["diverged_at_lr"] == curve.lrs[-1]
+    assert metrics["seconds"] == 1.235 and metrics["num_iter"] == 8
+    assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "custom_resnet"])
+def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
+    spec = LRFinderSpec(
+        dataset={"name": "fashion_mnist", "train_subset": 500}, model={"name": model_name, "width": 4},
+        batch_size=32, start_lr=1e-4, end_lr=10, num_iter=30,
+    )
+    result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path / "run", device="cpu")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result.metrics))
+    assert result.stop_reason == metrics["stop_reason"] in ("completed", "diverged")
+    assert 20 <= len(metrics["lrs"]) <= 30 and metrics["lrs"][0] == pytest.approx(1e-4)
+    assert len(metrics["losses"]) == len(metrics["smoothed_losses"]) == len(metrics["lrs"])
+    assert metrics["losses"][0] == pytest.approx(math.log(10), abs=0.7)  # ~chance on 10 classes at first
+    for name, lr in metrics["suggestions"].items():
+        assert lr is not None and math.isfinite(lr) and 1e-6 <= lr <= 10, name
+    assert metrics["suggested_lr"] == metrics["suggestions"]["steepest"]
+    assert result.artifacts == [tmp_path / "run" / "lr_finder.png"]
+    with Image.open(result.artifacts[0]) as image:
+        assert image.format == "PNG" and 500 <= image.size[0] <= 1200 and 350 <= image.size[1] <= 900
+
+
+def test_run_lr_finder_cancelled_keeps_what_it_logged(fmnist_data_dir, tmp_path):
+    spec = LRFinderSpec(
+        dataset={"name": "fashion_mnist", "train_subset": 100}, model={"name": "custom_resnet", "width": 4},
+        batch_size=16, num_iter=50, augmentation="none",
+    )
+    result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=StopAfter(4), device="cpu")
+    assert result.stop_reason == "cancelled" and len(result.metrics["lrs"]) == 4
+    assert json.loads((tmp_path / "metrics.json").read_text())["stop_reason"] == "cancelled"
+    assert (tmp_path / "lr_finder.png").stat().st_size > 1000

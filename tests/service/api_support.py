@@ -1,0 +1,85 @@
+"""Helpers of the API and worker tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from service import store
+from service.broker import BrokerUnavailable, get_broker
+from service.db import Job
+from service.main import create_app
+
+with warnings.catch_warnings():  # starlette asks for httpx2, which this project does not ship
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens, connections are refused at once
+TRAIN_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "resnet18", "width": 4}}
+LR_FINDER_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "num_iter": 10}
+
+
+@dataclass
+class FakeBroker:
+    """Records what the API sends; `down` makes it fail as the real one does when Redis is gone."""
+
+    down: bool = False
+    sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+
+    def _check(self) -> None:
+        if self.down:
+            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={DEAD_REDIS_URL}): Connection refused")
+
+    def send_job(self, job_id: str, kind: str, params: dict[str, Any]) -> None:
+        self._check()
+        self.sent.append((job_id, kind, params))
+
+    def revoke(self, job_id: str) -> None:
+        self.revoked.append(job_id)
+
+    def ping(self) -> None:
+        self._check()
+
+
+def make_client(broker: FakeBroker | None = None) -> TestClient:
+    """A TestClient of a fresh app on the current settings (the real broker when `broker` is None)."""
+    app = create_app()
+    if broker is not None:
+        app.dependency_overrides[get_broker] = lambda: broker
+    return TestClient(app)
+
+
+def put_job(
+    session: Session,
+    *,
+    kind: str = "train",
+    status: str = "queued",
+    params: dict[str, Any] | None = None,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> Job:
+    """A job brought to `status` through the store's own transitions."""
+    params = params or (TRAIN_PARAMS if kind == "train" else LR_FINDER_PARAMS)
+    job = store.create_job(session, kind=kind, params=params)
+    if status == "cancelled":
+        store.request_cancel(session, job.id)
+    elif status != "queued":
+        assert store.claim_job(session, job.id, worker="test-worker", lease_seconds=60) is not None
+        if status != "running":
+            store.finish_job(session, job.id, status=status, result=result, error=error)
+    reloaded = store.get_job(session, job.id)
+    assert reloaded is not None and reloaded.status == status
+    return reloaded
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 40, 40), fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()

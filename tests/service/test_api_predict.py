@@ -1,0 +1,236 @@
+"""POST /predict on a real (tiny, random-weight) checkpoint, and every way an upload is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from api_support import FakeBroker, TestClient, make_client, png_bytes, put_job
+from service import store
+from service.config import Settings
+from service.uploads import read_uploads
+
+CLASSES = ["cat", "dog", "frog"]
+
+
+def save_checkpoint(settings: Settings, session: Session, *, in_channels: int = 3, name: str = "tiny") -> str:
+    """A width-4 ResNet18 checkpoint written by ml, registered as the worker registers one."""
+    from ml.checkpoints import save_checkpoint as ml_save
+    from ml.models import build_model
+    from ml.specs import ModelSpec
+
+    spec = {"name": "resnet18", "width": 4}
+    model = build_model(ModelSpec(**spec), in_channels=in_channels, num_classes=len(CLASSES))
+    manifest = {"model": spec, "in_channels": in_channels, "num_classes": len(CLASSES), "image_size": 32,
+                "dataset": "cifar10", "classes": CLASSES, "mean": [0.5] * in_channels, "std": [0.25] * in_channels,
+                "epoch": 1, "test_acc": 0.4}  # fmt: skip
+    job = put_job(session, status="succeeded")
+    relative = f"{job.id}/checkpoints/{name}"
+    ml_save(settings.ARTIFACTS_DIR / relative, model=model, manifest=manifest)
+    row = store.add_checkpoint(session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES,
+                               test_acc=0.4, epoch=1, path=relative)  # fmt: skip
+    return row.id
+
+
+@pytest.fixture
+def checkpoint_id(settings: Settings, session: Session) -> str:
+    return save_checkpoint(settings, session)
+
+
+def noise_png(size: tuple[int, int]) -> bytes:
+    """A PNG that does not compress: about 3 bytes per pixel."""
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming width x height pixels (a decompression bomb's first bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
+def test_predict_one_image(client: TestClient, checkpoint_id: str) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id},
+                           files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checkpoint_id"] == checkpoint_id and len(body["predictions"]) == 1
+    prediction = body["predictions"][0]
+    assert prediction["filename"] == "cat.png" and prediction["gradcam"] is None
+    assert prediction["label"] in CLASSES and CLASSES[prediction["class_index"]] == prediction["label"]
+    assert len(prediction["topk"]) == 3 and prediction["topk"][0]["label"] == prediction["label"]
+    assert prediction["confidence"] == pytest.approx(prediction["topk"][0]["probability"])
+    assert sum(entry["probability"] for entry in prediction["topk"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_several_images_with_gradcam_on_latest(client: TestClient, settings: Settings, session: Session) -> None:
+    save_checkpoint(settings, session, name="older")
+    newest = save_checkpoint(settings, session, name="newest")
+    files = [("files", ("a.png", png_bytes((64, 64)), "image/png")),
+             ("files", ("b.jpg", png_bytes((20, 50), fmt="JPEG"), "image/jpeg")),
+             ("files", ("c.gif", png_bytes((33, 33), fmt="GIF"), "image/gif"))]  # fmt: skip
+    params = {"checkpoint": "latest", "gradcam": "true", "topk": 2, "method": "gradcam++", "target": "dog"}
+    response = client.post("/predict", params=params, files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checkpoint_id"] == newest
+    assert [p["filename"] for p in body["predictions"]] == ["a.png", "b.jpg", "c.gif"]
+    for prediction in body["predictions"]:
+        assert len(prediction["topk"]) == 2
+        cam = prediction["gradcam"]
+        assert cam["method"] == "gradcam++" and cam["target"] == "dog"
+        overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png_base64"])))
+        assert overlay.format == "PNG" and min(overlay.size) >= 32
+
+
+def test_a_greyscale_checkpoint_takes_colour_images(client: TestClient, settings: Settings, session: Session) -> None:
+    checkpoint = save_checkpoint(settings, session, in_channels=1, name="grey")
+    response = client.post("/predict", params={"checkpoint": checkpoint, "topk": 99},
+                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    assert response.status_code == 200 and len(response.json()["predictions"][0]["topk"]) == len(CLASSES)
+
+
+def test_unknown_or_missing_checkpoints_are_404(client: TestClient, settings: Settings, session: Session) -> None:
+    upload = {"file": ("x.png", png_bytes(), "image/png")}
+    response = client.post("/predict", params={"checkpoint": "latest"}, files=upload)
+    assert response.status_code == 404 and "no checkpoint yet" in response.json()["detail"]
+    response = client.post("/predict", params={"checkpoint": "nope"}, files=upload)
+    assert response.status_code == 404 and "'nope'" in response.json()["detail"]
+    job = put_job(session, status="succeeded")
+    gone = store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 4}, dataset="cifar10",
+                                classes=CLASSES, test_acc=None, epoch=1, path=f"{job.id}/checkpoints/best")
+    response = client.post("/predict", params={"checkpoint": gone.id}, files=upload)
+    assert response.status_code == 404 and "no files on disk" in response.json()["detail"]
+
+
+def test_a_tampered_checkpoint_is_422_naming_it(client: TestClient, settings: Settings, session: Session) -> None:
+    checkpoint = save_checkpoint(settings, session, name="tampered")
+    weights = next(settings.ARTIFACTS_DIR.glob("*/checkpoints/tampered/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    response = client.post("/predict", params={"checkpoint": checkpoint},
+                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "checkpoint"]
+    assert "sha256" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("params", "loc", "words"),
+    [
+        ({"topk": 0}, "topk", ["greater than or equal to 1"]),
+        ({"method": "scorecam"}, "method", ["gradcam", "gradcam++"]),
+        ({"target": "horse"}, "target", ["'horse'", "pred", "cat", "dog", "frog"]),
+        ({"gradcam": "maybe"}, "gradcam", ["bool"]),
+    ],
+)
+def test_bad_options_are_422_naming_allowed_values(
+    client: TestClient, checkpoint_id: str, params: dict, loc: str, words: list[str]
+) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id, **params},
+                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["query", loc] and all(word in str(detail) for word in words), detail
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"", "empty"),
+        (b"just some text, not an image", "not a readable image"),
+        (png_bytes((64, 64))[:-40], "not a readable image"),  # truncated: no IEND, short IDAT
+        (noise_png((32, 32))[:400], "not a readable image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "not a readable image"),
+    ],
+)
+def test_uploads_that_are_not_images_are_415(
+    client: TestClient, checkpoint_id: str, content: bytes, words: str
+) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id},
+                           files={"file": ("upload.png", content, "image/png")})  # fmt: skip
+    assert response.status_code == 415, response.text
+    assert words in response.json()["detail"] and "'upload.png'" in response.json()["detail"]
+
+
+def test_a_body_that_is_not_multipart_is_415(client: TestClient, checkpoint_id: str) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, json={"file": "cat.png"})
+    assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+
+
+def test_no_file_or_a_wrong_field_is_422(client: TestClient, checkpoint_id: str) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, data={"other": "x"},
+                           files={"image": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    assert response.status_code == 422 and "'file' or 'files'" in str(response.json()["detail"])
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, data={"file": "x.png"},
+                           headers={"Content-Type": "multipart/form-data; boundary=b"},
+                           content=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nx.png\r\n--b--\r\n')
+    assert response.status_code == 422 and "must be a file upload" in str(response.json()["detail"])
+    response = client.post("/predict", params={"checkpoint": checkpoint_id},
+                           headers={"Content-Type": "multipart/form-data; boundary=b"}, content=b"--b--\r\n")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+def test_too_large_uploads_are_413(configure, session: Session) -> None:
+    settings = configure(MAX_UPLOAD_BYTES=4000)
+    checkpoint = save_checkpoint(settings, session)
+    with make_client(FakeBroker()) as client:
+        small = client.post("/predict", params={"checkpoint": checkpoint}, files={"file": ("s.png", png_bytes())})
+        assert small.status_code == 200
+        big = client.post("/predict", params={"checkpoint": checkpoint},
+                          files={"file": ("big.png", noise_png((64, 64)), "image/png")})  # fmt: skip
+        assert big.status_code == 413 and "MAX_UPLOAD_BYTES (4000 bytes)" in big.json()["detail"]
+        many = [("files", (f"{i}.png", png_bytes())) for i in range(33)]
+        assert client.post("/predict", params={"checkpoint": checkpoint}, files=many).status_code == 413
+
+
+@pytest.mark.parametrize("side", [7_000, 100_000])  # above the limit, and far above (Pillow's own bomb check)
+def test_a_decompression_bomb_is_refused_before_decoding(client: TestClient, checkpoint_id: str, side: int) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id},
+                           files={"file": ("bomb.png", bomb_png(side, side), "image/png")})  # fmt: skip
+    assert response.status_code == 413 and "'bomb.png' has too many pixels" in response.json()["detail"]
+
+
+def test_an_upload_is_refused_as_soon_as_it_passes_the_limit() -> None:
+    """read_uploads stops reading the stream at the first chunk past MAX_UPLOAD_BYTES."""
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    chunks = [head] + [b"\0" * 1024] * 1000  # a 1 MB file, sent in 1 KiB chunks
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": chunks[received - 1], "more_body": received < len(chunks)}
+
+    headers = [(b"content-type", b"multipart/form-data; boundary=b")]
+    request = Request({"type": "http", "method": "POST", "headers": headers}, receive)
+    with pytest.raises(HTTPException) as raised:
+        asyncio.run(read_uploads(request, max_bytes=10 * 1024))
+    assert raised.value.status_code == 413 and received == 1 + 11  # the head, then 11 KiB: over 10 KiB
+
+
+def test_predictor_cache_keeps_the_most_recent_checkpoints(settings: Settings, session: Session) -> None:
+    from service.predictor import PredictorCache
+
+    ids = [save_checkpoint(settings, session, name=f"c{i}") for i in range(3)]
+    folders = {row.id: settings.ARTIFACTS_DIR / row.path for row in store.list_checkpoints(session)}
+    cache = PredictorCache(size=2)
+    first = cache.get(ids[0], folders[ids[0]])
+    assert cache.get(ids[0], folders[ids[0]]) is first
+    cache.get(ids[1], folders[ids[1]])
+    cache.get(ids[2], folders[ids[2]])
+    assert len(cache) == 2 and cache.get(ids[0], Path(folders[ids[0]])) is not first

@@ -1,0 +1,190 @@
+"""The Celery task called in-process on tiny real Fashion-MNIST: what it writes to the store for
+each outcome, how it skips jobs it must not run, and how it reports (throttled) and heartbeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from api_support import put_job
+from ml.specs import LRFinderSpec, TrainSpec
+from service import store
+from service.config import Settings
+from service.db import Job, utcnow
+from worker import reporting
+from worker.failures import describe
+from worker.reporting import Heartbeat, StoreReporter
+from worker.tasks import run_job
+
+TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50}, "model": {"width": 2},
+        "batch_size": 25}  # fmt: skip
+TRAIN_ARTIFACTS = {"samples.png", "accuracy.png", "loss.png", "lr.png", "confusion_matrix.png", "misclassified.png",
+                   "gradcam_misclassified.png", "gradcam_misclassified_true.png", "gradcam_correct.png", "metrics.json"}
+
+
+def submit(session: Session, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    spec = (TrainSpec if kind == "train" else LRFinderSpec).model_validate(body)
+    params = spec.model_dump(mode="json")
+    return store.create_job(session, kind=kind, params=params).id, params
+
+
+def reload(session: Session, job_id: str) -> Job:
+    job = store.get_job(session, job_id)
+    assert job is not None
+    return job
+
+
+def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, session: Session) -> None:
+    finder_id, params = submit(session, "lr_finder", {**TINY, "num_iter": 8, "end_lr": 1.0})
+    assert run_job(finder_id, "lr_finder", params) == "succeeded"
+    finder = reload(session, finder_id)
+    assert finder.status == "succeeded" and finder.error is None and finder.attempts == 1 and finder.worker
+    assert finder.result is not None and 0 < len(finder.result["lrs"]) <= 8 and finder.result["suggested_lr"] > 0
+    assert finder.progress["fraction"] == 1.0 and finder.finished_at >= finder.started_at  # type: ignore[operator]
+    assert {a.name for a in store.list_artifacts(session, finder_id)} >= {"lr_finder.png", "metrics.json"}
+    lr = finder.result["suggested_lr"]
+
+    body = {**TINY, "epochs": 1, "gradcam_misclassified": 2, "optimizer": {"lr": "auto", "lr_finder_job": finder_id}}
+    train_id, params = submit(session, "train", body)
+    assert run_job(train_id, "train", params) == "succeeded"
+    job = reload(session, train_id)
+    assert job.status == "succeeded" and job.result is not None and job.result["lr"] == lr
+    assert job.result["stop_reason"] == "completed" and job.result["best"]["epoch"] == 1
+    assert set(job.result["per_class_accuracy"]) == {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                                     "Shirt", "Sneaker", "Bag", "Ankle boot"}  # fmt: skip
+    epochs = store.list_epochs(session, train_id)
+    assert [r["epoch"] for r in epochs] == [1] and epochs[0]["lr"] == pytest.approx(lr)
+    artifacts = {a.name: a for a in store.list_artifacts(session, train_id)}
+    assert TRAIN_ARTIFACTS <= set(artifacts)
+    png = settings.ARTIFACTS_DIR / artifacts["confusion_matrix.png"].path
+    assert png.read_bytes().startswith(b"\x89PNG") and Image.open(png).size[0] > 100
+    checkpoint = store.get_checkpoint(session, job.checkpoint_id or "")
+    assert checkpoint is not None and checkpoint.job_id == train_id and checkpoint.epoch == 1
+    assert checkpoint.classes[1] == "Trouser" and checkpoint.dataset == "fashion_mnist"
+    assert checkpoint.model == {"name": "resnet18", "width": 2}
+    assert (settings.ARTIFACTS_DIR / checkpoint.path / "model.safetensors").is_file()
+
+
+def test_cancel_a_running_train_job_keeps_its_epochs_and_checkpoint(settings: Settings, session: Session) -> None:
+    job_id, params = submit(session, "train", {**TINY, "epochs": 50, "gradcam_misclassified": 0})
+    worker = threading.Thread(target=run_job, args=(job_id, "train", params))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not store.list_epochs(session, job_id):
+        assert time.monotonic() < deadline and worker.is_alive(), "no epoch finished"
+        time.sleep(0.2)
+    assert store.request_cancel(session, job_id).status == "running"
+    worker.join(timeout=120)
+    job = reload(session, job_id)
+    assert job.status == "cancelled" and job.error is None and job.result["stop_reason"] == "cancelled"  # type: ignore[index]
+    assert 1 <= len(store.list_epochs(session, job_id)) < 50 and job.checkpoint_id is not None
+
+
+def test_a_diverging_run_fails_with_a_readable_error(session: Session) -> None:
+    body = {**TINY, "epochs": 3, "batch_size": 10, "scheduler": {"name": "none"},
+            "optimizer": {"lr": 100, "momentum": 0, "weight_decay": 1}}  # weights grow x99 a step: inf in 20
+    job_id, params = submit(session, "train", body)
+    assert run_job(job_id, "train", params) == "failed"
+    job = reload(session, job_id)
+    assert job.status == "failed" and job.finished_at is not None
+    assert job.error is not None and job.error.startswith("training diverged") and "lower the learning rate" in job.error
+
+
+def test_a_missing_dataset_fails_the_job_and_the_worker_goes_on(configure, session: Session) -> None:
+    configure(DATA_DIR="/nonexistent")
+    job_id, params = submit(session, "lr_finder", {"dataset": {"name": "image_folder", "path": "gone"}})
+    assert run_job(job_id, "lr_finder", params) == "failed"
+    assert "gone" in (reload(session, job_id).error or "")
+    bad_kind = put_job(session, status="queued")
+    assert run_job(bad_kind.id, "predict", {}) == "failed"
+    assert "unknown job kind 'predict'" in (reload(session, bad_kind.id).error or "")
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled", "running"])
+def test_jobs_that_must_not_run_are_skipped(session: Session, status: str) -> None:
+    job = put_job(session, status=status)
+    assert run_job(job.id, job.kind, job.params) == "skipped"
+    again = reload(session, job.id)
+    assert again.status == status and again.attempts == job.attempts
+
+
+def test_a_redelivery_after_a_dead_worker_runs_it_again(session: Session) -> None:
+    job_id, params = submit(session, "lr_finder", {**TINY, "num_iter": 3})
+    store.claim_job(session, job_id, worker="dead", lease_seconds=60)
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    session.commit()
+    assert run_job(job_id, "lr_finder", params) == "succeeded"
+    job = reload(session, job_id)
+    assert job.attempts == 2 and job.worker != "dead"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reporter_throttles_writes_and_polls(settings: Settings, session: Session) -> None:
+    job = put_job(session, status="running")
+    clock = Clock()
+    reporter = StoreReporter(job.id, settings.DATABASE_URL, clock=clock)
+    for step in range(1, 51):  # 50 reports within half a second: one write
+        clock.now = step / 100
+        reporter.on_progress({"step": step, "steps": 100, "fraction": step / 100})
+    assert reload(session, job.id).progress["step"] == 1 and reporter.progress["step"] == 50
+    clock.now = 1.5
+    reporter.on_progress({"step": 60, "steps": 100, "fraction": 0.6})
+    assert reload(session, job.id).progress["step"] == 60
+
+    assert reporter.should_stop() is False
+    store.request_cancel(session, job.id)
+    assert reporter.should_stop() is False  # polled less than a second ago
+    clock.now = 2.6
+    assert reporter.should_stop() is True
+
+    reporter.on_epoch({"epoch": 1, "test_acc": 0.5})
+    assert store.list_epochs(session, job.id) == [{"epoch": 1, "test_acc": 0.5}]
+
+
+def test_reporter_stops_a_job_the_store_no_longer_runs(settings: Settings, session: Session) -> None:
+    job = put_job(session, status="running")
+    reporter = StoreReporter(job.id, settings.DATABASE_URL)
+    store.fail_job(session, job.id, "worker died or lost contact")
+    reporter.beat()
+    assert reporter.lost and reporter.should_stop()
+    assert not reporter.finish("succeeded") and reload(session, job.id).status == "failed"
+
+
+def test_heartbeat_thread_keeps_the_lease_fresh(settings: Settings, session: Session) -> None:
+    job = put_job(session, status="running")
+    old = utcnow() - timedelta(minutes=5)
+    session.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=old))
+    session.commit()
+    with Heartbeat(StoreReporter(job.id, settings.DATABASE_URL), interval=0.05):
+        time.sleep(0.3)
+    assert reload(session, job.id).heartbeat_at > old + timedelta(minutes=4)  # type: ignore[operator]
+    assert reporting.heartbeat_interval(120) == 10 and reporting.heartbeat_interval(6) == 2
+
+
+def test_error_messages_say_what_to_change(tmp_path: Path) -> None:
+    assert describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"), epoch=2) == (
+        "CUDA out of memory: lower batch_size or width"
+    )
+    assert describe(FloatingPointError("nan"), epoch=4).startswith(
+        "training diverged: loss became NaN/inf at epoch 4; lower the learning rate"
+    )
+    disk = describe(OSError(28, "No space left on device", str(tmp_path / "loss.png")), epoch=None)
+    assert "No space left on device" in disk and "loss.png" in disk
+    assert describe(ValueError("dataset.path 'x' missing"), epoch=None) == "dataset.path 'x' missing"
+    assert describe(KeyError("boom"), epoch=None).startswith("internal error (KeyError)")

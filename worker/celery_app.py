@@ -1,0 +1,38 @@
+"""The Celery worker app: `celery -A worker.celery_app worker`.
+
+Jobs are long (minutes to hours) and GPU-bound, so run one solo process per GPU:
+
+    CUDA_VISIBLE_DEVICES=0 celery -A worker.celery_app worker --pool=solo --concurrency=1 -n gpu0@%h
+    CUDA_VISIBLE_DEVICES=1 celery -A worker.celery_app worker --pool=solo --concurrency=1 -n gpu1@%h
+
+A message is acknowledged only after its job ends (`task_acks_late`), each process reserves one job
+at a time (prefetch 1), and Redis gives an unacknowledged job back to the queue only after the
+visibility timeout, which is longer than the longest job. There is no result backend: the job
+store (DATABASE_URL) is the source of truth, and a worker that dies mid-job is detected by the
+store's heartbeat lease (JOB_LEASE_SECONDS)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from service.broker import client_config
+from service.config import get_settings
+
+VISIBILITY_TIMEOUT_SECONDS = 12 * 3600  # > the longest job; else Redis redelivers a running job
+
+settings = get_settings()
+
+app = Celery("lrcam", broker=settings.REDIS_URL, include=["worker.tasks"])
+app.conf.update(
+    client_config(settings.JOB_QUEUE),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_track_started=True,
+    worker_prefetch_multiplier=1,
+    worker_concurrency=1,
+    worker_pool="solo",
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+    task_ignore_result=True,
+)

@@ -1,0 +1,42 @@
+"""Registering what a run left in its folder: artifacts (top-level PNG and JSON files) and the best
+checkpoint (from its manifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ml.checkpoints import load_manifest
+from service import store
+from service.store import ArtifactFile
+
+MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
+
+
+def register_artifacts(session: Session, job_id: str, *, out_dir: Path, root: Path, extra: list[Path]) -> int:
+    """Register the PNG/JSON files directly in `out_dir` (and `extra` ones there); returns how many."""
+    candidates = {path.resolve() for path in (*out_dir.iterdir(), *extra) if path.is_file()}
+    files = [
+        ArtifactFile(name=path.name, media_type=MEDIA_TYPES[path.suffix], path=path.relative_to(root).as_posix())
+        for path in sorted(candidates)
+        if path.parent == out_dir.resolve() and path.suffix in MEDIA_TYPES
+    ]
+    store.add_artifacts(session, job_id, files)
+    return len(files)
+
+
+def register_checkpoint(session: Session, job_id: str, *, folder: Path, root: Path) -> str:
+    """A checkpoint row for the checkpoint folder (validated by its manifest); returns its id."""
+    manifest = load_manifest(folder)
+    checkpoint = store.add_checkpoint(
+        session,
+        job_id=job_id,
+        model=manifest["model"],
+        dataset=str(manifest.get("dataset") or "unknown"),
+        classes=list(manifest["classes"]),
+        test_acc=manifest.get("test_acc"),
+        epoch=manifest.get("epoch"),
+        path=folder.resolve().relative_to(root).as_posix(),
+    )
+    return checkpoint.id

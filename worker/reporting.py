@@ -1,0 +1,106 @@
+"""How a running job talks to the store: ml's progress callbacks (throttled), epoch records, the
+stop flag, and a heartbeat thread that keeps the job's lease fresh through long epochs.
+
+The store being briefly unreachable never crashes a training run: reports are logged and dropped,
+and the last known stop flag stands. A job that is no longer `running` in the store (its lease
+expired, say) is told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from service import store
+from service.db import session_for
+
+PROGRESS_INTERVAL_SECONDS = 1.0  # at most one progress write per second
+STOP_POLL_INTERVAL_SECONDS = 1.0  # at most one cancel-flag read per second
+MAX_HEARTBEAT_SECONDS = 10.0  # beat at least this often, and three times per lease
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def heartbeat_interval(lease_seconds: float) -> float:
+    return min(MAX_HEARTBEAT_SECONDS, lease_seconds / 3)
+
+
+class StoreReporter:
+    """`ml.progress.Callbacks` that write to the job store."""
+
+    def __init__(self, job_id: str, database_url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.job_id = job_id
+        self.database_url = database_url
+        self.clock = clock
+        self.progress: dict[str, Any] = {}
+        self.lost = False  # the store says the job is no longer running
+        self._stop = False
+        self._last_write = self._last_poll = float("-inf")
+
+    def _store(self, action: Callable[[Session], T], default: T) -> T:
+        try:
+            with session_for(self.database_url) as session:
+                return action(session)
+        except SQLAlchemyError as exc:
+            logger.warning("job %s: store unreachable, report dropped: %s", self.job_id, exc)
+            return default
+
+    def beat(self, progress: dict[str, Any] | None = None) -> None:
+        """Refresh the heartbeat (and progress); notes when the job is no longer running."""
+        if not self._store(lambda s: store.heartbeat(s, self.job_id, progress), True):
+            self.lost = True
+
+    def on_progress(self, progress: dict[str, Any]) -> None:
+        self.progress = dict(progress)
+        now = self.clock()
+        if now - self._last_write >= PROGRESS_INTERVAL_SECONDS:
+            self._last_write = now
+            self.beat(self.progress)
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        self._store(lambda s: store.add_epoch(s, self.job_id, record), None)
+        self._last_write = self.clock()
+        self.beat(self.progress)
+
+    def should_stop(self) -> bool:
+        now = self.clock()
+        if not self.lost and now - self._last_poll >= STOP_POLL_INTERVAL_SECONDS:
+            self._last_poll = now
+            self._stop = self._store(lambda s: store.should_stop(s, self.job_id), self._stop)
+        return self.lost or self._stop
+
+    @property
+    def epoch(self) -> int | None:
+        return self.progress.get("epoch")
+
+    def finish(self, status: str, **fields: Any) -> bool:
+        """End the job in the store; False if it had already ended (e.g. failed by its lease)."""
+        return self._store(lambda s: store.finish_job(s, self.job_id, status=status, **fields), False)
+
+
+class Heartbeat:
+    """A daemon thread that beats every `interval` seconds while the `with` block runs."""
+
+    def __init__(self, reporter: StoreReporter, *, interval: float) -> None:
+        self.reporter = reporter
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{reporter.job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.reporter.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()

@@ -1,0 +1,115 @@
+"""One job run: rebuild the spec, resolve an "auto" learning rate, choose the device, call ml, and
+register what it left. Returns the fields that end the job; raises what ml raises."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.exc import SQLAlchemyError
+
+from ml.lr_finder import run_lr_finder
+from ml.specs import LRFinderSpec, TrainSpec
+from ml.trainer import train
+from service import store
+from service.config import Settings
+from service.db import session_for
+from worker.outputs import register_artifacts, register_checkpoint
+from worker.reporting import StoreReporter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | cancelled
+    result: dict[str, Any]
+    checkpoint_id: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_device() -> str:
+    """The worker is the entrypoint that picks the device (CUDA is initialised here, in the task)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class JobRun:
+    job_id: str
+    settings: Settings
+    reporter: StoreReporter
+
+    @property
+    def root(self) -> Path:
+        return self.settings.ARTIFACTS_DIR.resolve()
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / self.job_id
+
+    def run(self, kind: str, params: dict[str, Any]) -> Outcome:
+        if kind == "lr_finder":
+            return self.lr_finder(LRFinderSpec.model_validate(params))
+        if kind == "train":
+            return self.train(TrainSpec.model_validate(params))
+        raise ValueError(f"unknown job kind {kind!r}; expected 'lr_finder' or 'train'")
+
+    def lr_finder(self, spec: LRFinderSpec) -> Outcome:
+        found = run_lr_finder(
+            spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
+            device=choose_device(),
+        )  # fmt: skip
+        with session_for(self.settings.DATABASE_URL) as session:
+            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=found.artifacts)
+        return self._outcome(found.stop_reason, found.metrics | {"stop_reason": found.stop_reason})
+
+    def train(self, spec: TrainSpec) -> Outcome:
+        if spec.optimizer.lr == "auto":
+            spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
+        trained = train(
+            spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
+            device=choose_device(),
+        )  # fmt: skip
+        checkpoint_id = None
+        with session_for(self.settings.DATABASE_URL) as session:
+            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=trained.artifacts)
+            if trained.best_checkpoint is not None:
+                best = trained.best_checkpoint
+                checkpoint_id = register_checkpoint(session, self.job_id, folder=best, root=self.root)
+        result = {
+            "best": trained.metrics.get("best"),
+            "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
+            "stop_reason": trained.stop_reason,
+            "lr": spec.optimizer.lr,
+        }
+        return self._outcome(trained.stop_reason, result, checkpoint_id)
+
+    def salvage(self) -> None:
+        """After a failure: register whatever plots and metrics the run left (best effort)."""
+        try:
+            if self.out_dir.is_dir():
+                with session_for(self.settings.DATABASE_URL) as session:
+                    register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[])
+        except (OSError, SQLAlchemyError) as exc:
+            logger.warning("job %s: could not register the artifacts of the failed run: %s", self.job_id, exc)
+
+    def _outcome(self, stop_reason: str, result: dict[str, Any], checkpoint_id: str | None = None) -> Outcome:
+        if stop_reason == "cancelled":
+            return Outcome("cancelled", result, checkpoint_id, progress=self.reporter.progress)
+        return Outcome("succeeded", result, checkpoint_id, progress=self.reporter.progress | {"fraction": 1.0})
+
+
+def suggested_lr(settings: Settings, lr_finder_job: str | None) -> float:
+    """The suggestion of a succeeded LR-finder job (checked again: the API checked at submission)."""
+    with session_for(settings.DATABASE_URL) as session:
+        job = store.get_job(session, lr_finder_job) if lr_finder_job else None
+    lr = (job.result or {}).get("suggested_lr") if job and job.kind == "lr_finder" else None
+    if job is None or job.status != "succeeded" or not lr:
+        raise ValueError(
+            f'optimizer.lr "auto": lr_finder job {lr_finder_job!r} is not a succeeded LR-finder job with a '
+            "suggested_lr; give optimizer.lr as a number"
+        )
+    return float(lr)
