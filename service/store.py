@@ -68,8 +68,10 @@ def list_jobs(
     """The page of jobs matching the filters, newest first, and how many match in all."""
     filters = [column == value for column, value in ((Job.status, status), (Job.kind, kind)) if value]
     total = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+    newest_first = (Job.created_at.desc(), Job.id.desc())
     page = session.scalars(
-        select(Job).where(*filters).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+        select(Job).where(*filters).order_by(*newest_first).limit(limit).offset(offset),
+        execution_options={"populate_existing": True},
     )
     return list(page), total
 

@@ -9,6 +9,7 @@ import socket
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import store
 from service.broker import TASK_NAME
@@ -19,6 +20,9 @@ from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
 from worker.runs import JobRun
 
+STORE_RETRY_SECONDS = 15
+STORE_RETRIES = 40  # ten minutes of a store that does not answer before the delivery is dropped
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,8 +31,11 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     """Run job `job_id` once: skipped when it ended, was cancelled, or runs in another live delivery."""
     settings = get_settings()
     worker = self.request.hostname or socket.gethostname()
-    with session_for(settings.DATABASE_URL) as session:
-        job = store.claim_job(session, job_id, worker=worker, lease_seconds=settings.JOB_LEASE_SECONDS)
+    try:
+        with session_for(settings.DATABASE_URL) as session:
+            job = store.claim_job(session, job_id, worker=worker, lease_seconds=settings.JOB_LEASE_SECONDS)
+    except SQLAlchemyError as exc:  # the store is down: deliver the job again later rather than drop it
+        raise self.retry(exc=exc, countdown=STORE_RETRY_SECONDS, max_retries=STORE_RETRIES) from exc
     if job is None:
         logger.info("job %s: not claimed (ended, cancelled, or running elsewhere); skipped", job_id)
         return "skipped"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from ml.specs import LRFinderSpec, TrainSpec
@@ -62,11 +63,19 @@ def create_train_job(spec: TrainSpec, session: SessionDep, broker: BrokerDep, se
     return JobPublic.model_validate(job)
 
 
+def _empty_is_none(value: object) -> object:
+    return value or None  # `?status=&kind=` (the contract's own example) means no filter
+
+
+StatusFilter = Annotated[JobStatus | None, BeforeValidator(_empty_is_none), Query(description="only this status")]
+KindFilter = Annotated[JobKind | None, BeforeValidator(_empty_is_none), Query(description="only this kind")]
+
+
 @router.get("", responses=UNAVAILABLE)
 def list_jobs(
     session: FreshSessionDep,
-    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
-    kind: Annotated[JobKind | None, Query(description="only jobs of this kind")] = None,
+    status: StatusFilter = None,
+    kind: KindFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobsPublic:

@@ -302,6 +302,11 @@ def test_valley_on_a_known_array():
     assert suggest(lrs, losses, num_iter=0)["valley"] == pytest.approx(0.4)
 
 
+def test_valley_of_two_points_at_the_start_is_clamped_not_wrapped():
+    # fastai computes index -1 here, which Python reads as the last point (loss 5.0, the worst)
+    assert valley_index(np.array([2.0, 1.0, 3.0, 4.0, 5.0])) == 0
+
+
 def test_valley_matches_fastai_on_random_curves():
     rng = np.random.default_rng(0)
     for trial in range(300):

@@ -56,7 +56,8 @@ def test_post_lr_finder_defaults(client: TestClient, broker: FakeBroker) -> None
         ({**TRAIN_PARAMS, "scheduler": {"name": "step"}}, ["body", "scheduler"], ["reduce_on_plateau", "one_cycle"]),
         ({**TRAIN_PARAMS, "optimizer": {"lr": "auto"}}, ["body", "optimizer"], ["lr_finder_job"]),
         ({**TRAIN_PARAMS, "learning_rate": 0.1}, ["body", "learning_rate"], ["Extra inputs are not permitted"]),
-        ({**TRAIN_PARAMS, "augmentation": [{"name": "NoSuchTransform"}]}, ["body", "augmentation"], ["NoSuchTransform"]),
+        ({**TRAIN_PARAMS, "augmentation": [{"name": "NoSuchTransform"}]}, ["body", "augmentation"],
+         ["NoSuchTransform"]),
     ],
 )
 def test_bad_train_specs_are_422_naming_the_field(
@@ -153,6 +154,7 @@ def test_list_filters_paginates_newest_first(client: TestClient, session: Sessio
     assert page["total"] == 1 and page["jobs"][0]["id"] == made[2].id
     assert client.get("/jobs", params={"kind": "lr_finder"}).json()["total"] == 2
     assert client.get("/jobs", params={"offset": 10}).json() == {"jobs": [], "total": 6}
+    assert client.get("/jobs?status=&kind=&limit=50&offset=0").json()["total"] == 6  # the contract's example
 
 
 @pytest.mark.parametrize(

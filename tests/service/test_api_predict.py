@@ -62,7 +62,8 @@ def bomb_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def test_predict_one_image(client: TestClient, checkpoint_id: str) -> None:
@@ -79,7 +80,9 @@ def test_predict_one_image(client: TestClient, checkpoint_id: str) -> None:
     assert sum(entry["probability"] for entry in prediction["topk"]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_predict_several_images_with_gradcam_on_latest(client: TestClient, settings: Settings, session: Session) -> None:
+def test_predict_several_images_with_gradcam_on_latest(
+    client: TestClient, settings: Settings, session: Session
+) -> None:
     save_checkpoint(settings, session, name="older")
     newest = save_checkpoint(settings, session, name="newest")
     files = [("files", ("a.png", png_bytes((64, 64)), "image/png")),
@@ -172,6 +175,12 @@ def test_a_body_that_is_not_multipart_is_415(client: TestClient, checkpoint_id: 
     assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
 
 
+def test_a_malformed_multipart_body_is_400(client: TestClient, checkpoint_id: str) -> None:
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, content=b"garbage",
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert response.status_code == 400 and "malformed multipart body" in response.json()["detail"]
+
+
 def test_no_file_or_a_wrong_field_is_422(client: TestClient, checkpoint_id: str) -> None:
     response = client.post("/predict", params={"checkpoint": checkpoint_id}, data={"other": "x"},
                            files={"image": ("x.png", png_bytes(), "image/png")})  # fmt: skip
@@ -198,6 +207,7 @@ def test_too_large_uploads_are_413(configure, session: Session) -> None:
         assert client.post("/predict", params={"checkpoint": checkpoint}, files=many).status_code == 413
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns on open; we refuse
 @pytest.mark.parametrize("side", [7_000, 100_000])  # above the limit, and far above (Pillow's own bomb check)
 def test_a_decompression_bomb_is_refused_before_decoding(client: TestClient, checkpoint_id: str, side: int) -> None:
     response = client.post("/predict", params={"checkpoint": checkpoint_id},

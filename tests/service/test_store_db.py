@@ -110,7 +110,8 @@ def test_expire_stale_jobs_fails_only_jobs_past_their_lease(db: Session) -> None
     job = store.get_job(db, stale)
     assert job is not None and job.status == "failed" and "no heartbeat since" in (job.error or "")
     assert job.finished_at is not None and job.finished_at.tzinfo == UTC
-    assert store.get_job(db, fresh).status == "running" and store.get_job(db, queued).status == "queued"  # type: ignore[union-attr]
+    others = [store.get_job(db, job_id) for job_id in (fresh, queued)]
+    assert [job.status for job in others if job] == ["running", "queued"]
     assert store.expire_stale_jobs(db, lease_seconds=60) == []
 
 
@@ -119,7 +120,8 @@ def test_epochs_replace_and_filter(db: Session) -> None:
     for epoch in (1, 2, 3, 2):
         store.add_epoch(db, job_id, {"epoch": epoch, "test_acc": epoch / 10})
     assert [r["epoch"] for r in store.list_epochs(db, job_id)] == [1, 2, 3]
-    assert store.list_epochs(db, job_id, since_epoch=1) == [{"epoch": 2, "test_acc": 0.2}, {"epoch": 3, "test_acc": 0.3}]
+    later = store.list_epochs(db, job_id, since_epoch=1)
+    assert later == [{"epoch": 2, "test_acc": 0.2}, {"epoch": 3, "test_acc": 0.3}]
 
 
 def test_artifacts_register_and_replace(db: Session) -> None:
@@ -127,7 +129,8 @@ def test_artifacts_register_and_replace(db: Session) -> None:
     store.add_artifacts(db, job_id, [ArtifactFile("a.png", "image/png", "x/a.png"),
                                      ArtifactFile("b.json", "application/json", "x/b.json")])  # fmt: skip
     store.add_artifacts(db, job_id, [ArtifactFile("a.png", "image/png", "y/a.png")])
-    assert [(a.name, a.path) for a in store.list_artifacts(db, job_id)] == [("a.png", "y/a.png"), ("b.json", "x/b.json")]
+    listed = [(a.name, a.path) for a in store.list_artifacts(db, job_id)]
+    assert listed == [("a.png", "y/a.png"), ("b.json", "x/b.json")]
     assert store.get_artifact(db, job_id, "b.json") is not None and store.get_artifact(db, job_id, "c") is None
 
 

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -23,10 +24,12 @@ from service.db import Job, utcnow
 from worker import reporting
 from worker.failures import describe
 from worker.reporting import Heartbeat, StoreReporter
-from worker.tasks import run_job
+from worker.tasks import STORE_RETRIES, run_job
 
+# Batch sizes that are powers of two: on this CPU, torch 2.14's oneDNN corrupts the heap on a run at
+# batch size 25 that follows another run in the same process (see the report; ml's to fix).
 TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50}, "model": {"width": 2},
-        "batch_size": 25}  # fmt: skip
+        "batch_size": 32}  # fmt: skip
 TRAIN_ARTIFACTS = {"samples.png", "accuracy.png", "loss.png", "lr.png", "confusion_matrix.png", "misclassified.png",
                    "gradcam_misclassified.png", "gradcam_misclassified_true.png", "gradcam_correct.png", "metrics.json"}
 
@@ -85,18 +88,20 @@ def test_cancel_a_running_train_job_keeps_its_epochs_and_checkpoint(settings: Se
     assert store.request_cancel(session, job_id).status == "running"
     worker.join(timeout=120)
     job = reload(session, job_id)
-    assert job.status == "cancelled" and job.error is None and job.result["stop_reason"] == "cancelled"  # type: ignore[index]
+    assert job.status == "cancelled" and job.error is None
+    assert job.result is not None and job.result["stop_reason"] == "cancelled"
     assert 1 <= len(store.list_epochs(session, job_id)) < 50 and job.checkpoint_id is not None
 
 
 def test_a_diverging_run_fails_with_a_readable_error(session: Session) -> None:
-    body = {**TINY, "epochs": 3, "batch_size": 10, "scheduler": {"name": "none"},
+    body = {**TINY, "epochs": 10, "batch_size": 16, "scheduler": {"name": "none"},
             "optimizer": {"lr": 100, "momentum": 0, "weight_decay": 1}}  # weights grow x99 a step: inf in 20
     job_id, params = submit(session, "train", body)
     assert run_job(job_id, "train", params) == "failed"
     job = reload(session, job_id)
     assert job.status == "failed" and job.finished_at is not None
-    assert job.error is not None and job.error.startswith("training diverged") and "lower the learning rate" in job.error
+    assert job.error is not None and job.error.startswith("training diverged")
+    assert "lower the learning rate" in job.error
 
 
 def test_a_missing_dataset_fails_the_job_and_the_worker_goes_on(configure, session: Session) -> None:
@@ -166,6 +171,13 @@ def test_reporter_stops_a_job_the_store_no_longer_runs(settings: Settings, sessi
     assert not reporter.finish("succeeded") and reload(session, job.id).status == "failed"
 
 
+def test_reporter_survives_a_store_that_is_down() -> None:
+    reporter = StoreReporter("job", "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    reporter.on_progress({"step": 1, "steps": 2, "fraction": 0.5})
+    reporter.on_epoch({"epoch": 1})
+    assert reporter.should_stop() is False and reporter.progress["step"] == 1 and not reporter.lost
+
+
 def test_heartbeat_thread_keeps_the_lease_fresh(settings: Settings, session: Session) -> None:
     job = put_job(session, status="running")
     old = utcnow() - timedelta(minutes=5)
@@ -188,3 +200,11 @@ def test_error_messages_say_what_to_change(tmp_path: Path) -> None:
     assert "No space left on device" in disk and "loss.png" in disk
     assert describe(ValueError("dataset.path 'x' missing"), epoch=None) == "dataset.path 'x' missing"
     assert describe(KeyError("boom"), epoch=None).startswith("internal error (KeyError)")
+
+
+def test_a_store_that_is_down_retries_the_delivery_instead_of_dropping_it(configure) -> None:
+    configure(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens on port 1
+    with mock.patch.object(run_job, "retry", wraps=run_job.retry) as retry:
+        result = run_job.apply(args=["job", "train", {}])  # eager: retries run at once
+    assert retry.call_count == STORE_RETRIES + 1 and result.state == "FAILURE"
+    assert "Connection refused" in str(result.result)

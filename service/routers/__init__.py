@@ -1,0 +1,1 @@
+"""One router per resource: jobs, artifacts, checkpoints, predict, catalogue, health."""

@@ -1,0 +1,61 @@
+"""The whole stack for end-to-end tests: a real `uvicorn service.main:app` and a real
+`celery -A worker.celery_app worker` as subprocesses, on real Redis (a queue of this session's
+own) and PostgreSQL (a schema of this session's own), with tmp DATA_DIR and ARTIFACTS_DIR."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from e2e_support import LEASE_SECONDS, POSTGRES_URL, REDIS_URL, Stack, forget_queue, free_port, wait_ready
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres_schema_url: str) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    queue = f"lrcam-e2e-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": postgres_schema_url, "JOB_QUEUE": queue,
+           "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
+           "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):
+        env.pop(name, None)
+    port = free_port()
+    running = Stack(url=f"http://127.0.0.1:{port}", env=env, tmp=tmp)
+    uvicorn = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    running.processes["api"] = running.spawn("api", uvicorn)
+    running.start_worker()
+    try:
+        wait_ready(running)
+        yield running
+    finally:
+        for process in running.processes.values():
+            process.terminate()
+        for process in running.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        running.http.close()
+        forget_queue(queue)
+
+

@@ -1,0 +1,111 @@
+"""The stack the end-to-end tests drive: processes, HTTP helpers, and cleanup (imported by name:
+pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+LEASE_SECONDS = 6  # short, so that a killed worker's job is failed within the test
+STARTUP_SECONDS = 90  # the worker imports torch on a slow 2-core machine
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict[str, str]
+    tmp: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(self.url + path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.post(self.url + path, **kwargs)
+
+    def submit(self, kind: str, spec: dict[str, Any]) -> str:
+        response = self.post(f"/jobs/{kind}", json=spec)
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def wait(self, job_id: str, *, until: tuple[str, ...] = ENDED, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(f"/jobs/{job_id}").json()
+            if job["status"] in until:
+                return job
+            self.check_alive()
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s: {job}"
+            time.sleep(0.25)
+
+    def start_worker(self) -> None:
+        name = f"e2e-{uuid.uuid4().hex[:6]}@%h"
+        command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
+                   "--concurrency=1", "-n", name, "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        self.processes["worker"] = self.spawn("worker", command)
+
+    def kill_worker(self) -> None:
+        worker = self.processes.pop("worker")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            assert process.poll() is None, f"the {name} exited ({process.returncode}):\n{self.log(name)}"
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")[-6000:]
+
+    def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the process writes it until it ends
+        return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(stack: Stack) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        stack.check_alive()
+        try:
+            if stack.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the API was not ready in {STARTUP_SECONDS}s:\n{stack.log('api')}"
+        time.sleep(0.3)
+
+
+def forget_queue(queue: str) -> None:
+    """Delete this session's queue and the unacknowledged messages a killed worker left in Redis."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    broker.delete(queue)
+    for tag, payload in broker.hscan_iter("unacked"):
+        try:
+            routing_key = json.loads(payload)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if routing_key == queue:
+            broker.hdel("unacked", tag)
+            broker.zrem("unacked_index", tag)
