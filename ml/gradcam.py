@@ -43,7 +43,11 @@ def cam_for_batch(
         raise ValueError(f"targets must be class indices >= 0; got {targets!r}")
     device = next(model.parameters()).device
     # A clone outside inference mode: an inference tensor cannot take part in the backward pass.
-    with torch.inference_mode(False), torch.enable_grad(), _preserved(model):
+    # oneDNN off for this backward: in torch 2.14.1 on CPU, an eval-mode backward after a training run in
+    # the same process segfaults at small odd batch sizes (3, 25...: tests/ml/test_trainer.py has the case).
+    # The native path is ~3x slower per image, which a CAM of a few dozen images can afford.
+    with (torch.inference_mode(False), torch.enable_grad(), _preserved(model),
+          torch.backends.mkldnn.flags(enabled=False)):
         batch = images.detach().to(device).clone()
         with METHODS[method](model=model, target_layers=[gradcam_layer(model)]) as cam:
             try:

@@ -151,3 +151,11 @@ def test_auto_lr_must_be_resolved_first(fmnist_data_dir: Path, tmp_path: Path) -
     with pytest.raises(ValueError, match="with_lr"):
         train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     assert s.with_lr(0.01).optimizer.lr == 0.01
+
+
+def test_odd_batch_sizes_train_and_evaluate(fmnist_data_dir: Path, tmp_path: Path) -> None:
+    # torch 2.14.1 on CPU corrupts memory with channels_last at odd batch sizes: a crash here is that
+    s = spec(dataset={"name": "fashion_mnist", "train_subset": 100, "test_subset": 77}, batch_size=25,
+             gradcam_misclassified=3)
+    result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    assert len(result.metrics["epochs"]) == 1
