@@ -116,7 +116,7 @@ class ProgressBar:
 
     def update(self, progress: dict[str, Any]) -> None:
         steps, step = progress.get("steps"), progress.get("step") or 0
-        if not steps:
+        if not steps or not sys.stderr.isatty():  # in a log or a pipe, the epoch lines say enough
             return
         epoch = progress.get("epoch")
         if self.bar is None or epoch != self.epoch:

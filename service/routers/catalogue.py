@@ -10,6 +10,7 @@ from annotated_types import Ge, Le
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ml.presets import PRESETS
 from ml.specs import ModelSpec
 from service.config import SettingsDep
 
@@ -30,9 +31,6 @@ MODELS: dict[str, dict[str, Any]] = {
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# Documented training specs (POST /jobs/train bodies) for common set-ups, e.g. a CPU preset for
-# Fashion-MNIST: {"name": ..., "description": ..., "spec": {...}}. Each spec must validate as a TrainSpec.
-PRESETS: list[dict[str, Any]] = []
 
 
 class ModelPublic(BaseModel):
