@@ -1,9 +1,12 @@
-"""DataLoaders over a DatasetBundle: albumentations on uint8 HWC images in, normalized float32 NCHW
-batches out, reproducible from the job's seed (shuffle order and augmentations alike)."""
+"""Loaders over a DatasetBundle: uint8 HWC images in, normalized float32 NCHW batches out,
+reproducible from the job's seed (shuffle order and augmentations alike). Pipelines that
+ml.batch_augment covers run batched on tensors held on the model's device; any other runs image by
+image through albumentations in a DataLoader."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 import albumentations as A
 import numpy as np
@@ -11,10 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ml.augment import build_eval_transform, build_train_transform, reseed
+from ml.batch_augment import BatchAugment, normalize, pixels
 from ml.data import DatasetBundle, ImageSet
 from ml.specs import Augmentation
 
-__all__ = ["AugmentedImages", "denormalize", "make_loaders"]
+__all__ = ["AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "denormalize", "make_loaders", "pipeline"]
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
 
@@ -37,13 +41,83 @@ class AugmentedImages(Dataset):
         return torch.from_numpy(chw), int(self.images.labels[index])
 
 
+class TensorTrainLoader:
+    """Shuffled, batched-augmented training batches from the uint8 images held as one tensor on
+    `device`; a new shuffle and new augmentations each epoch, all from `seed`. Like the DataLoader it
+    replaces: `len()` batches, the last partial one dropped unless it is the only one."""
+
+    def __init__(self, images: ImageSet, augment: BatchAugment, *, batch_size: int, seed: int,
+                 device: torch.device) -> None:  # fmt: skip
+        self.augment, self.transform = augment, augment.compose  # `transform`: for augmentation.json
+        self.labels = torch.from_numpy(np.array(images.labels, dtype=np.int64)).to(device)
+        self.source = pixels(_tensor(images.images).to(device), augment.mean)
+        self.shape = (images.images.shape[3], *images.images.shape[1:3])  # (C, H, W)
+        self.count, self.batch_size = len(images), batch_size
+        self.drop_last = self.count > batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.count // self.batch_size if self.drop_last else 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(self.count, generator=self.generator).to(self.labels.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            indices = order[start : start + self.batch_size]
+            yield self.augment.apply(self.source, self.shape, indices, self.generator), self.labels[indices]
+
+
+class TensorEvalLoader:
+    """Test batches in dataset order, only normalized, from the uint8 images held on `device`."""
+
+    def __init__(self, images: ImageSet, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device) -> None:  # fmt: skip
+        self.images = _tensor(images.images).to(device)
+        self.labels = torch.from_numpy(np.array(images.labels, dtype=np.int64)).to(device)
+        self.batch_size, self.mean, self.std = batch_size, tuple(mean), tuple(std)
+        self.transform = build_eval_transform(mean=mean, std=std)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.labels), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            yield normalize(self.images[batch], mean=self.mean, std=self.std), self.labels[batch]
+
+
+Loader = DataLoader | TensorTrainLoader | TensorEvalLoader
+
+
 def make_loaders(
     bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int, num_workers: int = 0,
-    pin_memory: bool = False,
-) -> tuple[DataLoader, DataLoader]:  # fmt: skip
+    pin_memory: bool = False, device: str | torch.device = "cpu", batched: bool = True,
+) -> tuple[Loader, Loader]:  # fmt: skip
     """(train_loader, test_loader). The train loader shuffles and augments, both reproducibly from
     `seed`, and drops a last partial batch (BatchNorm cannot train on a batch of one); the test
-    loader only normalizes, in order."""
+    loader only normalizes, in order. When ml.batch_augment covers `augmentation` (and `batched`),
+    both hold the images on `device` and yield batches there; otherwise they are DataLoaders with
+    `num_workers` workers over albumentations. `pipeline(train_loader)` is the effective pipeline."""
+    device = torch.device(device)
+    augment = None
+    if batched:
+        augment = BatchAugment.from_spec(augmentation, image_size=bundle.image_size, mean=bundle.mean,
+                                         std=bundle.std)  # fmt: skip
+    if augment is not None:
+        train = TensorTrainLoader(bundle.train, augment, batch_size=batch_size, seed=seed, device=device)
+        test = TensorEvalLoader(bundle.test, batch_size=EVAL_BATCH_FACTOR * batch_size, mean=bundle.mean,
+                                std=bundle.std, device=device)  # fmt: skip
+        return train, test
+    return _data_loaders(bundle, augmentation=augmentation, batch_size=batch_size, seed=seed,
+                         num_workers=num_workers, pin_memory=pin_memory)  # fmt: skip
+
+
+def pipeline(loader: Loader) -> A.Compose:
+    """The albumentations pipeline a loader applies (or reproduces, batched): for augmentation.json."""
+    return loader.dataset.transform if isinstance(loader, DataLoader) else loader.transform
+
+
+def _data_loaders(bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int,
+                  num_workers: int, pin_memory: bool) -> tuple[DataLoader, DataLoader]:  # fmt: skip
     train_transform = build_train_transform(
         augmentation, image_size=bundle.image_size, mean=bundle.mean, std=bundle.std, seed=seed
     )
@@ -61,6 +135,13 @@ def make_loaders(
     test_set = AugmentedImages(bundle.test, build_eval_transform(mean=bundle.mean, std=bundle.std))
     test_loader = DataLoader(test_set, batch_size=EVAL_BATCH_FACTOR * batch_size, shuffle=False, **workers)
     return train_loader, test_loader
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    """The cached read-only uint8 array as a tensor, without a copy: nothing here writes to it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images)
 
 
 def denormalize(x: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

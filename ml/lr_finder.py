@@ -101,11 +101,12 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable, batch: tuple) -> float:
-    """One SGD step on one batch; returns its loss. A non-finite loss is returned without a step."""
-    device = next(model.parameters()).device
+def _train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable, batch: tuple, device: torch.device
+) -> float:
+    """One SGD step on one batch (the model already in train mode); returns its loss. A non-finite loss
+    is returned without a step: reading it is the sweep's one host-device sync per iteration."""
     inputs, labels = (t.to(device, non_blocking=True) for t in batch)
-    model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = criterion(model(inputs), labels)
@@ -121,12 +122,14 @@ def _sweep(
     smooth_f: float, diverge_th: float, callbacks: Callbacks,
 ) -> Curve:  # fmt: skip
     curve, best, cycle = Curve(), math.inf, _Cycle(batches)
+    device = next(model.parameters()).device
+    model.train()  # once, not per step: it walks every module
     for i, lr in enumerate(lrs):
         if callbacks.should_stop():
             curve.stop_reason = "cancelled"
             break
         _set_lr(optimizer, lr)
-        loss = _train_step(model, optimizer, criterion, next(cycle))
+        loss = _train_step(model, optimizer, criterion, next(cycle), device)
         if not math.isfinite(loss):  # not recorded: a NaN would poison the smoothing and the plot
             curve.stop_reason, curve.diverged_at_lr = "diverged", lr
             break

@@ -6,6 +6,8 @@ three stride-2 stages (or max pools) divide it by 8, and an adaptive pool closes
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from ml.specs import MODELS, ModelSpec
@@ -74,10 +76,15 @@ class ResNet18(nn.Module):
     def _stage(in_ch: int, out_ch: int, *, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1))
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Up to and including GradCAM's layer (layer4): (N, 8w, S/8, S/8)."""
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(self.pool(features).flatten(1))
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.pool(x).flatten(1))
+        return self.forward_head(self.forward_features(x))
 
 
 class ResidualStage(nn.Module):
@@ -109,9 +116,15 @@ class CustomResNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)  # adaptive: 28 px inputs end at 3x3, 32 px at 4x4
         self.fc = nn.Linear(8 * width, num_classes)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Up to and including GradCAM's layer (layer3 with its residual): (N, 8w, S/8, S/8)."""
+        return self.layer3(self.layer2(self.layer1(self.prep(x))))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc(self.pool(features).flatten(1))
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.prep(x))))
-        return self.fc(self.pool(x).flatten(1))
+        return self.forward_head(self.forward_features(x))
 
 
 _BUILDERS: dict[str, type[nn.Module]] = {"resnet18": ResNet18, "custom_resnet": CustomResNet}
@@ -136,6 +149,15 @@ def count_parameters(model: nn.Module) -> int:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module under a `torch.compile` wrapper (`_orig_mod`), or the model itself."""
     return getattr(model, "_orig_mod", model)
+
+
+def split_at_cam_layer(model: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(features, head) with head(features(x)) == model(x), features ending at `gradcam_layer(model)`.
+
+    Bound methods of the unwrapped module: a `torch.compile` wrapper's compiled graph is not split."""
+    gradcam_layer(model)  # raises for a model without a known CAM layer
+    inner = unwrap(model)
+    return inner.forward_features, inner.forward_head
 
 
 def gradcam_layer(model: nn.Module) -> nn.Module:

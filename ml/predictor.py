@@ -8,7 +8,9 @@ and std.
 from __future__ import annotations
 
 import base64
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,12 @@ import torch
 from PIL import Image, ImageOps
 
 from ml.checkpoints import load_model
-from ml.gradcam import cam_for_batch, check_method, overlay, to_png_bytes
+from ml.gradcam import check_method, explain, overlay, to_png_bytes
 
 OVERLAY_MIN_SIZE = 128  # px: a 32x32 input is upscaled so that the overlay stays readable
+# Overlays are resized and PNG-encoded in C code that releases the GIL: a batch's spread over the cores
+# (one image is rendered in the caller's thread; the pool's threads start on first use).
+_ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="overlay")
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL would clip these to 255, not scale
 
 
@@ -34,8 +39,7 @@ class Predictor:
         self.image_size: int = self.manifest["image_size"]
         self.mean = np.asarray(self.manifest["mean"], dtype=np.float32)
         self.std = np.asarray(self.manifest["std"], dtype=np.float32)
-        # One lock for every forward pass: GradCAM's hooks sit on the shared model and would also
-        # record the activations of another thread's plain forward pass.
+        # One lock for every forward pass: parallel passes would only fight over the same cores.
         self._lock = threading.Lock()
 
     def predict(
@@ -56,22 +60,32 @@ class Predictor:
         k = max(1, min(int(topk), len(self.classes)))
         pixels = np.stack([self._pixels(image) for image in images])  # (N, S, S, C) uint8
         batch = self._tensor(pixels)
-        with self._lock, torch.inference_mode():
-            probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
+        with self._lock:
+            if gradcam:  # one forward pass gives the predictions and the maps
+                targets = None if target == "pred" else [self.classes.index(target)] * len(images)
+                logits, cams, chosen = explain(self.model, batch, targets=targets, method=method)
+            else:
+                with torch.inference_mode():
+                    logits = self.model(batch)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         results = [self._describe(row, k) for row in probs]
         if gradcam:
-            chosen = [int(row.argmax()) if target == "pred" else self.classes.index(target) for row in probs]
-            with self._lock:
-                cams = cam_for_batch(self.model, batch, targets=chosen, method=method)
-            size = max(OVERLAY_MIN_SIZE, self.image_size)
-            for result, image, cam, index in zip(results, pixels, cams, chosen):
-                png = to_png_bytes(overlay(image, cam, size=size))
-                result["gradcam"] = {
-                    "method": method,
-                    "target": self.classes[index],
-                    "overlay_png_base64": base64.b64encode(png).decode("ascii"),
-                }
+            for result, explanation in zip(results, self._overlays(pixels, cams, chosen, method)):
+                result["gradcam"] = explanation
         return results
+
+    def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict]:
+        """The `gradcam` field of each result: the map over its image as a base64 PNG."""
+        size = max(OVERLAY_MIN_SIZE, self.image_size)
+
+        def render(image: np.ndarray, cam: np.ndarray) -> bytes:
+            return to_png_bytes(overlay(image, cam, size=size))
+
+        pngs = (_ENCODERS.map if len(pixels) > 1 else map)(render, pixels, cams)
+        return [
+            {"method": method, "target": self.classes[i], "overlay_png_base64": base64.b64encode(png).decode("ascii")}
+            for png, i in zip(pngs, chosen)
+        ]
 
     def _describe(self, probs: np.ndarray, k: int) -> dict:
         order = np.argsort(-probs, kind="stable")[:k]
@@ -93,11 +107,13 @@ class Predictor:
             image = _high_bit_to_l(image)
         mode = "L" if self.in_channels == 1 else "RGB"
         try:
-            image = image.convert(mode)
+            image = image if image.mode == mode else image.convert(mode)
         except ValueError as exc:
             raise ValueError(f"cannot convert an image of mode {image.mode!r} to {mode!r}: {exc}") from exc
         size = (self.image_size, self.image_size)
-        array = np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
         return array.reshape(self.image_size, self.image_size, -1)
 
     def _tensor(self, pixels: np.ndarray) -> torch.Tensor:

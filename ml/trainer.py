@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ml.augment import describe
-from ml.checkpoints import save_checkpoint
+from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
 from ml.data import DatasetBundle, load_dataset
-from ml.loaders import make_loaders
-from ml.models import build_model
+from ml.loaders import make_loaders, pipeline
+from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
 from ml.reports import write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
@@ -80,9 +80,9 @@ class Trainer:
         self.callbacks = callbacks
         self.train_loader, self.test_loader = make_loaders(
             bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
-            num_workers=num_workers,
+            num_workers=num_workers, device=device,
         )
-        write_json(out_dir / "augmentation.json", describe(self.train_loader.dataset.transform))
+        write_json(out_dir / "augmentation.json", describe(pipeline(self.train_loader)))
         model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
         self.memory_format = memory_format(device)
         self.model = model.to(device, memory_format=self.memory_format)
@@ -96,6 +96,7 @@ class Trainer:
         self.epochs: list[dict[str, Any]] = []
         self.step_lrs: list[float] = []
         self.best: dict[str, Any] | None = None
+        self.start_epoch = 1
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -162,9 +163,42 @@ class Trainer:
         labels = self.bundle.test.labels
         return float(loss_sum) / len(labels), float((predictions == labels).mean()), predictions
 
-    def run(self) -> TrainResult:
+    def resume(self) -> str | None:
+        """Continue from `checkpoints/last` and `metrics.json` when a previous run left them: restores
+        the model, optimizer and scheduler, the epochs up to the checkpoint's, their step LRs and the
+        best; re-reports those epochs (idempotent by epoch) and returns the stop reason if the restored
+        run had already reached it."""
+        last, metrics_path = self.out_dir / "checkpoints" / "last", self.out_dir / "metrics.json"
+        if not (last / "manifest.json").is_file() or not metrics_path.is_file():
+            return None
+        manifest = load_manifest(last)
+        if manifest.get("spec") != self.spec.model_dump(mode="json"):
+            raise CheckpointError(f"{last} was saved by another spec; cannot resume this run from it")
+        model, _ = load_model(last)
+        unwrap(self.model).load_state_dict(model.state_dict())
+        load_training_state(last, optimizer=self.optimizer, scheduler=self.schedule.scheduler)
+        done = int(manifest["epoch"])  # metrics.json is written first, so it may hold one epoch more
+        self.epochs = [r for r in json.loads(metrics_path.read_text())["epochs"] if r["epoch"] <= done]
+        if [r["epoch"] for r in self.epochs] != list(range(1, done + 1)):
+            raise CheckpointError(f"{metrics_path} lacks epochs of the checkpoint at epoch {done}; cannot resume")
+        steps_path = self.out_dir / "lr_steps.json"
+        step_lrs = json.loads(steps_path.read_text()) if steps_path.is_file() else []
+        self.step_lrs = step_lrs[: done * len(self.train_loader)]
+        self.best = max(({"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in self.epochs),
+                        key=lambda b: (b["test_acc"], -b["epoch"]), default=None)
+        self.start_epoch = done + 1
+        for record in self.epochs:
+            self.callbacks.on_epoch(record)
+        latest = self.epochs[-1]  # the checkpoint holds the scheduler before this epoch's step
+        self.schedule.after_epoch(test_acc=latest["test_acc"], test_loss=latest["test_loss"])
+        target = self.spec.target_accuracy
+        return "target_accuracy" if target is not None and latest["test_acc"] >= target else None
+
+    def run(self, *, resume: bool = False) -> TrainResult:
         stop_reason = "completed"
-        for epoch in range(1, self.spec.epochs + 1):
+        if resume and (reached := self.resume()) is not None:
+            return self._finish(reached)
+        for epoch in range(self.start_epoch, self.spec.epochs + 1):
             stats = self.train_epoch(epoch)
             if stats.stopped:  # mid-epoch: a partial epoch is not an epoch; keep what finished
                 stop_reason = "cancelled"
@@ -191,11 +225,11 @@ class Trainer:
         }
         self.epochs.append(record)
         self.step_lrs.extend(stats.lrs)
-        self._save_checkpoint("last", epoch, test_acc)
         if self.best is None or test_acc > self.best["test_acc"]:
             self.best = {"epoch": epoch, "test_acc": test_acc}
             self._save_checkpoint("best", epoch, test_acc)
-        self._write_metrics()
+        self._write_metrics()  # before "last": a resume trims metrics to the checkpoint, never the reverse
+        self._save_checkpoint("last", epoch, test_acc)
         self.callbacks.on_epoch(record)
 
     def manifest(self, epoch: int, test_acc: float) -> dict[str, Any]:
@@ -241,8 +275,12 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callbacks | None = None,
-          device: str | torch.device | None = None, num_workers: int | None = None) -> TrainResult:
-    """Trains `spec` on the dataset under `data_dir`, writing metrics, checkpoints and plots to `out_dir`."""
+          device: str | torch.device | None = None, num_workers: int | None = None,
+          resume: bool = False) -> TrainResult:
+    """Trains `spec` on the dataset under `data_dir`, writing metrics, checkpoints and plots to `out_dir`.
+
+    With `resume`, a run that `out_dir` already holds (its `checkpoints/last` and `metrics.json`)
+    continues at the epoch after its last checkpoint instead of starting over."""
     if not isinstance(spec.optimizer.lr, float):
         raise ValueError('optimizer.lr is "auto": resolve it first with TrainSpec.with_lr(<suggested lr>)')
     dev = resolve_device(device)
@@ -254,4 +292,4 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
         num_workers = 0 if dev.type == "cpu" else min(8, os.cpu_count() or 1)
     trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks or NullCallbacks(),
                       num_workers=num_workers)
-    return trainer.run()
+    return trainer.run(resume=resume)

@@ -5,6 +5,7 @@ instead of hanging the request: no connection retries, short socket timeouts."""
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from celery import Celery
 from fastapi import Depends
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
+import redis
 from redis.exceptions import RedisError
 
 from service.config import SettingsDep
@@ -38,6 +40,7 @@ class Broker:
 
     def __init__(self, url: str, *, queue: str) -> None:
         self.url = maybe_sanitize_url(url)  # for messages: no password
+        self._raw_url, self.queue = url, queue
         self.app = Celery("lrcam-client", broker=url, set_as_current=False)
         self.app.conf.update(
             client_config(queue),
@@ -64,6 +67,23 @@ class Broker:
             self.app.control.revoke(job_id)
         except BROKER_ERRORS as exc:
             logger.warning("could not revoke task %s: %s", job_id, exc)
+
+    def queued_ids(self) -> set[str]:
+        """The ids of the jobs waiting in the queue (not those a worker holds): what a broker that
+        restarted without its data no longer has is missing here. Reads the Redis list kombu keeps."""
+        try:
+            with redis.Redis.from_url(self._raw_url, socket_connect_timeout=FAIL_FAST_SECONDS,
+                                      socket_timeout=FAIL_FAST_SECONDS) as client:  # fmt: skip
+                messages = client.lrange(self.queue, 0, -1)
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+        ids = set()
+        for message in messages:
+            try:
+                ids.add(str(json.loads(message)["headers"]["id"]))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("queue %s holds a message that is not a Celery task; ignored", self.queue)
+        return ids
 
     def ping(self) -> None:
         try:

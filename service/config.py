@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://")
+PREDICT_DEVICES = ("cpu", "cuda")
 
 
 class Settings(BaseSettings):
@@ -32,9 +33,25 @@ class Settings(BaseSettings):
     )
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0, description="per uploaded file; larger get 413")
     JOB_LEASE_SECONDS: float = Field(
-        default=120, gt=0, description="a running job without a worker heartbeat for this long is failed"
+        default=120, gt=0, description="a running job without a worker heartbeat for this long: its worker died"
+    )
+    MAX_JOB_ATTEMPTS: int = Field(
+        default=3, ge=1, description="deliveries a job gets; a dead worker's job is queued again until then, then failed"
+    )
+    RECONCILE_SECONDS: float = Field(
+        default=5, gt=0, description="how often the API re-queues dead workers' jobs and jobs the broker lost"
+    )
+    QUEUED_GRACE_SECONDS: float = Field(
+        default=30, ge=0, description="a queued job older than this and absent from the broker is sent again"
+    )
+    MAX_QUEUED_JOBS: int = Field(default=100, ge=1, description="submissions beyond this many queued jobs get 429")
+    MAX_CONCURRENT_PREDICTS: int = Field(
+        default=8, ge=1, description="POST /predict requests served at once (per API process); more get 429"
     )
     JOB_QUEUE: str = Field(default="lrcam", min_length=1, description="Celery queue the API sends jobs to")
+    PREDICT_DEVICE: str = Field(
+        default="cpu", description="where /predict runs its models: cpu, cuda or cuda:N (without a GPU: the CPU)"
+    )
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS closed"
     )
@@ -55,6 +72,14 @@ class Settings(BaseSettings):
             raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql+psycopg://; got {value!r}")
+        return value
+
+    @field_validator("PREDICT_DEVICE")
+    @classmethod
+    def _predict_device(cls, value: str) -> str:
+        kind, _, index = value.partition(":")
+        if kind not in PREDICT_DEVICES or (index and (kind == "cpu" or not index.isdigit())):
+            raise ValueError(f"PREDICT_DEVICE must be one of {list(PREDICT_DEVICES)} or cuda:N; got {value!r}")
         return value
 
     @field_validator("API_KEY")

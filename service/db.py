@@ -111,6 +111,12 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+# As many connections as the API has worker threads (anyio's default limit is 40): a request that
+# holds a session while it waits for a thread (a prediction) can never be starved by threads that
+# wait for a connection. Most of them are opened only under load and closed again.
+POOL = {"pool_size": 5, "max_overflow": 35}
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """One engine (and connection pool) per database URL."""
@@ -118,10 +124,11 @@ def get_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pool = POOL if parsed.database and parsed.database != ":memory:" else {}  # one connection in memory
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **POOL)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -41,8 +41,10 @@ def require_api_key(
 
 
 def get_fresh_session(session: SessionDep, settings: SettingsDep) -> Session:
-    """A session in which running jobs whose worker stopped heartbeating have been failed."""
-    store.expire_stale_jobs(session, lease_seconds=settings.JOB_LEASE_SECONDS)
+    """A session in which running jobs whose worker stopped heartbeating are queued again (or failed,
+    their attempts used up): a read never shows a dead worker's job as running. The reconciler
+    (service.reconciler) sends the re-queued ones to the broker."""
+    store.reap_stale_jobs(session, lease_seconds=settings.JOB_LEASE_SECONDS, max_attempts=settings.MAX_JOB_ATTEMPTS)
     return session
 
 

@@ -4,20 +4,28 @@ Importing this module never imports torch (the predictor loads it on the first /
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import errors
+from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
+from service.limits import predict_slot
+from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, jobs, predict
 
 logger = logging.getLogger(__name__)
+PROTECTED_ERRORS = {
+    400: {"description": "the request could not be parsed (e.g. a body that is not JSON)"},
+    401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"},
+}
 
 
 @asynccontextmanager
@@ -27,7 +35,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_schema(get_engine(settings.DATABASE_URL))
     except errors.STORE_ERRORS as exc:  # keep serving: /ready says 503, tables are created on first use
         logger.error("job store unreachable at startup: %s", exc)
-    yield
+    override = app.dependency_overrides.get(get_broker)  # tests swap the broker for a fake
+    broker = override() if override else get_broker(settings)
+    reconciler = asyncio.create_task(reconcile_forever(settings, broker), name="reconciler")
+    try:
+        yield
+    finally:
+        reconciler.cancel()
+        with suppress(asyncio.CancelledError):
+            await reconciler
 
 
 def create_app() -> FastAPI:
@@ -49,8 +65,11 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (jobs.router, artifacts.router, checkpoints.router, predict.router, catalogue.router):
-        app.include_router(router, dependencies=protected)
+    for router in (jobs.router, artifacts.router, checkpoints.router, catalogue.router):
+        app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
+    busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions are running already"}}
+    app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],
+                       responses=PROTECTED_ERRORS | busy)  # fmt: skip
     return app
 
 

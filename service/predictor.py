@@ -5,16 +5,19 @@ answers everything but /predict, without loading torch."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from ml.checkpoints import CheckpointError
 from ml.predictor import Predictor
 
+logger = logging.getLogger(__name__)
 CACHE_SIZE = 4  # checkpoints kept loaded; a ResNet18 at width 64 is ~45 MB of weights
 
 
@@ -23,23 +26,27 @@ class UnusableCheckpoint(RuntimeError):
 
 
 class PredictorCache:
-    """Least-recently-used `Predictor`s by checkpoint id."""
+    """Least-recently-used `Predictor`s by checkpoint id and device: loaded once, kept warm."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self._predictors: OrderedDict[tuple[str, str], Predictor] = OrderedDict()  # by (id, device)
         self._lock = threading.Lock()  # also serializes loading: one load of a checkpoint at a time
 
-    def get(self, checkpoint_id: str, folder: Path) -> Predictor:
+    def get(self, checkpoint_id: str, folder: Path, device: str = "cpu") -> Predictor:
+        if device != "cpu" and not torch.cuda.is_available():
+            logger.warning("PREDICT_DEVICE=%s but torch sees no GPU: predicting on the CPU", device)
+            device = "cpu"
+        key = (checkpoint_id, device)
         with self._lock:
-            predictor = self._predictors.get(checkpoint_id)
+            predictor = self._predictors.get(key)
             if predictor is None:
                 try:
-                    predictor = Predictor(folder)
+                    predictor = Predictor(folder, device=device)
                 except CheckpointError as exc:
                     raise UnusableCheckpoint(f"checkpoint {checkpoint_id} cannot be loaded: {exc}") from exc
-                self._predictors[checkpoint_id] = predictor
-            self._predictors.move_to_end(checkpoint_id)
+                self._predictors[key] = predictor
+            self._predictors.move_to_end(key)
             while len(self._predictors) > self.size:
                 self._predictors.popitem(last=False)
             return predictor
@@ -51,6 +58,8 @@ class PredictorCache:
 cache = PredictorCache()
 
 
-def predict(checkpoint_id: str, folder: Path, images: list[Image.Image], **options: Any) -> list[dict[str, Any]]:
+def predict(
+    checkpoint_id: str, folder: Path, images: list[Image.Image], *, device: str = "cpu", **options: Any
+) -> list[dict[str, Any]]:
     """`ml.predictor.Predictor.predict` on the (cached) checkpoint: one dict per image."""
-    return cache.get(checkpoint_id, folder).predict(images, **options)
+    return cache.get(checkpoint_id, folder, device).predict(images, **options)

@@ -100,22 +100,50 @@ def request_cancel(session: Session, job_id: str) -> Job:
     )
 
 
-def expire_stale_jobs(session: Session, *, lease_seconds: float) -> list[str]:
-    """Fail every running job whose worker has not heartbeated for `lease_seconds`: its worker died."""
+@dataclass(frozen=True)
+class Reaped:
+    requeued: list[str]  # to send to the broker again
+    ended: list[str]  # failed (attempts used up) or cancelled (a cancel was pending)
+
+
+def reap_stale_jobs(session: Session, *, lease_seconds: float, max_attempts: int) -> Reaped:
+    """Every running job whose worker has not heartbeated for `lease_seconds` (its worker died) goes
+    back to `queued` while it has attempts left, else fails saying so; a pending cancel cancels it.
+
+    Conditional on the heartbeat read, so concurrent reapers act on a job once."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     stale = session.execute(
-        select(Job.id, Job.heartbeat_at).where(Job.status == "running", Job.heartbeat_at < cutoff)
-    ).all()
-    expired = []
-    for job_id, heartbeat_at in stale:
-        error = (
-            f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} "
-            f"(JOB_LEASE_SECONDS={lease_seconds:g})"
+        select(Job.id, Job.heartbeat_at, Job.attempts, Job.cancel_requested).where(
+            Job.status == "running", Job.heartbeat_at < cutoff
         )
+    ).all()
+    requeued, ended = [], []
+    for job_id, heartbeat_at, attempts, cancel_requested in stale:
         conditions = (Job.status == "running", Job.heartbeat_at == heartbeat_at)
-        if _update_job(session, job_id, *conditions, status="failed", error=error, finished_at=utcnow()):
-            expired.append(job_id)
-    return expired
+        if cancel_requested:
+            values: dict[str, Any] = dict(status="cancelled", finished_at=utcnow())
+        elif attempts < max_attempts:
+            values = dict(status="queued", worker=None, heartbeat_at=None)
+        else:
+            error = (
+                f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} "
+                f"(JOB_LEASE_SECONDS={lease_seconds:g}); gave up after {attempts} attempt(s) "
+                f"(MAX_JOB_ATTEMPTS={max_attempts})"
+            )
+            values = dict(status="failed", error=error, finished_at=utcnow())
+        if _update_job(session, job_id, *conditions, **values):
+            (requeued if values["status"] == "queued" else ended).append(job_id)
+    return Reaped(requeued, ended)
+
+
+def queued_jobs(session: Session, *, created_before: datetime) -> list[Job]:
+    """Queued jobs created before `created_before`, oldest first (the reconciler's candidates)."""
+    statement = select(Job).where(Job.status == "queued", Job.created_at < created_before)
+    return list(session.scalars(statement.order_by(Job.created_at), execution_options={"populate_existing": True}))
+
+
+def count_queued(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
 
 
 # --- jobs: the worker side ------------------------------------------------------------------------
@@ -132,8 +160,7 @@ def claim_job(session: Session, job_id: str, *, worker: str, lease_seconds: floa
     if not _update_job(session, job_id, claimable, attempts=Job.attempts + 1, **values):
         return None
     job = _reload(session, job_id)
-    if job.attempts > 1:  # a redelivery after a dead worker: start over
-        session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id))
+    if job.attempts > 1:  # a redelivery after a dead worker: a train job resumes and keeps its epochs
         session.execute(delete(Artifact).where(Artifact.job_id == job_id))
         session.commit()
     return job

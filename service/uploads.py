@@ -15,7 +15,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELDS = ("file", "files")
-MAX_FILES = 32  # images per request; a batch for the model, not an archive
+MAX_FILES = 64  # images per request: one inference batch, not an archive
 MAX_PIXELS = 40_000_000  # per image (e.g. 8000x5000): beyond any photo, below a decompression bomb
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of headers and boundaries allowed on top of the files
 

@@ -71,7 +71,7 @@ class JobRun:
             spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
         trained = train(
             spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
-            device=choose_device(),
+            device=choose_device(), resume=True,  # a redelivery continues after the last finished epoch
         )  # fmt: skip
         checkpoint_id = None
         with session_for(self.settings.DATABASE_URL) as session:

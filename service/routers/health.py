@@ -25,7 +25,10 @@ def health() -> HealthPublic:
 @router.get(
     "/ready",
     dependencies=[Depends(require_api_key)],
-    responses={503: {"description": "the store or the broker (named) does not answer"}},
+    responses={
+        401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"},
+        503: {"description": "the store or the broker (named) does not answer"},
+    },
 )
 def ready(settings: SettingsDep, broker: BrokerDep) -> ReadyPublic:
     """200 when both the job store and the broker answer; 503 naming each one that does not."""

@@ -12,7 +12,7 @@ from ml.specs import LRFinderSpec, TrainSpec
 from service import store
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
-from service.config import SettingsDep
+from service.config import Settings, SettingsDep
 from service.db import Job
 from service.deps import FreshSessionDep, SessionDep
 from service.schemas import (
@@ -28,11 +28,21 @@ from service.schemas import (
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 UNAVAILABLE = {503: {"description": "the broker or the job store is unreachable"}}
+TOO_MANY = {429: {"description": "MAX_QUEUED_JOBS jobs are queued already"}}
 UNKNOWN_JOB = {404: {"description": "no job with this id"}}
 
 
-def _submit(session: Session, broker: Broker, kind: str, params: dict[str, Any]) -> Job:
-    """Record the job, then enqueue it; a broker that does not answer fails the job (never loses it)."""
+def _submit(session: Session, broker: Broker, settings: Settings, kind: str, params: dict[str, Any]) -> Job:
+    """Record the job, then enqueue it; a broker that does not answer fails the job (never loses it).
+    429 while MAX_QUEUED_JOBS jobs wait already."""
+    queued = store.count_queued(session)
+    if queued >= settings.MAX_QUEUED_JOBS:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{queued} jobs are queued already, the most allowed (MAX_QUEUED_JOBS={settings.MAX_QUEUED_JOBS}); "
+            "wait for some to start or cancel some, then submit again",
+            headers={"Retry-After": "30"},
+        )
     job = store.create_job(session, kind=kind, params=params)
     try:
         broker.send_job(job.id, kind, params)
@@ -44,22 +54,22 @@ def _submit(session: Session, broker: Broker, kind: str, params: dict[str, Any])
     return job
 
 
-@router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
+@router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE | TOO_MANY)
 def create_lr_finder_job(
     spec: LRFinderSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep
 ) -> JobPublic:
     """Queue Leslie Smith's LR range test."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
-    job = _submit(session, broker, "lr_finder", spec.model_dump(mode="json"))
+    job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"))
     return JobPublic.model_validate(job)
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE | TOO_MANY)
 def create_train_job(spec: TrainSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep) -> JobPublic:
     """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion)."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
     check_lr_finder_job(session, spec)
-    job = _submit(session, broker, "train", spec.model_dump(mode="json"))
+    job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"))
     return JobPublic.model_validate(job)
 
 

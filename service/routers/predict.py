@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated, Literal
+from types import ModuleType
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +17,7 @@ from service.config import Settings, SettingsDep
 from service.db import Checkpoint
 from service.deps import SessionDep
 from service.schemas import PredictionsPublic
-from service.uploads import OPENAPI_BODY, decode_image, read_uploads
+from service.uploads import OPENAPI_BODY, Upload, decode_image, read_uploads
 
 router = APIRouter(tags=["predict"])
 
@@ -45,11 +46,11 @@ async def predict(
         raise invalid(("query", "target"), message, target)
     folder = _folder(settings, row)
     uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-    images = await run_in_threadpool(lambda: [decode_image(upload) for upload in uploads])
     predictor = await run_in_threadpool(importlib.import_module, "service.predictor")  # torch: first use only
-    try:
+    try:  # decoding and the model in one worker thread: each hop to the threadpool costs a context switch
         results = await run_in_threadpool(
-            predictor.predict, row.id, folder, images, topk=topk, gradcam=gradcam, method=method, target=target
+            _decode_and_predict, predictor, row.id, folder, uploads, device=settings.PREDICT_DEVICE, topk=topk,
+            gradcam=gradcam, method=method, target=target,
         )
     except predictor.UnusableCheckpoint as exc:
         raise invalid(("query", "checkpoint"), str(exc), checkpoint) from exc
@@ -57,6 +58,12 @@ async def predict(
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}") from exc
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": row.id, "predictions": predictions})
+
+
+def _decode_and_predict(predictor: ModuleType, checkpoint_id: str, folder: Path, uploads: list[Upload],
+                        **options: Any) -> list[dict[str, Any]]:
+    images = [decode_image(upload) for upload in uploads]
+    return predictor.predict(checkpoint_id, folder, images, **options)
 
 
 def _find_checkpoint(session: Session, checkpoint: str) -> Checkpoint:

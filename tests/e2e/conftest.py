@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -36,13 +35,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_schema_url: str) ->
     queue = f"lrcam-e2e-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": postgres_schema_url, "JOB_QUEUE": queue,
            "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
-           "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "RECONCILE_SECONDS": "1", "QUEUED_GRACE_SECONDS": "3",
+           "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):
         env.pop(name, None)
-    port = free_port()
-    running = Stack(url=f"http://127.0.0.1:{port}", env=env, tmp=tmp)
-    uvicorn = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    running.processes["api"] = running.spawn("api", uvicorn)
+    running = Stack(url=f"http://127.0.0.1:{free_port()}", env=env, tmp=tmp)
+    running.start_api()
     running.start_worker()
     try:
         wait_ready(running)

@@ -55,6 +55,18 @@ class Stack:
             assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout}s: {job}"
             time.sleep(0.25)
 
+    def start_api(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", port]
+        self.processes["api"] = self.spawn("api", command)
+
+    def restart_api(self) -> None:
+        api = self.processes.pop("api")
+        api.terminate()
+        api.wait(timeout=30)
+        self.start_api()
+        wait_ready(self)
+
     def start_worker(self) -> None:
         name = f"e2e-{uuid.uuid4().hex[:6]}@%h"
         command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ml.gradcam import METHODS, cam_for_batch, overlay, to_png_bytes
+from ml.gradcam import METHODS, cam_for_batch, explain, overlay, reference_cam, to_png_bytes
 from ml.models import build_model, gradcam_layer
 from ml.specs import MODELS, ModelSpec
 
@@ -128,3 +128,45 @@ def test_png_bytes_decode(shape: tuple[int, ...]) -> None:
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     decoded = np.asarray(Image.open(io.BytesIO(to_png_bytes(image))))
     assert np.array_equal(decoded.reshape(shape), image)
+
+
+# --- the fast path (backward stopped at the CAM layer) against pytorch-grad-cam itself ----------
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28)])
+def test_fast_maps_equal_the_librarys(name: str, method: str, channels: int, size: int) -> None:
+    model, images = tiny(name, in_channels=channels), batch(4, channels=channels, size=size)
+    targets = [0, 7, 3, 9]
+    fast = cam_for_batch(model, images, targets=targets, method=method)
+    reference = reference_cam(model, images, targets=targets, method=method)
+    assert fast.shape == reference.shape == (4, size, size)
+    np.testing.assert_allclose(fast, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_explain_without_targets_explains_the_prediction_with_the_models_logits(method: str) -> None:
+    model, images = tiny("resnet18"), batch(5)
+    logits, maps, chosen = explain(model, images, method=method)
+    with torch.inference_mode():
+        expected = model(images)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-4)
+    assert chosen == expected.argmax(dim=1).tolist()
+    np.testing.assert_allclose(maps, reference_cam(model, images, targets=chosen, method=method), atol=1e-4)
+
+
+def test_explain_leaves_no_grads_and_the_modes_as_they_were() -> None:
+    model = tiny("custom_resnet").train()
+    model.layer1.eval()
+    modes = {m: m.training for m in model.modules()}
+    explain(model, batch(2), targets=[1, 2])
+    assert {m: m.training for m in model.modules()} == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert hook_count(model) == 0
+
+
+def test_explain_refuses_a_target_beyond_the_classes() -> None:
+    with pytest.raises(ValueError, match=r"not a class index of this model \(10 classes\)"):
+        explain(tiny("custom_resnet"), batch(2), targets=[1, 10])
+

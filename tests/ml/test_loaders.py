@@ -10,8 +10,9 @@ import torch
 
 from ml.augment import describe
 from ml.data import DatasetBundle, ImageSet, load_dataset
-from ml.loaders import denormalize, make_loaders
+from ml.loaders import TensorTrainLoader, denormalize, make_loaders, pipeline
 from ml.specs import DatasetSpec
+from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +29,51 @@ def first_batch(loader):
     return next(iter(loader))
 
 
-def test_batches_shapes_and_types(cifar):
-    train, test = make_loaders(cifar, augmentation="default", batch_size=64, seed=0)
+@pytest.mark.parametrize("batched", [True, False])
+def test_batches_shapes_and_types(cifar, batched):
+    train, test = make_loaders(cifar, augmentation="default", batch_size=64, seed=0, batched=batched)
+    assert isinstance(train, TensorTrainLoader) == batched
     x, y = first_batch(train)
     assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (64,) and y.dtype == torch.int64
-    assert len(train) == 600 // 64, "the last partial batch is dropped"
+    assert x.is_contiguous()
+    assert len(train) == 600 // 64 == sum(1 for _ in train), "the last partial batch is dropped"
     assert sum(len(y) for _, y in test) == 200, "every test image, once"
-    assert train.dataset.transform is not test.dataset.transform
-    json.dumps(describe(train.dataset.transform))  # what the trainer saves as augmentation.json
+    assert pipeline(train) is not pipeline(test)
+    json.dumps(describe(pipeline(train)))  # what the trainer saves as augmentation.json
+    assert [type(t).__name__ for t in pipeline(train)][-2:] == ["CoarseDropout", "Normalize"]
+
+
+def test_uncovered_pipelines_run_in_a_data_loader(cifar):
+    train, _ = make_loaders(cifar, augmentation=[{"name": "VerticalFlip"}], batch_size=64, seed=0)
+    assert isinstance(train, DataLoader) and first_batch(train)[0].shape == (64, 3, 32, 32)
+
+
+def test_batched_epoch_sees_every_image_once():
+    """Labels numbering the images say which image each batched sample is: a permutation, less the
+    partial last batch, each image exactly as the eval transform normalizes it."""
+    images = np.random.default_rng(0).integers(0, 256, size=(250, 8, 8, 3), dtype=np.uint8)
+    split = ImageSet(images, np.arange(250, dtype=np.int64))
+    bundle = DatasetBundle("numbered", split, split, [str(i) for i in range(250)], (0.4, 0.5, 0.6), (0.2, 0.3, 0.25))
+    train, _ = make_loaders(bundle, augmentation="none", batch_size=100, seed=0)
+    xs, ys = zip(*train)
+    seen = torch.cat(ys).numpy()
+    assert len(seen) == 200 and len(set(seen)) == 200
+    expected = (images[seen] / 255.0 - np.array(bundle.mean)) / np.array(bundle.std)
+    np.testing.assert_allclose(torch.cat(xs).permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
+    assert not np.array_equal(seen, np.concatenate([y.numpy() for _, y in train])), "a new order each epoch"
 
 
 def test_grayscale_batches(fmnist_small):
     train, test = make_loaders(fmnist_small, augmentation="default", batch_size=32, seed=0)
     assert first_batch(train)[0].shape == (32, 1, 28, 28)
     assert first_batch(test)[0].shape[1:] == (1, 28, 28)
+    for x, _ in (first_batch(train), first_batch(test)):  # not channels_last: see ml.trainer.memory_format
+        assert x.stride() == (28 * 28, 28 * 28, 28, 1)
 
 
-def test_test_loader_is_in_order_and_only_normalized(cifar):
-    _, test = make_loaders(cifar, augmentation="default", batch_size=50, seed=0)
+@pytest.mark.parametrize("batched", [True, False])
+def test_test_loader_is_in_order_and_only_normalized(cifar, batched):
+    _, test = make_loaders(cifar, augmentation="default", batch_size=50, seed=0, batched=batched)
     xs, ys = zip(*test)
     np.testing.assert_array_equal(torch.cat(ys).numpy(), cifar.test.labels)
     images = torch.cat(xs)
@@ -53,18 +81,20 @@ def test_test_loader_is_in_order_and_only_normalized(cifar):
     np.testing.assert_allclose(images.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
 
 
-def test_normalized_training_set_has_zero_mean_unit_std(cifar):
-    train, _ = make_loaders(cifar, augmentation="none", batch_size=600, seed=0)
+@pytest.mark.parametrize("batched", [True, False])
+def test_normalized_training_set_has_zero_mean_unit_std(cifar, batched):
+    train, _ = make_loaders(cifar, augmentation="none", batch_size=600, seed=0, batched=batched)
     x, _ = first_batch(train)
     np.testing.assert_allclose(x.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-4)
     np.testing.assert_allclose(x.std(dim=(0, 2, 3)).numpy(), 1, atol=1e-3)
     assert len(train) == 1 and not train.drop_last, "a set of one batch keeps it"
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_same_seed_same_batches(cifar, num_workers):
+@pytest.mark.parametrize(("num_workers", "batched"), [(0, True), (0, False), (2, False)])
+def test_same_seed_same_batches(cifar, num_workers, batched):
     def batches(seed):
-        train, _ = make_loaders(cifar, augmentation="default", batch_size=100, seed=seed, num_workers=num_workers)
+        train, _ = make_loaders(cifar, augmentation="default", batch_size=100, seed=seed, num_workers=num_workers,
+                                batched=batched)  # fmt: skip
         return [batch for _, batch in zip(range(2), train)]
 
     first, again, other = batches(3), batches(3), batches(4)
@@ -75,20 +105,20 @@ def test_same_seed_same_batches(cifar, num_workers):
 
 def flip_pattern(loader, image: np.ndarray) -> list[list[bool]]:
     """Per batch, which samples came out flipped, for a loader over copies of one image."""
-    stats = {"mean": loader.dataset.transform.transforms[-1].mean, "std": loader.dataset.transform.transforms[-1].std}
+    stats = {"mean": pipeline(loader).transforms[-1].mean, "std": pipeline(loader).transforms[-1].std}
     flipped = np.ascontiguousarray(image[:, ::-1])
     return [[np.array_equal(out, flipped) for out in denormalize(x, **stats)] for x, _ in loader]
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_augmentations_differ_between_epochs_and_workers(num_workers):
+@pytest.mark.parametrize(("num_workers", "batched"), [(0, True), (0, False), (2, False)])
+def test_augmentations_differ_between_epochs_and_workers(num_workers, batched):
     """Each epoch draws new augmentations, and DataLoader workers do not repeat each other's draws
     (each reseeds its copy of the pipeline; without that, worker 1 would copy worker 0)."""
     image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
     images = ImageSet(np.stack([image] * 40), np.arange(40, dtype=np.int64) % 2)
     bundle = DatasetBundle("copies", images, images, ["a", "b"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     train, _ = make_loaders(bundle, augmentation=[{"name": "HorizontalFlip", "p": 0.5}], batch_size=10,
-                            seed=0, num_workers=num_workers)  # fmt: skip
+                            seed=0, num_workers=num_workers, batched=batched)  # fmt: skip
     epoch1, epoch2 = flip_pattern(train, image), flip_pattern(train, image)
     assert 5 < sum(map(sum, epoch1)) < 35, "about half the images are flipped"
     assert epoch1 != epoch2

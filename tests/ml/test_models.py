@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ml.models import MODEL_INFO, build_model, count_parameters, gradcam_layer
+from ml.models import MODEL_INFO, build_model, count_parameters, gradcam_layer, split_at_cam_layer
 from ml.specs import MODELS, ModelSpec
 
 
@@ -105,3 +105,27 @@ def test_build_model_rejects_bad_sizes(kwargs: dict, match: str) -> None:
     args = {"in_channels": 3, "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         build_model(ModelSpec(name="resnet18", width=4), **args)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_split_at_cam_layer_is_the_model_cut_at_the_gradcam_layer(name: str) -> None:
+    model = tiny(name).eval()
+    features, head = split_at_cam_layer(model)
+    seen = []
+    handle = gradcam_layer(model).register_forward_hook(lambda module, args, out: seen.append(out))
+    x = torch.randn(3, 3, 32, 32)
+    try:
+        with torch.no_grad():
+            activations = features(x)
+            assert torch.equal(activations, seen[0])  # features end at the hooked layer's output
+            assert torch.equal(head(activations), model(x))
+    finally:
+        handle.remove()
+
+
+def test_split_at_cam_layer_unwraps_a_compiled_model_and_rejects_unknown_ones() -> None:
+    model = tiny("custom_resnet")
+    features, head = split_at_cam_layer(torch.compile(model))
+    assert features == model.forward_features and head == model.forward_head
+    with pytest.raises(ValueError, match="no GradCAM layer known for Linear"):
+        split_at_cam_layer(nn.Linear(2, 2))

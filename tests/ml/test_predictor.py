@@ -129,6 +129,30 @@ def test_gradcam_overlay_is_a_png_of_at_least_128px(rgb: Predictor, gray: Predic
         assert overlay.mode == "RGB" and min(overlay.size) >= 128
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_gradcam_predictions_equal_the_plain_ones(rgb: Predictor, gray: Predictor, method: str) -> None:
+    images = [noise(seed=seed) for seed in range(5)]  # several: the overlays are encoded in a thread pool
+    for predictor in (rgb, gray):
+        plain = predictor.predict(images, topk=4)
+        explained = predictor.predict(images, topk=4, gradcam=True, method=method)
+        for ours, theirs in zip(explained, plain):
+            assert ours["label"] == theirs["label"] and ours["gradcam"]["target"] == ours["label"]
+            assert [t["label"] for t in ours["topk"]] == [t["label"] for t in theirs["topk"]]
+            assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=1e-5)
+        overlays = [decode_overlay(result) for result in explained]
+        assert len({image.tobytes() for image in overlays}) == len(images)  # one per image, in order
+
+
+def test_gradcam_overlay_is_the_images_heat_map(rgb: Predictor) -> None:
+    from ml.gradcam import cam_for_batch, overlay
+
+    image = noise(seed=7)
+    result = rgb.predict([image], gradcam=True)[0]
+    pixels = np.asarray(image)[None]
+    cam = cam_for_batch(rgb.model, rgb._tensor(pixels), targets=[result["class_index"]])[0]
+    assert np.array_equal(np.asarray(decode_overlay(result)), overlay(pixels[0], cam, size=128))
+
+
 def test_gradcam_for_a_named_class(rgb: Predictor) -> None:
     image = noise(seed=3)
     predicted = rgb.predict([image], gradcam=True)[0]

@@ -37,9 +37,16 @@ class FakeBroker:
         if self.down:
             raise BrokerUnavailable(f"broker unreachable (REDIS_URL={DEAD_REDIS_URL}): Connection refused")
 
+    queue: list[str] = field(default_factory=list)  # ids waiting in the broker; clear it to lose them
+
     def send_job(self, job_id: str, kind: str, params: dict[str, Any]) -> None:
         self._check()
         self.sent.append((job_id, kind, params))
+        self.queue.append(job_id)
+
+    def queued_ids(self) -> set[str]:
+        self._check()
+        return set(self.queue)
 
     def revoke(self, job_id: str) -> None:
         self.revoked.append(job_id)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from api_support import FakeBroker, TestClient, make_client, png_bytes, put_job
 from service import store
 from service.config import Settings
-from service.uploads import read_uploads
+from service.uploads import MAX_FILES, read_uploads
 
 CLASSES = ["cat", "dog", "frog"]
 
@@ -203,8 +203,37 @@ def test_too_large_uploads_are_413(configure, session: Session) -> None:
         big = client.post("/predict", params={"checkpoint": checkpoint},
                           files={"file": ("big.png", noise_png((64, 64)), "image/png")})  # fmt: skip
         assert big.status_code == 413 and "MAX_UPLOAD_BYTES (4000 bytes)" in big.json()["detail"]
-        many = [("files", (f"{i}.png", png_bytes())) for i in range(33)]
+        many = [("files", (f"{i}.png", png_bytes())) for i in range(MAX_FILES + 1)]
         assert client.post("/predict", params={"checkpoint": checkpoint}, files=many).status_code == 413
+
+
+def test_a_batch_of_64_images_in_one_request(client: TestClient, checkpoint_id: str) -> None:
+    assert MAX_FILES >= 64  # the batch the speed target is measured on
+    files = [("files", (f"{i}.png", png_bytes(color=(4 * i, 100, 200)))) for i in range(MAX_FILES)]
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, files=files)
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["filename"] for p in predictions] == [f"{i}.png" for i in range(MAX_FILES)]
+    assert all(p["gradcam"] is None and p["label"] in CLASSES for p in predictions)
+
+
+def test_predict_device_is_validated_and_a_missing_gpu_falls_back_to_the_cpu(
+    settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from service.predictor import PredictorCache
+
+    for bad in ("gpu", "cuda:x", "cpu:0"):
+        message = f"PREDICT_DEVICE must be one of \\['cpu', 'cuda'\\] or cuda:N; got '{bad}'"
+        with pytest.raises(ValueError, match=message):
+            Settings(PREDICT_DEVICE=bad)
+    assert Settings(PREDICT_DEVICE="cuda:1").PREDICT_DEVICE == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    checkpoint = save_checkpoint(settings, session)
+    row = store.get_checkpoint(session, checkpoint)
+    predictor = PredictorCache().get(checkpoint, settings.ARTIFACTS_DIR / row.path, "cuda")
+    assert next(predictor.model.parameters()).device.type == "cpu"
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns on open; we refuse

@@ -60,7 +60,8 @@ def test_claim_runs_a_job_once_per_live_delivery(db: Session) -> None:
     backdate(db, job_id, 120)
     again = store.claim_job(db, job_id, worker="gpu1@host", lease_seconds=60)  # its worker died: take over
     assert again is not None and again.attempts == 2 and again.worker == "gpu1@host"
-    assert store.list_epochs(db, job_id) == [] and store.list_artifacts(db, job_id) == []
+    assert store.list_artifacts(db, job_id) == []  # registered again at the end of the run
+    assert store.list_epochs(db, job_id) == [{"epoch": 1, "test_acc": 0.3}]  # kept: a train job resumes
     assert store.finish_job(db, job_id, status="succeeded", result={"best": None})
     assert store.claim_job(db, job_id, worker="w", lease_seconds=60) is None  # ended
     assert store.claim_job(db, "missing", worker="w", lease_seconds=60) is None
@@ -101,18 +102,45 @@ def test_heartbeat_progress_and_stop_once_no_longer_running(db: Session) -> None
         store.finish_job(db, job_id, status="running")
 
 
-def test_expire_stale_jobs_fails_only_jobs_past_their_lease(db: Session) -> None:
+def test_reap_requeues_dead_workers_jobs_then_fails_them_when_attempts_are_used_up(db: Session) -> None:
     stale, fresh, queued = (store.create_job(db, kind="train", params=PARAMS).id for _ in range(3))
     for job_id in (stale, fresh):
         store.claim_job(db, job_id, worker="w", lease_seconds=60)
     backdate(db, stale, 300)
-    assert store.expire_stale_jobs(db, lease_seconds=60) == [stale]
+    reaped = store.reap_stale_jobs(db, lease_seconds=60, max_attempts=2)
+    assert reaped == store.Reaped(requeued=[stale], ended=[])
     job = store.get_job(db, stale)
-    assert job is not None and job.status == "failed" and "no heartbeat since" in (job.error or "")
-    assert job.finished_at is not None and job.finished_at.tzinfo == UTC
+    assert job is not None and job.status == "queued" and job.worker is None and job.error is None
+    assert [j.id for j in store.queued_jobs(db, created_before=utcnow())] == [stale, queued]
     others = [store.get_job(db, job_id) for job_id in (fresh, queued)]
     assert [job.status for job in others if job] == ["running", "queued"]
-    assert store.expire_stale_jobs(db, lease_seconds=60) == []
+    assert store.reap_stale_jobs(db, lease_seconds=60, max_attempts=2) == store.Reaped([], [])  # idempotent
+
+    assert store.claim_job(db, stale, worker="w2", lease_seconds=60) is not None  # attempt 2 of 2
+    backdate(db, stale, 300)
+    assert store.reap_stale_jobs(db, lease_seconds=60, max_attempts=2) == store.Reaped([], [stale])
+    job = store.get_job(db, stale)
+    assert job is not None and job.status == "failed" and job.finished_at is not None
+    assert job.error is not None and job.error.startswith("worker died or lost contact: no heartbeat since")
+    assert "gave up after 2 attempt(s)" in job.error and job.finished_at.tzinfo == UTC
+
+
+def test_reap_cancels_a_dead_workers_job_whose_cancel_was_pending(db: Session) -> None:
+    job_id = store.create_job(db, kind="train", params=PARAMS).id
+    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    store.request_cancel(db, job_id)
+    backdate(db, job_id, 300)
+    assert store.reap_stale_jobs(db, lease_seconds=60, max_attempts=3) == store.Reaped([], [job_id])
+    assert store.get_job(db, job_id).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_a_redelivery_keeps_the_epochs_already_stored(db: Session) -> None:
+    job_id = store.create_job(db, kind="train", params=PARAMS).id
+    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    store.add_epoch(db, job_id, {"epoch": 1, "test_acc": 0.5})
+    backdate(db, job_id, 300)
+    assert store.claim_job(db, job_id, worker="w2", lease_seconds=60) is not None
+    assert store.list_epochs(db, job_id) == [{"epoch": 1, "test_acc": 0.5}]
 
 
 def test_epochs_replace_and_filter(db: Session) -> None:

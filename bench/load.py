@@ -1,0 +1,213 @@
+"""The API under load while a training job runs: 50 clients polling a job's metrics and 10 submitting
+predictions, for N seconds, against a stack this script starts on loopback (uvicorn + one Celery
+worker, SQLite in a temporary folder, the local Redis on a queue of its own, real Fashion-MNIST).
+
+    python bench/load.py --quick           # 10 s windows: about 1.5 min on 2 cores
+    python bench/load.py                   # 60 s windows
+    python bench/load.py --pollers 50 --predictors 10 --seconds 30
+
+It trains a tiny model first (the checkpoint the predictors use), then runs the same training job
+twice for N seconds each, cancelled afterwards: once with nobody polling (the baseline) and once
+under load. Training speed is measured from the job's own progress (steps done x batch size per
+second). Every request is bounded (a 30 s timeout, one connection per client) and goes to
+127.0.0.1 only. Ends with `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_SECONDS = 30  # per request: a client never waits longer
+WARMUP = {"dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
+          "model": {"name": "resnet18", "width": 4}, "epochs": 1, "batch_size": 64, "gradcam_misclassified": 0}
+LOADED = {"dataset": {"name": "fashion_mnist", "train_subset": 1024, "test_subset": 128},
+          "model": {"name": "resnet18", "width": 4}, "epochs": 500, "batch_size": 64, "augmentation": "none",
+          "scheduler": {"name": "none"}, "gradcam_misclassified": 0}  # fmt: skip
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: int = 0  # transport errors and 5xx
+    refused: int = 0  # 429: a cap said no (counted apart: that is the API protecting itself)
+
+    def line(self, name: str, clients: int, seconds: float) -> str:
+        done = len(self.latencies)
+        if done < 2:
+            return f"load {name}: {clients} clients, {done} ok, errors {self.errors}, refused {self.refused}"
+        q = statistics.quantiles(self.latencies, n=100)
+        return (f"load {name}: {clients} clients, {done / seconds:.1f} req/s, p50 {q[49] * 1e3:.1f} ms, "
+                f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}")
+
+
+async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: float) -> None:
+    while time.monotonic() < until:
+        start = time.perf_counter()
+        try:
+            response = await client.request(**request)
+        except httpx.HTTPError:
+            tally.errors += 1
+            continue
+        if response.status_code == 429:
+            tally.refused += 1
+            await asyncio.sleep(0.05)
+        elif response.status_code >= 400:
+            tally.errors += 1
+        else:
+            tally.latencies.append(time.perf_counter() - start)
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predictors: int, seconds: float):
+    until = time.monotonic() + seconds
+    poll = {"method": "GET", "url": f"{url}/jobs/{job_id}/metrics"}
+    predict = {"method": "POST", "url": f"{url}/predict", "params": {"checkpoint": checkpoint},
+               "files": {"file": ("x.png", png(), "image/png")}}  # fmt: skip
+    polled, predicted = Tally(), Tally()
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits) for _ in range(pollers + predictors)]
+    try:
+        tasks = [hammer(c, poll, polled, until) for c in clients[:pollers]]
+        tasks += [hammer(c, predict, predicted, until) for c in clients[pollers:]]
+        await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return polled, predicted
+
+
+class Stack:
+    def __init__(self, tmp: Path, redis_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "REDIS_URL": redis_url,
+                    "JOB_QUEUE": f"lrcam-load-{uuid.uuid4().hex[:8]}", "DATA_DIR": str(tmp / "data"),
+                    "ARTIFACTS_DIR": str(tmp / "artifacts"), "LRCAM_OFFLINE": "1", "API_KEY": ""}  # fmt: skip
+        self.tmp, self.processes = tmp, []
+        self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
+
+    def start(self) -> None:
+        api = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-level", "warning"]  # fmt: skip
+        worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
+                  "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle"]  # fmt: skip
+        for name, command in (("api", api), ("worker", worker)):
+            log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until it ends
+            self.processes.append(subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=log))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if self.http.get("/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API was not ready in 120 s; see {self.tmp}/api.log")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=30)
+
+    def submit(self, spec: dict) -> str:
+        response = self.http.post("/jobs/train", json=spec)
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def wait(self, job_id: str, statuses: tuple[str, ...], timeout: float = 600) -> dict:
+        deadline = time.monotonic() + timeout
+        while (job := self.http.get(f"/jobs/{job_id}").json())["status"] not in statuses:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(0.2)
+        return job
+
+    def steps_done(self, job_id: str) -> int:
+        progress = self.http.get(f"/jobs/{job_id}").json()["progress"]
+        return (progress.get("epoch", 1) - 1) * progress.get("steps", 0) + progress.get("step", 0)
+
+    def training_window(self, seconds: float, during=None) -> tuple[float, object]:  # noqa: ANN001
+        """Runs LOADED for `seconds` (calling `during(job_id)` meanwhile), cancels it; img/s and what
+        `during` returned."""
+        job_id = self.submit(LOADED)
+        self.wait(job_id, ("running",))
+        deadline = time.monotonic() + 300
+        while self.steps_done(job_id) == 0:  # past the data loading and the first batches
+            if time.monotonic() > deadline:
+                raise SystemExit(f"job {job_id} reported no progress in 300 s; see {self.tmp}/worker.log")
+            time.sleep(0.2)
+        steps, start = self.steps_done(job_id), time.monotonic()
+        result = during(job_id) if during else time.sleep(seconds)
+        steps, elapsed = self.steps_done(job_id) - steps, time.monotonic() - start
+        self.http.post(f"/jobs/{job_id}/cancel")
+        self.wait(job_id, ("cancelled", "succeeded", "failed"))
+        return steps * LOADED["batch_size"] / elapsed, result
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10 s windows instead of 60 s")
+    parser.add_argument("--seconds", type=float, help="length of each window (default 60, --quick 10)")
+    parser.add_argument("--pollers", type=int, default=50)
+    parser.add_argument("--predictors", type=int, default=10)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    seconds = args.seconds or (10 if args.quick else 60)
+    if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost"):
+        raise SystemExit("--redis-url must be on loopback")
+    with tempfile.TemporaryDirectory(prefix="lrcam-load-") as folder:
+        stack = Stack(Path(folder), args.redis_url)
+        stack.start()
+        try:
+            warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
+            if warm["status"] != "succeeded":
+                raise SystemExit(f"the warm-up job failed: {warm['error']}")
+            checkpoint = warm["checkpoint_id"]
+            first = stack.http.post("/predict", params={"checkpoint": checkpoint},
+                                    files={"file": ("x.png", png(), "image/png")})  # fmt: skip
+            first.raise_for_status()  # the API imports torch and loads the model once, before any timing
+            unpolled, _ = stack.training_window(seconds)
+
+            def during(job_id: str):  # noqa: ANN202
+                return asyncio.run(load(stack.url, job_id, checkpoint, pollers=args.pollers,
+                                        predictors=args.predictors, seconds=seconds))  # fmt: skip
+
+            polled, (metrics, predictions) = stack.training_window(seconds, during)
+        finally:
+            stack.stop()
+    print(metrics.line("metrics polling", args.pollers, seconds))
+    print(predictions.line("predict", args.predictors, seconds))
+    ratio = f"{polled / unpolled:.2f}" if unpolled else "n/a (no progress unpolled)"
+    print(f"load train: ours {polled:.0f} img/s (polled), baseline {unpolled:.0f} img/s (unpolled), ratio {ratio}")
+
+
+if __name__ == "__main__":
+    main()

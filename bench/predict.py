@@ -1,0 +1,190 @@
+"""/predict over real HTTP (uvicorn on a free loopback port) against in-process baselines, one run.
+
+    python bench/predict.py --quick          # < 1 min on 2 cores
+    python bench/predict.py                  # more requests and rounds
+    python bench/predict.py --device cuda    # the API predicts on the GPU (PREDICT_DEVICE=cuda)
+
+The API gets a checkpoint this script writes with ml.checkpoints.save_checkpoint (ResNet18 width 64,
+random weights, 3 channels, 32x32, 10 classes), registered in a fresh SQLite store. Figures:
+- gradcam_one: p50 latency of /predict?gradcam=true with one 32x32 PNG, vs the raw forward of the
+  same model (inference_mode, the image already a tensor) and vs pytorch-grad-cam's plain use
+  (GradCAM(model, target_layers) called on the tensor: a full backward).
+- batch: images/s of /predict (no GradCAM) with 64 PNGs in one request, vs the raw inference_mode
+  forward of the same 64 images as a tensor.
+- gradcam_batch: images/s of /predict?gradcam=true with 64 PNGs (the GPU figure: 3,000 img/s on an H100).
+Ours and the baselines take turns, one call each (these machines have slow spells); medians over all.
+Each ends with `<name>: ours ..., baseline ..., ratio ...` (ratio < 1 is better for latencies,
+> 1 for throughputs)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml.checkpoints import load_model, save_checkpoint  # noqa: E402
+from ml.models import build_model, gradcam_layer  # noqa: E402
+from ml.specs import ModelSpec, TrainSpec  # noqa: E402
+from service import store  # noqa: E402
+from service.db import session_for  # noqa: E402
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]  # CIFAR-10's
+BATCH = 64  # images in one request
+STARTUP_S = 60  # seconds allowed for uvicorn to answer /health
+
+
+def write_checkpoint(root: Path, database_url: str) -> tuple[str, Path]:
+    """A ResNet18 width 64 checkpoint under root/artifacts, registered as the worker registers one."""
+    torch.manual_seed(0)
+    spec = {"name": "resnet18", "width": 64}
+    model = build_model(ModelSpec(**spec), in_channels=3, num_classes=len(CLASSES)).eval()
+    manifest = {"model": spec, "in_channels": 3, "num_classes": len(CLASSES), "image_size": 32,
+                "dataset": "cifar10", "classes": CLASSES, "mean": MEAN, "std": STD, "epoch": 1, "test_acc": 0.1,
+                "spec": {}}  # fmt: skip
+    params = TrainSpec.model_validate({"dataset": {"name": "cifar10"}}).model_dump(mode="json")
+    with session_for(database_url) as session:
+        job = store.create_job(session, kind="train", params=params)
+        store.claim_job(session, job.id, worker="bench", lease_seconds=60)
+        store.finish_job(session, job.id, status="succeeded", result={}, error=None)
+        relative = f"{job.id}/checkpoints/best"
+        folder = save_checkpoint(root / "artifacts" / relative, model=model, manifest=manifest)
+        row = store.add_checkpoint(session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES,
+                                   test_acc=0.1, epoch=1, path=relative)  # fmt: skip
+        return row.id, folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_api(root: Path, database_url: str, device: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url, "ARTIFACTS_DIR": str(root / "artifacts"),
+           "DATA_DIR": str(root / "data"), "PREDICT_DEVICE": device, "API_KEY": ""}  # fmt: skip
+    command = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.terminate()
+    raise RuntimeError(f"uvicorn did not answer /health on port {port} within {STARTUP_S} s")
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def interleaved(cases: dict[str, Callable[[], object]], n: int, sync: Callable[[], None],
+                samples: dict[str, list[float]]) -> None:
+    """n timings of each case, one of each in turn: a slow spell hits ours and the baselines alike."""
+    for _ in range(n):
+        for name, fn in cases.items():
+            started = time.perf_counter()
+            fn()
+            sync()
+            samples.setdefault(name, []).append(time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 10 one-image requests")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    rounds, n_one, n_batch = (3, 10, 2) if args.quick else (5, 40, 5)
+    rounds = args.rounds or rounds
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
+        root = Path(tmp)
+        database_url = f"sqlite:///{root / 'app.db'}"
+        checkpoint_id, folder = write_checkpoint(root, database_url)
+        model, _ = load_model(folder, device=device)  # the API's model, rebuilt as its Predictor does
+        model.eval()
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)
+        pngs = [png(p) for p in pixels]
+        mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        tensors = ((torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous().to(device)
+        one = tensors[:1]
+
+        def forward(x: torch.Tensor) -> None:
+            with torch.inference_mode():
+                model(x)
+
+        def plain_gradcam() -> None:  # the library's README use: a fresh CAM object per call, full backward
+            with GradCAM(model=model, target_layers=[gradcam_layer(model)]) as cam:
+                cam(input_tensor=one, targets=[ClassifierOutputTarget(0)])
+
+        port = free_port()
+        server = start_api(root, database_url, args.device, port)
+        try:
+            url = f"http://127.0.0.1:{port}/predict?checkpoint={checkpoint_id}"
+            with httpx.Client(timeout=120) as client:
+
+                def post(query: str, images: list[bytes]) -> None:
+                    files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+                    response = client.post(url + query, files=files)
+                    response.raise_for_status()
+
+                for _ in range(3):  # warm-up: loads the checkpoint, first oneDNN primitives
+                    post("&gradcam=true", pngs[:1])
+                    post("", pngs)
+                    forward(one), forward(tensors), plain_gradcam()
+                samples: dict[str, list[float]] = {}
+                for i in range(rounds):
+                    one_image = {"http_cam": lambda: post("&gradcam=true", pngs[:1]), "fwd": lambda: forward(one),
+                                 "lib": plain_gradcam}  # fmt: skip
+                    interleaved(one_image, n_one, sync, samples)
+                    batches = {"http_b": lambda: post("", pngs), "fwd_b": lambda: forward(tensors),
+                               "http_cb": lambda: post("&gradcam=true", pngs)}  # fmt: skip
+                    interleaved(batches, n_batch, sync, samples)
+                    print(f"round {i + 1}/{rounds} done", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    p50 = {k: statistics.median(v) for k, v in samples.items()}
+    ms = {k: 1000 * v for k, v in p50.items()}
+    rate = {k: BATCH / p50[k] for k in ("http_b", "fwd_b", "http_cb")}
+    print(f"device {device}, resnet18 width 64, 32x32; p50 over {rounds} rounds")
+    print(f"gradcam_one vs forward: ours {ms['http_cam']:.2f} ms, baseline {ms['fwd']:.2f} ms, "
+          f"ratio {ms['http_cam'] / ms['fwd']:.2f}")
+    print(f"gradcam_one vs pytorch-grad-cam: ours {ms['http_cam']:.2f} ms, baseline {ms['lib']:.2f} ms, "
+          f"ratio {ms['http_cam'] / ms['lib']:.2f}")
+    print(f"batch{BATCH}: ours {rate['http_b']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+          f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
+    print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+          f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

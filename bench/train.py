@@ -1,0 +1,145 @@
+"""Training throughput: the trainer's epoch (ml.trainer.Trainer.train_epoch: schedule, progress
+reports, device-side metrics) vs a bare PyTorch loop over the same model, data and batched
+augmentation, without metrics. Or, with --to-accuracy, a whole Fashion-MNIST job through
+ml.trainer.train (data, training, evaluation, checkpoints, plots and GradCAM) timed from start to
+finish against the 154 s the anchor recipe spent training alone.
+
+    python bench/train.py --quick            # ResNet18 width 16, batch 128, 2,560 images a side: < 1 min
+    python bench/train.py                    # the same, 10,240 images a side, 3 rounds
+    python bench/train.py --to-accuracy      # the fashion_mnist_cpu preset, full test set
+    python bench/train.py --to-accuracy --spec my_spec.json --repeat 3
+    python bench/train.py --device cuda
+
+Rounds alternate the two sides and medians are reported (these machines have slow spells). Data:
+CIFAR-10 under --data-dir when it is there, else random CIFAR-shaped images. Ends with
+`train: ours <img/s> img/s, baseline <img/s> img/s, ratio <ours/baseline>` or, with --to-accuracy,
+`train_to_accuracy: ours <s> s (<acc> test accuracy), baseline 154 s, ratio <ours/154>`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ml.data import DatasetBundle, ImageSet  # noqa: E402
+from ml.presets import PRESETS  # noqa: E402
+from ml.progress import NullCallbacks  # noqa: E402
+from ml.specs import TrainSpec  # noqa: E402
+from ml.trainer import Trainer, train  # noqa: E402
+
+ANCHOR_SECONDS = 154.0  # ANCHORS.md: the Fashion-MNIST recipe's 3 epochs of training, artifacts not included
+
+
+def bundle_for(data_dir: Path, images: int) -> DatasetBundle:
+    """CIFAR-10 (the first `images` training images) if present, else random 32x32 RGB images."""
+    if (data_dir / "cifar-10-batches-py").is_dir():
+        from ml.data import load_dataset
+        from ml.specs import DatasetSpec
+
+        return load_dataset(DatasetSpec(name="cifar10", train_subset=images, test_subset=100), data_dir)
+    rng = np.random.default_rng(0)
+    split = ImageSet(rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8),
+                     rng.integers(0, 10, images).astype(np.int64))  # fmt: skip
+    return DatasetBundle("random", split, split, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
+
+
+def bare_epoch(trainer: Trainer) -> int:
+    """The baseline: one epoch of plain SGD steps over the trainer's own loader and model."""
+    model, optimizer, device = trainer.model, trainer.optimizer, trainer.device
+    criterion, images = nn.CrossEntropyLoss(), 0
+    model.train()
+    for x, y in trainer.train_loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        images += len(y)
+    return images
+
+
+def timed(fn, device: torch.device) -> tuple[int, float]:
+    started = time.perf_counter()
+    images = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return images, time.perf_counter() - started
+
+
+def throughput(args: argparse.Namespace) -> None:
+    images, rounds = (2560, 3) if args.quick else (10240, 3)
+    device = torch.device(args.device)
+    spec = TrainSpec.model_validate({
+        "dataset": {"name": "cifar10"}, "model": {"name": "resnet18", "width": 16}, "epochs": 100,  # schedule room
+        "batch_size": 128, "optimizer": {"lr": 0.05}, "scheduler": {"name": "one_cycle", "max_lr": 0.05},
+        "augmentation": "default",
+    })  # fmt: skip
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(spec, bundle_for(args.data_dir, images), out_dir=Path(out), device=device,
+                          callbacks=NullCallbacks(), num_workers=0)  # fmt: skip
+        print(f"device {device}, {torch.get_num_threads()} threads, resnet18 width 16, batch 128, "
+              f"{len(trainer.train_loader)} batches a side, {type(trainer.train_loader).__name__}")  # fmt: skip
+        sides = {"ours": lambda: trainer.train_epoch(1).images, "baseline": lambda: bare_epoch(trainer)}
+        timed(sides["baseline"], device)  # warm-up: first-call allocations, oneDNN primitives
+        rates: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for i in range(args.rounds or rounds):
+            for name in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+                count, seconds = timed(sides[name], device)
+                rates[name].append(count / seconds)
+                print(f"round {i + 1} {name}: {count / seconds:,.0f} img/s")
+    ours, base = statistics.median(rates["ours"]), statistics.median(rates["baseline"])
+    print(f"train: ours {ours:.0f} img/s, baseline {base:.0f} img/s, ratio {ours / base:.3f}")
+
+
+def to_accuracy(args: argparse.Namespace) -> None:
+    body = json.loads(args.spec.read_text()) if args.spec else next(
+        p["spec"] for p in PRESETS if p["name"] == "fashion_mnist_cpu")  # fmt: skip
+    spec = TrainSpec.model_validate(body)
+    load = os.getloadavg()[0]
+    print(f"device {args.device}, {torch.get_num_threads()} threads, load {load:.2f}, spec {json.dumps(body)}")
+    results = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            result = train(spec, data_dir=args.data_dir, out_dir=Path(out), device=args.device)
+            seconds = time.perf_counter() - started
+        epochs = result.metrics["epochs"]
+        accuracy = epochs[-1]["test_acc"]
+        trained = sum(e["seconds"] for e in epochs)
+        print(f"run {i + 1}: {seconds:.1f} s in all ({trained:.1f} s training), final test accuracy "
+              f"{accuracy:.4f}, per epoch {[e['test_acc'] for e in epochs]}, load {os.getloadavg()[0]:.2f}")
+        results.append((seconds, accuracy))
+    seconds = statistics.median(s for s, _ in results)
+    accuracy = min(a for _, a in results)
+    print(f"train_to_accuracy: ours {seconds:.1f} s ({accuracy:.4f} test accuracy), baseline {ANCHOR_SECONDS:.0f} s, "
+          f"ratio {seconds / ANCHOR_SECONDS:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2,560 images a side instead of 10,240")
+    parser.add_argument("--to-accuracy", action="store_true", help="a whole fashion_mnist_cpu job, timed")
+    parser.add_argument("--spec", type=Path, help="with --to-accuracy: a TrainSpec JSON file instead of the preset")
+    parser.add_argument("--repeat", type=int, default=1, help="with --to-accuracy: runs (median time, worst accuracy)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "var/data")))
+    args = parser.parse_args()
+    to_accuracy(args) if args.to_accuracy else throughput(args)
+
+
+if __name__ == "__main__":
+    main()

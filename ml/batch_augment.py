@@ -1,0 +1,142 @@
+"""The augmentations the trainer can run batched on tensors, on the model's device: the "default"
+preset (reflect pad-and-crop, horizontal flip, Cutout), "none", and a lone HorizontalFlip. Each batch
+is one gather from the uint8 training set, held as one flat tensor: shuffling, cropping, flipping
+and Cutout only move the index, then one pass converts and normalizes. The random choices are drawn
+as albumentations draws them (tests/ml/test_batch_augment.py compares the distributions), from a CPU
+`torch.Generator`, so a seed gives the same batches on every device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import albumentations as A
+import torch
+
+from ml.augment import PAD, build_train_transform, describe
+from ml.specs import Augmentation
+
+__all__ = ["BatchAugment", "normalize", "pixels"]
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """What one batched pipeline does; `compose` is the albumentations pipeline it reproduces, the one
+    `augmentation.json` describes. Cutout is one square hole of half the side, inside the image, filled
+    with the dataset mean (ml.augment.default_transforms)."""
+
+    crop: bool  # reflect-101 pad by PAD px per side, then a random crop back to size
+    flip_p: float  # probability of a horizontal flip
+    cutout_p: float  # probability of the Cutout hole
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    compose: A.Compose = field(compare=False)  # equal plans are equal whatever Compose object they carry
+
+    @classmethod
+    def from_spec(cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float],
+                  std: Sequence[float]) -> BatchAugment | None:  # fmt: skip
+        """The batched equivalent of `augmentation`, or None when the batched path does not cover it
+        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists whose
+        pipeline serializes exactly as one of those or as a lone HorizontalFlip (any p)."""
+        mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        if image_size <= PAD:  # reflect-101 padding needs more pixels than it pads
+            return None
+        compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
+        target = describe(compose)
+        flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip)]
+        candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
+        candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0) for p in flips[:1]]
+        for spec, crop, flip_p, cutout_p in candidates:
+            equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
+            if describe(equivalent) == target:
+                return cls(crop, flip_p, cutout_p, mean, std, equivalent)
+        return None
+
+    def apply(self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor,
+              generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """Augmented, normalized float32 contiguous (B, C, H, W) images `indices` (B,) of `source`.
+
+        `source` is `pixels(images, mean)`: N images of (C, H, W) = `shape` flattened, then Cutout's
+        fill, one value per channel. The random draws come from `generator` (CPU) and are moved to the
+        device: a few bytes per batch. One index per output value, one gather (CPU gathers are fast
+        on flat uint8 and slow on 4-d tensors), then one pass to normalize."""
+        channels, height, width = shape
+        batch, device = len(indices), source.device
+        plane, image = height * width, channels * height * width
+        draws = self._draws(batch, height, width, generator)
+        rows = _axis(draws["dy"], height, crop=self.crop).to(device, non_blocking=True)  # (B, H) source rows
+        cols = _axis(draws["dx"], width, crop=self.crop, flip=draws["flip"]).to(device, non_blocking=True)
+        channel = torch.arange(channels, device=device).view(1, -1, 1) * plane
+        row_start = (indices.view(-1, 1, 1) * image + channel + rows.unsqueeze(1) * width).unsqueeze(3)
+        flat = row_start + cols.view(batch, 1, 1, width)  # (B, C, H, W) into source
+        if self.cutout_p > 0:
+            holes, fills = _holes(draws, shape, fill_start=source.numel() - channels)
+            flat.view(-1).put_(holes.to(device, non_blocking=True), fills.to(device, non_blocking=True))
+        values = source.take(flat)
+        return _normalize_planar(values, mean=self.mean, std=self.std)
+
+    def _draws(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The per-sample random choices, drawn as albumentations draws them: crop offsets uniform in
+        [0, 2 * PAD], flips and Cutout each with their own probability, the hole's top-left corner
+        uniform over the positions that keep the whole hole inside (CoarseDropout 2.0.8)."""
+        span = 2 * PAD + 1 if self.crop else 1
+        hole = height // 2, width // 2
+        return {
+            "dy": torch.randint(span, (batch,), generator=generator),
+            "dx": torch.randint(span, (batch,), generator=generator),
+            "flip": torch.rand(batch, generator=generator) < self.flip_p,
+            "cut": torch.rand(batch, generator=generator) < self.cutout_p,
+            "hy": torch.randint(height - hole[0] + 1, (batch,), generator=generator),
+            "hx": torch.randint(width - hole[1] + 1, (batch,), generator=generator),
+        }
+
+
+def pixels(images: torch.Tensor, mean: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, H, W, C) images as the flat planar source `BatchAugment.apply` gathers from: each
+    image (C, H, W), then Cutout's fill, the dataset mean in uint8 per channel (default_transforms)."""
+    fill = torch.tensor([round(m * 255) for m in mean], dtype=torch.uint8, device=images.device)
+    return torch.cat([images.permute(0, 3, 1, 2).reshape(-1), fill])
+
+
+def normalize(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, H, W, C) to float32 contiguous (B, C, H, W), (x / 255 - mean) / std per channel: the
+    eval transform, batched. Contiguous, not channels_last: see ml.trainer.memory_format."""
+    return _normalize_planar(images.permute(0, 3, 1, 2), mean=mean, std=std)
+
+
+def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, C, H, W), any strides, to normalized float32 with the standard NCHW strides. Not
+    `.contiguous()`: with one channel a permuted NHWC batch already counts as contiguous, yet its
+    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path."""
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    out.copy_(images)
+    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, -1, 1, 1)
+    return out.mul_(scale).add_(shift)
+
+
+def _axis(offset: torch.Tensor, size: int, *, crop: bool, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, size) source coordinates along one axis: output i reads padded coordinate offset + i (or
+    offset + size - 1 - i when flipped), mapped back into the image by reflect-101 (cv2's default
+    border: -1 -> 1, size -> size - 2)."""
+    steps = torch.arange(size)
+    if flip is not None:
+        steps = torch.where(flip.view(-1, 1), steps.flip(0), steps)
+    if not crop:
+        return steps.expand(len(offset), size)
+    padded = offset.view(-1, 1) + steps - PAD
+    return torch.where(padded < 0, -padded, torch.where(padded >= size, 2 * (size - 1) - padded, padded))
+
+
+def _holes(draws: dict[str, torch.Tensor], shape: tuple[int, ...], *, fill_start: int
+           ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The positions in the (B, C, H, W) batch inside the Cutout holes of the samples Cutout applies
+    to, and the source position of each channel's fill value for them."""
+    channels, height, width = shape
+    hit = torch.nonzero(draws["cut"]).view(-1, 1, 1, 1)
+    side = torch.arange(height // 2).view(1, 1, -1, 1), torch.arange(width // 2).view(1, 1, 1, -1)
+    channel = torch.arange(channels).view(1, -1, 1, 1)
+    rows = draws["hy"][hit] + side[0]
+    cols = draws["hx"][hit] + side[1]
+    holes = ((hit * channels + channel) * height + rows) * width + cols
+    return holes.reshape(-1), (fill_start + channel).expand_as(holes).reshape(-1)

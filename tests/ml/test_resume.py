@@ -1,0 +1,120 @@
+"""Resuming a training run that died between epochs: it continues at the next epoch from the last
+checkpoint (model, optimizer, scheduler), with every epoch recorded once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ml.checkpoints import CheckpointError, load_model
+from ml.schedulers import build_schedule, current_lr
+from ml.specs import TrainSpec
+from ml.trainer import Trainer, train
+
+
+class Killed(RuntimeError):
+    """Stands for the worker being killed right after an epoch was checkpointed."""
+
+
+class Recorder:
+    def __init__(self, kill_after_epoch: int | None = None) -> None:
+        self.kill_after_epoch, self.epochs = kill_after_epoch, []
+
+    def on_progress(self, progress):
+        pass
+
+    def on_epoch(self, record):
+        self.epochs.append(record)
+        if record["epoch"] == self.kill_after_epoch:
+            raise Killed(f"killed after epoch {record['epoch']}")
+
+    def should_stop(self):
+        return False
+
+
+def spec(**overrides) -> TrainSpec:
+    base = {
+        "dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
+        "model": {"name": "resnet18", "width": 2}, "epochs": 3, "batch_size": 64, "augmentation": "none",
+        "optimizer": {"lr": 0.05}, "scheduler": {"name": "one_cycle", "max_lr": 0.1}, "gradcam_misclassified": 0,
+    }  # fmt: skip
+    base.update(overrides)
+    return TrainSpec.model_validate(base)
+
+
+def uninterrupted_lrs(s: TrainSpec, *, steps_per_epoch: int) -> list[float]:
+    """The LR at every step of `s` run without a break, as the trainer records it."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=s.optimizer.lr, momentum=0.9)
+    schedule = build_schedule(s, optimizer, steps_per_epoch=steps_per_epoch)
+    lrs = []
+    for _ in range(s.epochs * steps_per_epoch):
+        optimizer.step()
+        lrs.append(current_lr(optimizer))
+        schedule.after_batch()
+    return lrs
+
+
+def test_a_killed_run_resumes_at_the_next_epoch_from_its_checkpoint(
+    fmnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = spec()
+    out = tmp_path / "killed"
+    first = Recorder(kill_after_epoch=2)
+    with pytest.raises(Killed):
+        train(s, data_dir=fmnist_data_dir, out_dir=out, callbacks=first, device="cpu")
+    saved_model, _ = load_model(out / "checkpoints" / "last")
+
+    seen: dict[str, object] = {}
+    train_epoch = Trainer.train_epoch
+
+    def spy(self: Trainer, epoch: int):  # what the model and optimizer hold when epoch 3 starts
+        seen.setdefault("epoch", epoch)
+        seen.setdefault("weights", {k: v.clone() for k, v in self.model.state_dict().items()})
+        seen.setdefault("momentum", len(self.optimizer.state))
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    second = Recorder()
+    resumed = train(s, data_dir=fmnist_data_dir, out_dir=out, callbacks=second, device="cpu", resume=True)
+
+    assert seen["epoch"] == 3  # epochs 1 and 2 were not trained again
+    for name, value in saved_model.state_dict().items():
+        assert torch.equal(seen["weights"][name], value), name  # type: ignore[index]
+    assert seen["momentum"] > 0  # SGD's momentum buffers came back (a fresh optimizer has none)
+    assert resumed.stop_reason == "completed"
+    assert [e["epoch"] for e in resumed.metrics["epochs"]] == [1, 2, 3]
+    assert resumed.metrics["epochs"][:2] == first.epochs  # the finished epochs kept, not redone
+    assert [e["epoch"] for e in second.epochs] == [1, 2, 3]  # re-reported once each (the store upserts)
+    # OneCycle's state was restored: the LR of every step is the one an uninterrupted run takes
+    lrs = json.loads((out / "lr_steps.json").read_text())
+    assert lrs == pytest.approx(uninterrupted_lrs(s, steps_per_epoch=len(lrs) // s.epochs))
+    assert [e["lr"] for e in resumed.metrics["epochs"]] == pytest.approx(lrs[:: len(lrs) // s.epochs])
+    assert (out / "accuracy.png").is_file() and resumed.best_checkpoint is not None
+
+
+def test_resume_without_a_previous_run_starts_fresh_and_after_the_last_epoch_only_reports(
+    fmnist_data_dir: Path, tmp_path: Path
+) -> None:
+    s = spec(epochs=1, scheduler={"name": "none"})
+    fresh = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", resume=True)
+    assert [e["epoch"] for e in fresh.metrics["epochs"]] == [1]
+    again = Recorder()
+    done = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=again, device="cpu", resume=True)
+    assert done.metrics["epochs"] == fresh.metrics["epochs"] and [e["epoch"] for e in again.epochs] == [1]
+
+
+def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(
+    fmnist_data_dir: Path, tmp_path: Path
+) -> None:
+    s = spec(epochs=1, scheduler={"name": "none"})
+    train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    with pytest.raises(CheckpointError, match="another spec"):
+        train(spec(epochs=2, scheduler={"name": "none"}), data_dir=fmnist_data_dir, out_dir=tmp_path,
+              device="cpu", resume=True)  # fmt: skip
+    state = tmp_path / "checkpoints" / "last" / "training_state.safetensors"
+    state.write_bytes(state.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="sha256"):
+        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", resume=True)

@@ -1,0 +1,36 @@
+"""A job that cannot write its files (a full disk) fails with a clear error, and the same worker
+process goes on to run the next job."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from sqlalchemy.orm import Session
+
+from ml import trainer
+from ml.specs import LRFinderSpec, TrainSpec
+from service import store
+from worker.tasks import run_job
+
+TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 64, "test_subset": 32}, "model": {"width": 2},
+        "batch_size": 32}  # fmt: skip
+
+
+def test_a_full_disk_fails_the_job_clearly_and_the_worker_takes_the_next(settings, session: Session) -> None:
+    def disk_full(folder, **_):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+
+    params = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
+    job_id = store.create_job(session, kind="train", params=params).id
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", disk_full)
+        assert run_job(job_id, "train", params) == "failed"
+    job = store.get_job(session, job_id)
+    assert job is not None and job.status == "failed" and job.finished_at is not None
+    assert job.error is not None and job.error.startswith("could not read or write files")
+    assert "No space left on device" in job.error and "checkpoints" in job.error
+
+    params = LRFinderSpec.model_validate({**TINY, "num_iter": 3}).model_dump(mode="json")
+    next_id = store.create_job(session, kind="lr_finder", params=params).id
+    assert run_job(next_id, "lr_finder", params) == "succeeded"
