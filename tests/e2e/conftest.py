@@ -10,23 +10,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from stores import postgres_schema_url as postgres_schema_url_of
 from e2e_support import LEASE_SECONDS, POSTGRES_URL, REDIS_URL, Stack, forget_queue, free_port, wait_ready
 
 
 @pytest.fixture(scope="session")
 def postgres_schema_url() -> Iterator[str]:
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema_url_of(POSTGRES_URL, prefix="e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

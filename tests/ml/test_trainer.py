@@ -49,15 +49,15 @@ class StopAfter:
 
 def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Path, tmp_path: Path) -> None:
     s = spec(dataset={"name": "fashion_mnist", "train_subset": 1000, "test_subset": 300},
-             model={"name": "resnet18", "width": 8}, epochs=2,
-             scheduler={"name": "one_cycle", "max_lr": 0.1}, augmentation="none")
+             model={"name": "resnet18", "width": 8}, epochs=2, batch_size=32,
+             scheduler={"name": "one_cycle", "max_lr": 0.05}, augmentation="none")
     callbacks = StopAfter(10**9)
     result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=callbacks, device="cpu")
 
     assert result.stop_reason == "completed"
     epochs = result.metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2] and callbacks.epochs == epochs
-    assert epochs[-1]["test_acc"] > 0.3, epochs  # chance is 0.1; 2 epochs of 15 steps end at 0.4-0.65 by shuffle
+    assert epochs[-1]["test_acc"] > 0.6, epochs  # chance is 0.1; seeds 0-3 end at 0.71-0.75
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     for record in epochs:
         assert set(record) == {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from stores import postgres_schema_url
 from api_support import POSTGRES_URL, FakeBroker, TestClient, make_client
 from service.config import Settings, get_settings
 from service.db import session_for
@@ -33,16 +34,8 @@ def postgres_url(postgres_available: bool) -> Iterator[str]:
     """A fresh PostgreSQL store: a schema of its own (in search_path), dropped afterwards."""
     if not postgres_available:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema_url(POSTGRES_URL, prefix="t") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
