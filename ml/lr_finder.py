@@ -10,10 +10,7 @@ suggest. Model and optimizer come back exactly as they went in."""
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +26,7 @@ from ml.loaders import make_loaders
 from ml.models import build_model
 from ml.plots import plot_lr_finder
 from ml.progress import Callbacks, NullCallbacks
+from ml.runtime import default_num_workers, resolve_device, seed_everything, write_json
 from ml.specs import LRFinderSpec
 
 STEP_MODES = ("exp", "linear")
@@ -246,15 +244,9 @@ def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, A
     }
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int) -> tuple:
     """(model, optimizer, train_loader) for a spec, the model on `device`."""
-    _seed_everything(spec.seed)
+    seed_everything(spec.seed)
     bundle = load_dataset(spec.dataset, Path(data_dir))
     train_loader, _ = make_loaders(
         bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
@@ -281,9 +273,9 @@ def run_lr_finder(
     """The LR range test of a spec: writes out_dir/metrics.json and out_dir/lr_finder.png.
 
     num_workers: data-loading processes; None = 0 on CPU (2 cores keep up), up to 8 on a GPU."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     if num_workers is None:
-        num_workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+        num_workers = default_num_workers(device)
     model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers)
     started = time.perf_counter()
     curve = range_test(
@@ -294,7 +286,7 @@ def run_lr_finder(
     metrics = build_metrics(curve, num_iter=spec.num_iter, seconds=time.perf_counter() - started)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    write_json(out_dir / "metrics.json", metrics, allow_nan=False)
     plot = plot_lr_finder(
         curve.lrs, curve.losses, curve.smoothed_losses, metrics["suggestions"], out_dir / "lr_finder.png",
         log_x=spec.step_mode == "exp",

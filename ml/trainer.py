@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from ml.data import DatasetBundle, load_dataset
 from ml.loaders import make_loaders, pipeline
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
+from ml.runtime import default_num_workers, resolve_device, seed_everything, write_json
 from ml.reports import write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
@@ -44,19 +43,6 @@ class EpochStats:
     seconds: float
     lrs: list[float]
     stopped: bool
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Entrypoints choose the device; None means the GPU when there is one."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -267,13 +253,6 @@ class Trainer:
                            checkpoints / "last" if has else None, artifacts)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Writes atomically: a crash leaves the previous file, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callbacks | None = None,
           device: str | torch.device | None = None, num_workers: int | None = None,
           resume: bool = False) -> TrainResult:
@@ -288,8 +267,8 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load_dataset(spec.dataset, Path(data_dir))
-    if num_workers is None:  # on 2 CPU cores the main process keeps up with the model; GPUs need help
-        num_workers = 0 if dev.type == "cpu" else min(8, os.cpu_count() or 1)
+    if num_workers is None:
+        num_workers = default_num_workers(dev)
     trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks or NullCallbacks(),
                       num_workers=num_workers)
     return trainer.run(resume=resume)

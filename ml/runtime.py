@@ -1,0 +1,38 @@
+"""What every run entrypoint (training, the LR range test) decides the same way: the device, the
+seeds, the data-loading processes, and how result files are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Entrypoints choose the device; None means the GPU when there is one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_num_workers(device: torch.device) -> int:
+    """On 2 CPU cores the main process keeps up with the model; a GPU needs loading processes."""
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def write_json(path: Path, payload: Any, *, allow_nan: bool = True) -> None:
+    """Writes atomically: a crash leaves the previous file, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=allow_nan))
+    os.replace(tmp, path)
