@@ -2,15 +2,18 @@
 predictions, for N seconds, against a stack this script starts on loopback (uvicorn + one Celery
 worker, SQLite in a temporary folder, the local Redis on a queue of its own, real Fashion-MNIST).
 
-    python bench/load.py --quick           # 10 s windows: about 1.5 min on 2 cores
+    python bench/load.py --quick           # 10 s windows: about 2 min on 2 cores
     python bench/load.py                   # 60 s windows
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
 
 It trains a tiny model first (the checkpoint the predictors use), then runs the same training job
-twice for N seconds each, cancelled afterwards: once with nobody polling (the baseline) and once
-under load. Training speed is measured from the job's own progress (steps done x batch size per
-second). Every request is bounded (a 30 s timeout, one connection per client) and goes to
-127.0.0.1 only. Ends with `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
+three times for N seconds each, cancelled afterwards: with nobody polling (the baseline), with the
+pollers alone (the issue's "training while polled" figure) and with pollers and predictors (the
+full load: request rates and latencies). Training speed is measured from the job's own progress
+(steps done x batch size per second). Every request is bounded (a 30 s timeout, one connection per
+client) and goes to 127.0.0.1 only. The load generator runs on the same cores as the API and the
+worker: on a 2-core machine it takes a share a real client elsewhere would not. Ends with
+`load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
 from __future__ import annotations
 
@@ -196,18 +199,21 @@ def main() -> None:
             first.raise_for_status()  # the API imports torch and loads the model once, before any timing
             unpolled, _ = stack.training_window(seconds)
 
-            def during(job_id: str):  # noqa: ANN202
-                return asyncio.run(load(stack.url, job_id, checkpoint, pollers=args.pollers,
-                                        predictors=args.predictors, seconds=seconds))  # fmt: skip
+            def during(predictors: int):  # noqa: ANN202
+                return lambda job_id: asyncio.run(load(stack.url, job_id, checkpoint, pollers=args.pollers,
+                                                       predictors=predictors, seconds=seconds))  # fmt: skip
 
-            polled, (metrics, predictions) = stack.training_window(seconds, during)
+            polled, (polls_alone, _) = stack.training_window(seconds, during(0))
+            loaded, (metrics, predictions) = stack.training_window(seconds, during(args.predictors))
         finally:
             stack.stop()
+    print(polls_alone.line("metrics polling alone", args.pollers, seconds))
     print(metrics.line("metrics polling", args.pollers, seconds))
     print(predictions.line("predict", args.predictors, seconds))
+    if unpolled:
+        print(f"load train with predictions: {loaded:.0f} img/s, ratio {loaded / unpolled:.2f} to unpolled")
     ratio = f"{polled / unpolled:.2f}" if unpolled else "n/a (no progress unpolled)"
     print(f"load train: ours {polled:.0f} img/s (polled), baseline {unpolled:.0f} img/s (unpolled), ratio {ratio}")
-
 
 if __name__ == "__main__":
     main()

@@ -12,8 +12,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 
+# gcc and the Python headers: torch.compile's Triton builds its launcher with them at run time.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -30,7 +31,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # Named volumes mounted on /data take this ownership on first use.
 RUN useradd --create-home --uid 10001 lrcam \
-    && mkdir -p /data/datasets /data/artifacts /app/var \
+    && mkdir -p /data/datasets /data/artifacts /data/compile-cache /app/var \
     && chown -R lrcam:lrcam /data /app/var
 USER lrcam
 

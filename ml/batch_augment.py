@@ -100,7 +100,7 @@ def pixels(images: torch.Tensor, mean: Sequence[float]) -> torch.Tensor:
 
 def normalize(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, H, W, C) to float32 contiguous (B, C, H, W), (x / 255 - mean) / std per channel: the
-    eval transform, batched. Contiguous, not channels_last: see ml.trainer.memory_format."""
+    eval transform, batched. Contiguous, not channels_last: see ml.runtime.memory_format."""
     return _normalize_planar(images.permute(0, 3, 1, 2), mean=mean, std=std)
 
 

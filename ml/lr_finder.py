@@ -26,11 +26,12 @@ from ml.loaders import make_loaders
 from ml.models import build_model
 from ml.plots import plot_lr_finder
 from ml.progress import Callbacks, NullCallbacks
-from ml.runtime import default_num_workers, resolve_device, seed_everything, write_json
+from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.specs import LRFinderSpec
 
 STEP_MODES = ("exp", "linear")
 PROGRESS_EVERY = 5  # iterations between progress reports: the store gets a few writes a second at most
+SYNC_EVERY_CUDA = 10  # iterations between host reads of the loss on a GPU (see default_sync_every)
 STEEPEST_SKIP = (10, 5)  # pytorch-lr-finder's plot(skip_start=10, skip_end=5) before np.gradient
 FASTAI_SKIP_END = 5  # fastai's lr_find keeps recorder.lrs[num_it // 10 : -5] for valley and minimum
 
@@ -101,46 +102,60 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def _train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable, batch: tuple, device: torch.device
-) -> float:
-    """One SGD step on one batch (the model already in train mode); returns its loss. A non-finite loss
-    is returned without a step: reading it is the sweep's one host-device sync per iteration."""
+) -> torch.Tensor:
+    """One SGD step on one batch (the model already in train mode); returns its loss, still on the
+    device: reading it is left to the sweep, once per chunk. A non-finite loss steps too; the sweep
+    ends there and range_test restores the model."""
     inputs, labels = (t.to(device, non_blocking=True) for t in batch)
+    if inputs.dim() == 4:  # images: channels_last on CUDA (ml.runtime.memory_format)
+        inputs = inputs.contiguous(memory_format=memory_format(device))
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device):
         loss = criterion(model(inputs), labels)
-    value = float(loss.item())
-    if math.isfinite(value):
-        loss.backward()
-        optimizer.step()
-    return value
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float()
+
+
+def default_sync_every(device: torch.device) -> int:
+    """Iterations between host reads of the loss: on a GPU a read per step stalls the queue of
+    kernels, so losses are read in chunks, at the cost of at most chunk - 1 steps past a divergence
+    (discarded: the model is restored); on a CPU there is no queue to stall, so every step."""
+    return SYNC_EVERY_CUDA if device.type == "cuda" else 1
 
 
 def _sweep(
     model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, criterion: Callable, lrs: list[float],
-    smooth_f: float, diverge_th: float, callbacks: Callbacks,
+    smooth_f: float, diverge_th: float, callbacks: Callbacks, sync_every: int,
 ) -> Curve:  # fmt: skip
     curve, best, cycle = Curve(), math.inf, _Cycle(batches)
     device = next(model.parameters()).device
     model.train()  # once, not per step: it walks every module
-    for i, lr in enumerate(lrs):
+    for start in range(0, len(lrs), sync_every):
         if callbacks.should_stop():
             curve.stop_reason = "cancelled"
             break
-        _set_lr(optimizer, lr)
-        loss = _train_step(model, optimizer, criterion, next(cycle), device)
-        if not math.isfinite(loss):  # not recorded: a NaN would poison the smoothing and the plot
-            curve.stop_reason, curve.diverged_at_lr = "diverged", lr
-            break
-        smoothed = loss if i == 0 or smooth_f == 0 else smooth_f * loss + (1 - smooth_f) * curve.smoothed_losses[-1]
-        best = min(best, smoothed)
-        curve.lrs.append(lr)
-        curve.losses.append(loss)
-        curve.smoothed_losses.append(smoothed)
-        if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(lrs):
-            callbacks.on_progress({"step": i + 1, "steps": len(lrs), "fraction": round((i + 1) / len(lrs), 4)})
-        if smoothed > diverge_th * best:
-            curve.stop_reason, curve.diverged_at_lr = "diverged", lr
-            break
+        chunk = lrs[start : start + sync_every]
+        pending = []
+        for lr in chunk:
+            _set_lr(optimizer, lr)
+            pending.append(_train_step(model, optimizer, criterion, next(cycle), device))
+        for i, (lr, loss) in enumerate(zip(chunk, torch.stack(pending).tolist()), start=start):
+            if not math.isfinite(loss):  # not recorded: a NaN would poison the smoothing and the plot
+                curve.stop_reason, curve.diverged_at_lr = "diverged", lr
+                return curve
+            smoothed = loss
+            if curve.smoothed_losses and smooth_f > 0:
+                smoothed = smooth_f * loss + (1 - smooth_f) * curve.smoothed_losses[-1]
+            best = min(best, smoothed)
+            curve.lrs.append(lr)
+            curve.losses.append(loss)
+            curve.smoothed_losses.append(smoothed)
+            if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(lrs):
+                callbacks.on_progress({"step": i + 1, "steps": len(lrs), "fraction": round((i + 1) / len(lrs), 4)})
+            if smoothed > diverge_th * best:
+                curve.stop_reason, curve.diverged_at_lr = "diverged", lr
+                return curve
     return curve
 
 
@@ -157,19 +172,28 @@ def range_test(
     smooth_f: float = 0.05,
     diverge_th: float = 5.0,
     callbacks: Callbacks | None = None,
+    sync_every: int | None = None,
 ) -> Curve:
     """Train one batch per iteration at a growing LR and record the loss; restores model and optimizer.
 
     `batches` yields (inputs, labels, ...) and is started again when it runs out. The model's device
     is the one used. Stops early on divergence (stop_reason "diverged", diverged_at_lr set) or when
-    callbacks.should_stop() says so ("cancelled"), keeping what was recorded."""
+    callbacks.should_stop() says so ("cancelled"), keeping what was recorded. Losses are read from the
+    device every `sync_every` iterations (None: default_sync_every), which is also how often the
+    cancel hook is polled; the curve is the same for every value."""
     _check_range(start_lr, end_lr, num_iter, step_mode, smooth_f)
+    device = next(model.parameters()).device
+    if sync_every is None:
+        sync_every = default_sync_every(device)
+    if sync_every < 1:
+        raise ValueError(f"sync_every must be >= 1; got {sync_every}")
     lrs = [lr_at(i, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode) for i in range(num_iter)]
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     try:
-        return _sweep(model, optimizer, batches, criterion, lrs, smooth_f, diverge_th, callbacks or NullCallbacks())
+        return _sweep(model, optimizer, batches, criterion, lrs, smooth_f, diverge_th, callbacks or NullCallbacks(),
+                      sync_every)
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
@@ -250,9 +274,10 @@ def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers
     bundle = load_dataset(spec.dataset, Path(data_dir))
     train_loader, _ = make_loaders(
         bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
-        num_workers=num_workers, pin_memory=device.type == "cuda",
+        num_workers=num_workers, pin_memory=device.type == "cuda", device=device,
     )
-    model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes).to(device)
+    model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
+    model = model.to(device, memory_format=memory_format(device))
     sgd = spec.optimizer
     optimizer = torch.optim.SGD(
         model.parameters(), lr=spec.start_lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,

@@ -78,7 +78,7 @@ def _plot_samples(trainer: Trainer, path: Path) -> None:
 def normalize_images(images: np.ndarray, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (N,H,W,C) -> normalized float32 (N,C,H,W), as the eval transform does."""
     # contiguous: a permuted (channels_last-strided) batch sends torch 2.14.1's CPU oneDNN convolution
-    # down a path that corrupts memory at odd batch sizes (see ml.trainer.memory_format)
+    # down a path that corrupts memory at odd batch sizes (see ml.runtime.memory_format)
     x = torch.from_numpy(images).float().div_(255).permute(0, 3, 1, 2).contiguous()
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 

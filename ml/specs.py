@@ -12,6 +12,7 @@ DATASETS = ("cifar10", "fashion_mnist", "image_folder")
 MODELS = ("resnet18", "custom_resnet")
 MAX_EPOCHS = 500  # a week of CPU time for a tiny model; more is a typo
 MAX_BATCH_SIZE = 4096  # a full H100 holds ResNet18 at 32x32 with room to spare
+COMPILE_MIN_STEPS = 500  # "auto" compiles runs with at least this many training steps
 
 
 class Spec(BaseModel):
@@ -223,6 +224,14 @@ class TrainSpec(CommonSpec):
         default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
     )
     gradcam_misclassified: int = Field(default=25, ge=0, le=100)
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1, description="cross-entropy label smoothing of the training loss; 0 = none"
+    )
+    compile: Literal["auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        default="auto",
+        description=f"torch.compile: auto (compile runs of >= {COMPILE_MIN_STEPS} training steps, eager "
+        "below), off, or a torch.compile mode; reduce-overhead adds CUDA graphs on a GPU",
+    )
 
     @model_validator(mode="after")
     def _scheduler_fits(self) -> TrainSpec:

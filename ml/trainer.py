@@ -14,11 +14,12 @@ from torch import nn
 
 from ml.augment import describe
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
+from ml.compilation import compile_model, resolve_mode
 from ml.data import DatasetBundle, load_dataset
 from ml.loaders import make_loaders, pipeline
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
-from ml.runtime import default_num_workers, resolve_device, seed_everything, write_json
+from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.reports import write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
@@ -45,18 +46,6 @@ class EpochStats:
     stopped: bool
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (tensor cores want NHWC). On CPU it would gain 10-20%, but torch 2.14.1's
-    oneDNN path corrupts memory with channels_last at odd batch sizes (3, 5, 25, 77...; a segfault
-    or "corrupted size vs. prev_size"), and the last batch of a test set can be any size."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    # bf16 on CUDA; on CPU bf16 is 2.4x slower than fp32 (ANCHORS.md), so autocast is a no-op there.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 class Trainer:
     """One training run. `train()` below is the public entrypoint."""
 
@@ -71,14 +60,16 @@ class Trainer:
         write_json(out_dir / "augmentation.json", describe(pipeline(self.train_loader)))
         model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
         self.memory_format = memory_format(device)
-        self.model = model.to(device, memory_format=self.memory_format)
+        model = model.to(device, memory_format=self.memory_format)
         opt = spec.optimizer
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
-            nesterov=opt.nesterov, foreach=True,
+            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov, **({"fused": True} if device.type == "cuda" else {"foreach": True}),
         )
         self.schedule: Schedule = build_schedule(spec, self.optimizer, steps_per_epoch=len(self.train_loader))
-        self.criterion = nn.CrossEntropyLoss()
+        self.compile_mode = resolve_mode(spec.compile, device=device, steps=spec.epochs * len(self.train_loader))
+        self.model = compile_model(model, self.compile_mode)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
         self.epochs: list[dict[str, Any]] = []
         self.step_lrs: list[float] = []
         self.best: dict[str, Any] | None = None
@@ -106,7 +97,7 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader, start=1):
             x, y = self._to_device(x, y)
-            with _autocast(self.device):
+            with autocast(self.device):
                 logits = self.model(x)
                 loss = self.criterion(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -141,7 +132,7 @@ class Trainer:
         loss_sum, preds = torch.zeros((), device=self.device), []
         for x, y in self.test_loader:
             x, y = self._to_device(x, y)
-            with _autocast(self.device):
+            with autocast(self.device):
                 logits = model(x)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1))

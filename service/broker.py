@@ -14,7 +14,6 @@ from celery import Celery
 from fastapi import Depends
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
-import redis
 from redis.exceptions import RedisError
 
 from service.config import SettingsDep
@@ -40,7 +39,7 @@ class Broker:
 
     def __init__(self, url: str, *, queue: str) -> None:
         self.url = maybe_sanitize_url(url)  # for messages: no password
-        self._raw_url, self.queue = url, queue
+        self.queue = queue
         self.app = Celery("lrcam-client", broker=url, set_as_current=False)
         self.app.conf.update(
             client_config(queue),
@@ -70,11 +69,13 @@ class Broker:
 
     def queued_ids(self) -> set[str]:
         """The ids of the jobs waiting in the queue (not those a worker holds): what a broker that
-        restarted without its data no longer has is missing here. Reads the Redis list kombu keeps."""
+        restarted without its data no longer has is missing here. Reads the Redis list kombu keeps
+        through kombu's own client, so it reads the database kombu writes for every REDIS_URL kombu
+        accepts: a password, rediss:// and its ssl_* options, redis+socket:// and its virtual_host."""
         try:
-            with redis.Redis.from_url(self._raw_url, socket_connect_timeout=FAIL_FAST_SECONDS,
-                                      socket_timeout=FAIL_FAST_SECONDS) as client:  # fmt: skip
-                messages = client.lrange(self.queue, 0, -1)
+            with self.app.connection_for_write() as connection:
+                with connection.default_channel.conn_or_acquire() as client:
+                    messages = client.lrange(self.queue, 0, -1)
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
         ids = set()

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(REDIS_SCHEMES):
-            raise ValueError(f"REDIS_URL must start with one of {list(REDIS_SCHEMES)}; got {value!r}")
+            unix = value.startswith("unix:")
+            hint = " (a Unix socket is redis+socket:///path/to/redis.sock?virtual_host=<db>)" if unix else ""
+            raise ValueError(f"REDIS_URL must start with one of {list(REDIS_SCHEMES)}; got {value!r}{hint}")
         return value
 
     @field_validator("DATABASE_URL")

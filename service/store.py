@@ -119,21 +119,48 @@ def reap_stale_jobs(session: Session, *, lease_seconds: float, max_attempts: int
     ).all()
     requeued, ended = [], []
     for job_id, heartbeat_at, attempts, cancel_requested in stale:
-        conditions = (Job.status == "running", Job.heartbeat_at == heartbeat_at)
-        if cancel_requested:
-            values: dict[str, Any] = dict(status="cancelled", finished_at=utcnow())
-        elif attempts < max_attempts:
-            values = dict(status="queued", worker=None, heartbeat_at=None)
+        if cancel_requested or attempts < max_attempts:
+            status = requeue_job(session, job_id, heartbeat_at=heartbeat_at)
         else:
             error = (
                 f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} "
                 f"(JOB_LEASE_SECONDS={lease_seconds:g}); gave up after {attempts} attempt(s) "
                 f"(MAX_JOB_ATTEMPTS={max_attempts})"
             )
-            values = dict(status="failed", error=error, finished_at=utcnow())
-        if _update_job(session, job_id, *conditions, **values):
-            (requeued if values["status"] == "queued" else ended).append(job_id)
+            failed = _update_job(
+                session, job_id, Job.status == "running", Job.heartbeat_at == heartbeat_at,
+                status="failed", error=error, finished_at=utcnow(),
+            )  # fmt: skip
+            status = "failed" if failed else None
+        if status is not None:
+            (requeued if status == "queued" else ended).append(job_id)
     return Reaped(requeued, ended)
+
+
+def requeue_job(
+    session: Session,
+    job_id: str,
+    *,
+    heartbeat_at: datetime | None = None,
+    worker: str | None = None,
+    count_attempt: bool = True,
+) -> str | None:
+    """Put a running job back in the queue for its next delivery (a train job resumes after its last
+    finished epoch), or cancel it when a cancel is pending. Only while it is running with that
+    `heartbeat_at` and/or `worker`, when given. `count_attempt=False` gives the delivery back: a
+    worker shutting down gracefully is no failure of the job and must not use up MAX_JOB_ATTEMPTS.
+
+    The job's new status ("queued" or "cancelled"); None when it was not running (so)."""
+    running = [Job.status == "running"]
+    running += [Job.heartbeat_at == heartbeat_at] if heartbeat_at is not None else []
+    running += [Job.worker == worker] if worker is not None else []
+    if _update_job(session, job_id, *running, Job.cancel_requested.is_(True), status="cancelled",
+                   finished_at=utcnow()):  # fmt: skip
+        return "cancelled"
+    values: dict[str, Any] = dict(status="queued", worker=None, heartbeat_at=None)
+    if not count_attempt:
+        values["attempts"] = Job.attempts - 1  # claim_job counted this delivery
+    return "queued" if _update_job(session, job_id, *running, **values) else None
 
 
 def queued_jobs(session: Session, *, created_before: datetime) -> list[Job]:

@@ -9,7 +9,8 @@ A message is acknowledged only after its job ends (`task_acks_late`), each proce
 at a time (prefetch 1), and Redis gives an unacknowledged job back to the queue only after the
 visibility timeout, which is longer than the longest job. There is no result backend: the job
 store (DATABASE_URL) is the source of truth, and a worker that dies mid-job is detected by the
-store's heartbeat lease (JOB_LEASE_SECONDS)."""
+store's heartbeat lease (JOB_LEASE_SECONDS). A worker told to stop (SIGTERM, Ctrl-C) does not wait
+for its job to end: it queues the job again and exits (worker/shutdown.py)."""
 
 from __future__ import annotations
 

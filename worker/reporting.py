@@ -3,7 +3,7 @@ stop flag, and a heartbeat thread that keeps the job's lease fresh through long 
 
 The store being briefly unreachable never crashes a training run: reports are logged and dropped,
 and the last known stop flag stands. A job that is no longer `running` in the store (its lease
-expired, say) is told to stop."""
+expired, say) is told to stop; a worker shutting down interrupts it (worker/shutdown.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.db import session_for
+from worker import shutdown
 
 PROGRESS_INTERVAL_SECONDS = 1.0  # at most one progress write per second
 STOP_POLL_INTERVAL_SECONDS = 1.0  # at most one cancel-flag read per second
@@ -69,6 +70,9 @@ class StoreReporter:
         self.beat(self.progress)
 
     def should_stop(self) -> bool:
+        """True once a cancel was requested or the job is no longer running; raises ShutdownRequested
+        when the worker shuts down, which ends the run at once (without its report)."""
+        shutdown.check()
         now = self.clock()
         if not self.lost and now - self._last_poll >= STOP_POLL_INTERVAL_SECONDS:
             self._last_poll = now

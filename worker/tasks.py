@@ -1,6 +1,7 @@
 """The one Celery task, thin like a web view: claim the job, run it with store-backed callbacks,
 and end it with a readable status. It never raises into Celery for a job's own failure, so the
-worker process lives on to take the next job."""
+worker process lives on to take the next job. A worker shutting down puts its job back in the
+queue (worker/shutdown.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import store
-from service.broker import TASK_NAME
-from service.config import get_settings
+from service.broker import TASK_NAME, BrokerUnavailable, get_broker
+from service.config import Settings, get_settings
 from service.db import session_for
 from worker.celery_app import app
 from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
 from worker.runs import JobRun
+from worker.shutdown import SHUTDOWN, ShutdownRequested
 
 STORE_RETRY_SECONDS = 15
 STORE_RETRIES = 40  # ten minutes of a store that does not answer before the delivery is dropped
@@ -44,17 +46,48 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     try:
         with Heartbeat(reporter, interval=heartbeat_interval(settings.JOB_LEASE_SECONDS)):
             outcome = job_run.run(kind, params)
-    except (KeyboardInterrupt, SystemExit):
-        reporter.finish("failed", error="the worker was shut down while running this job; submit it again")
+    except ShutdownRequested:  # SIGTERM or Ctrl-C: the run stopped after a batch; nothing failed
+        return requeue(settings, job_id, kind, params, worker=worker)
+    except (KeyboardInterrupt, SystemExit):  # Celery's hard shutdown (a third Ctrl-C) raises these
+        if SHUTDOWN.is_set():
+            requeue(settings, job_id, kind, params, worker=worker)
+        else:
+            reporter.finish("failed", error="the worker was shut down while running this job; submit it again")
         raise
     except Exception as exc:  # the task boundary: every failure ends the job, none kills the worker
+        if SHUTDOWN.is_set():  # a second Ctrl-C (cold shutdown) raises NotImplementedError in a solo job
+            return requeue(settings, job_id, kind, params, worker=worker)
         release_memory(exc)
         if not isinstance(exc, EXPECTED_ERRORS):
             logger.exception("job %s: unexpected error", job_id)
         job_run.salvage()
-        reporter.finish("failed", error=describe(exc, epoch=reporter.epoch), progress=reporter.progress)
+        error = describe(exc, epoch=reporter.epoch, params=params)
+        reporter.finish("failed", error=error, progress=reporter.progress)
         return "failed"
     reporter.finish(
         outcome.status, result=outcome.result, checkpoint_id=outcome.checkpoint_id, progress=outcome.progress
     )
     return outcome.status
+
+
+def requeue(settings: Settings, job_id: str, kind: str, params: dict[str, Any], *, worker: str) -> str:
+    """Give an interrupted job back: queued again without using an attempt, its finished epochs and
+    `checkpoints/last` kept, and sent to the broker now (if Redis does not answer, the API's
+    reconciler sends it once QUEUED_GRACE_SECONDS have passed). The current message is acknowledged
+    when the task returns; should Redis deliver it again too (a hard shutdown leaves it
+    unacknowledged), `claim_job` skips whichever delivery comes second."""
+    try:
+        with session_for(settings.DATABASE_URL) as session:
+            status = store.requeue_job(session, job_id, worker=worker, count_attempt=False)
+    except SQLAlchemyError as exc:  # its lease will expire: the reconciler re-queues it then
+        logger.warning("job %s: interrupted by the shutdown; could not queue it again: %s", job_id, exc)
+        return "interrupted"
+    if status != "queued":
+        logger.info("job %s: interrupted by the shutdown; now %s", job_id, status or "no longer ours")
+        return status or "interrupted"
+    try:
+        get_broker(settings).send_job(job_id, kind, params)
+    except BrokerUnavailable as exc:
+        logger.warning("job %s: queued again; the reconciler will send it (%s)", job_id, exc)
+    logger.info("job %s: interrupted by the worker's shutdown; queued again", job_id)
+    return "requeued"

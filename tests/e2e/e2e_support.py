@@ -78,6 +78,17 @@ class Stack:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
 
+    def stop_worker(self, sig: signal.Signals, *, timeout: float = 60) -> int:
+        """Send `sig` to the worker (SIGTERM: what `docker compose stop` sends) and wait for it to exit."""
+        worker = self.processes.pop("worker")
+        worker.send_signal(sig)
+        try:
+            return worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # not left running after a failed test
+            worker.wait(timeout=30)
+            raise AssertionError(f"the worker did not stop within {timeout}s of {sig.name}:\n{self.log('worker')}")
+
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             assert process.poll() is None, f"the {name} exited ({process.returncode}):\n{self.log(name)}"

@@ -1,13 +1,14 @@
 """The product end to end over HTTP: a real API, a real Celery worker, Redis and PostgreSQL, tiny
 real Fashion-MNIST. LR range test, training (metrics read while it runs), artifacts, checkpoints,
-prediction with GradCAM, "auto" learning rate, cancellation, a worker killed mid-job (the job resumes
-on the next worker) and an API restart."""
+prediction with GradCAM, "auto" learning rate, cancellation, a worker killed mid-job or stopped with
+SIGTERM (the job resumes on the next worker) and an API restart."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import io
+import signal
 import time
 from typing import Any
 
@@ -174,6 +175,30 @@ def test_a_killed_worker_s_job_is_requeued_and_resumes_on_the_next_worker(stack:
     assert stack.get("/jobs", params={"status": "running"}).json()["total"] == 0
     names = {a["name"] for a in stack.get(f"/jobs/{job_id}/artifacts").json()["artifacts"]}
     assert {"accuracy.png", "loss.png", "lr.png"} <= names and job["checkpoint_id"]
+
+
+GRACEFUL = {**LONG, "epochs": 8}
+
+
+def test_a_worker_stopped_with_sigterm_requeues_its_job_and_the_next_worker_resumes_it(stack: Stack) -> None:
+    job_id = stack.submit("train", GRACEFUL)
+    deadline = time.monotonic() + 180
+    while not stack.get(f"/jobs/{job_id}/metrics").json()["epochs"]:
+        stack.check_alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert stack.stop_worker(signal.SIGTERM) == 0  # a warm shutdown: within a few batches, not at the job's end
+    job = stack.get(f"/jobs/{job_id}").json()  # not failed, and no attempt used:
+    assert job["status"] == "queued" and job["error"] is None and job["attempts"] == 0, job
+    before = stack.get(f"/jobs/{job_id}/metrics").json()["epochs"]
+    assert 1 <= len(before) < GRACEFUL["epochs"], "the job finished before the SIGTERM"
+    stack.start_worker()
+    job = stack.wait(job_id, timeout=240)
+    assert job["status"] == "succeeded" and job["error"] is None and job["attempts"] == 1, job
+    epochs = stack.get(f"/jobs/{job_id}/metrics").json()["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, GRACEFUL["epochs"] + 1))  # each once, none lost
+    assert epochs[: len(before)] == before  # resumed from its last finished epoch, not trained again
+    assert job["checkpoint_id"] and stack.get("/jobs", params={"status": "running"}).json()["total"] == 0
 
 
 def test_after_an_api_restart_everything_is_still_served(stack: Stack, train_run) -> None:  # noqa: ANN001

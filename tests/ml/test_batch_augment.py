@@ -112,7 +112,7 @@ def test_normalize_matches_the_eval_transform():
     x = normalize(torch.from_numpy(images), mean=mean, std=std)
     assert x.is_contiguous() and x.shape == (5, 3, 32, 32)
     gray = normalize(torch.from_numpy(images[..., :1]), mean=mean[:1], std=std[:1])
-    assert gray.stride() == (32 * 32, 32 * 32, 32, 1), "standard strides, not channels_last (ml.trainer.memory_format)"
+    assert gray.stride() == (32 * 32, 32 * 32, 32, 1), "standard strides, not channels_last (ml.runtime.memory_format)"
     np.testing.assert_allclose(x.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
     none = BatchAugment.from_spec("none", image_size=32, mean=mean, std=std)
     out = none.apply(pixels(torch.from_numpy(images), mean), (3, 32, 32), torch.arange(5), torch.Generator())

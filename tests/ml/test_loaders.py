@@ -67,7 +67,7 @@ def test_grayscale_batches(fmnist_small):
     train, test = make_loaders(fmnist_small, augmentation="default", batch_size=32, seed=0)
     assert first_batch(train)[0].shape == (32, 1, 28, 28)
     assert first_batch(test)[0].shape[1:] == (1, 28, 28)
-    for x, _ in (first_batch(train), first_batch(test)):  # not channels_last: see ml.trainer.memory_format
+    for x, _ in (first_batch(train), first_batch(test)):  # not channels_last: see ml.runtime.memory_format
         assert x.stride() == (28 * 28, 28 * 28, 28, 1)
 
 

@@ -167,9 +167,37 @@ def test_a_non_finite_loss_ends_the_sweep_without_being_recorded(bad):
     assert curve.stop_reason == "diverged"
     assert curve.losses == pytest.approx([1.0, 0.9])
     assert curve.diverged_at_lr == pytest.approx(lr_at(2, start_lr=1e-4, end_lr=1e-1, num_iter=5, step_mode="exp"))
-    assert len(optimizer.used) == 2  # no step on the NaN
+    assert len(optimizer.used) == 3  # the NaN step is taken, then undone with the rest of the sweep
     metrics = build_metrics(curve, num_iter=5, seconds=0.1)
     json.dumps(metrics, allow_nan=False)  # raises on NaN/inf
+
+
+@pytest.mark.parametrize("sync_every", [2, 3, 7, 100])
+def test_reading_losses_in_chunks_records_the_same_curve_and_stop(sync_every):
+    """What a GPU does (a host read every few steps) gives the curve of a read per step: same LRs,
+    losses, smoothing and divergence point; only the steps past a divergence, up to the chunk's
+    end, are extra (and undone)."""
+    for options in ({"start_lr": 1e-3, "end_lr": 1e4, "num_iter": 60, "diverge_th": 5.0},  # diverges
+                    {"start_lr": 1e-4, "end_lr": 1e-1, "num_iter": 23}):  # completes
+        reference, ref_opt = sweep(sync_every=1, **options)
+        chunked, opt = sweep(sync_every=sync_every, **options)
+        assert chunked.lrs == reference.lrs and chunked.stop_reason == reference.stop_reason
+        assert chunked.losses == pytest.approx(reference.losses, rel=1e-6)
+        assert chunked.smoothed_losses == pytest.approx(reference.smoothed_losses, rel=1e-6)
+        assert chunked.diverged_at_lr == reference.diverged_at_lr
+        steps = len(ref_opt.used)
+        assert steps <= len(opt.used) <= min(options["num_iter"], -(-steps // sync_every) * sync_every)
+
+
+def test_a_nan_inside_a_chunk_ends_the_curve_before_it():
+    curve, optimizer = sweep(ScriptedLoss([1.0, 0.9, math.nan, 0.5, 0.5, 0.5]), num_iter=6, sync_every=4)
+    assert curve.stop_reason == "diverged" and curve.losses == pytest.approx([1.0, 0.9])
+    assert len(optimizer.used) == 4
+
+
+def test_sync_every_below_one_is_refused():
+    with pytest.raises(ValueError, match="sync_every must be >= 1"):
+        sweep(sync_every=0)
 
 
 # --- cancellation and progress ------------------------------------------------------------------

@@ -68,12 +68,21 @@ def test_app_services_carry_every_contract_setting(services: dict, name: str) ->
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_services_share_the_data_and_artifacts_volumes(services: dict, name: str) -> None:
-    assert set(services[name]["volumes"]) == {"data:/data/datasets", "artifacts:/data/artifacts"}
+    assert {"data:/data/datasets", "artifacts:/data/artifacts"} <= set(services[name]["volumes"])
+
+
+def test_the_worker_keeps_compiled_kernels_on_a_volume_its_user_owns(services: dict) -> None:
+    worker = services["worker"]
+    cache = worker["environment"]["TORCHINDUCTOR_CACHE_DIR"]
+    assert f"compile-cache:{cache}" in worker["volumes"]
+    runs = " ".join(a for i, a in dockerfile_instructions("docker/worker.Dockerfile") if i == "RUN")
+    assert cache in runs and "chown -R lrcam:lrcam /data" in runs  # a fresh named volume takes this owner
+    assert re.search(r"apt-get install .*\bgcc\b", runs), "Triton needs a C compiler at run time"
 
 
 def test_named_volumes_are_declared_and_used(compose: dict, services: dict) -> None:
     declared = set(compose["volumes"])
-    assert declared == {"data", "artifacts", "redis-data", "pg-data"}
+    assert declared == {"data", "artifacts", "compile-cache", "redis-data", "pg-data"}
     used = {volume.split(":")[0] for service in services.values() for volume in service.get("volumes", [])}
     assert used == declared
 
@@ -196,3 +205,7 @@ def test_env_example_names_every_setting_the_app_reads() -> None:
     text = (ROOT / ".env.example").read_text()
     missing = [name for name in Settings.model_fields if not re.search(rf"^#? ?{name}=", text, re.M)]
     assert not missing, f".env.example lacks {missing}"
+
+
+def test_the_worker_gets_time_to_queue_its_job_again_when_stopped(services: dict) -> None:
+    assert services["worker"]["stop_grace_period"] == "2m"  # Docker sends SIGKILL after 10 s by default

@@ -134,6 +134,27 @@ def test_reap_cancels_a_dead_workers_job_whose_cancel_was_pending(db: Session) -
     assert store.get_job(db, job_id).status == "cancelled"  # type: ignore[union-attr]
 
 
+def test_a_graceful_requeue_gives_the_attempt_back_and_touches_only_its_own_workers_job(db: Session) -> None:
+    job_id = store.create_job(db, kind="train", params=PARAMS).id
+    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    store.add_epoch(db, job_id, {"epoch": 1, "test_acc": 0.5})
+    assert store.requeue_job(db, job_id, worker="another", count_attempt=False) is None
+    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "queued"
+    job = store.get_job(db, job_id)
+    assert job is not None and job.status == "queued" and job.attempts == 0 and job.worker is None
+    assert job.heartbeat_at is None and store.list_epochs(db, job_id) == [{"epoch": 1, "test_acc": 0.5}]
+    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) is None  # no longer running
+
+    for _ in range(5):  # shutdowns never use up MAX_JOB_ATTEMPTS
+        assert store.claim_job(db, job_id, worker="w", lease_seconds=60) is not None
+        assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "queued"
+    assert store.get_job(db, job_id).attempts == 0  # type: ignore[union-attr]
+    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    store.request_cancel(db, job_id)
+    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "cancelled"  # a pending cancel wins
+    assert store.get_job(db, job_id).status == "cancelled"  # type: ignore[union-attr]
+
+
 def test_a_redelivery_keeps_the_epochs_already_stored(db: Session) -> None:
     job_id = store.create_job(db, kind="train", params=PARAMS).id
     store.claim_job(db, job_id, worker="w", lease_seconds=60)

@@ -1,14 +1,17 @@
-"""A job that cannot write its files (a full disk) fails with a clear error, and the same worker
-process goes on to run the next job."""
+"""A job that cannot write its files (a full disk) or runs out of GPU memory fails with a clear error,
+and the same worker process goes on to run the next job."""
 
 from __future__ import annotations
 
 import errno
+import weakref
 
 import pytest
+import torch
 from sqlalchemy.orm import Session
 
 from ml import trainer
+from ml.models import build_model
 from ml.specs import LRFinderSpec, TrainSpec
 from service import store
 from worker.tasks import run_job
@@ -34,3 +37,35 @@ def test_a_full_disk_fails_the_job_clearly_and_the_worker_takes_the_next(setting
     params = LRFinderSpec.model_validate({**TINY, "num_iter": 3}).model_dump(mode="json")
     next_id = store.create_job(session, kind="lr_finder", params=params).id
     assert run_job(next_id, "lr_finder", params) == "succeeded"
+
+
+def test_cuda_out_of_memory_names_the_job_s_settings_frees_its_model_and_the_worker_goes_on(session: Session) -> None:
+    models: list[weakref.ref[torch.nn.Module]] = []
+    freed_before_empty_cache: list[bool] = []
+
+    def model_out_of_memory(spec, **kwargs):  # noqa: ANN001, ANN202
+        model = build_model(spec, **kwargs)
+        models.append(weakref.ref(model))
+
+        def forward(*_: torch.Tensor) -> torch.Tensor:
+            # As on a GPU from here on (the job itself chose the CPU): release_memory empties the cache.
+            patch.setattr(torch.cuda, "is_available", lambda: True)
+            patch.setattr(torch.cuda, "empty_cache", lambda: freed_before_empty_cache.append(models[0]() is None))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        model.forward = forward
+        return model
+
+    params = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
+    job_id = store.create_job(session, kind="train", params=params).id
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "build_model", model_out_of_memory)
+        assert run_job(job_id, "train", params) == "failed"
+    job = store.get_job(session, job_id)
+    assert job is not None and job.status == "failed" and job.finished_at is not None
+    assert job.error == "CUDA out of memory at batch_size 32, width 2: lower batch_size or width"
+    assert freed_before_empty_cache == [True]  # the traceback no longer held the model when the cache was emptied
+
+    next_id = store.create_job(session, kind="train", params=params).id
+    assert run_job(next_id, "train", params) == "succeeded"
+    assert [record["epoch"] for record in store.list_epochs(session, next_id)] == [1]

@@ -1,0 +1,52 @@
+"""torch.compile for training runs: when it pays, which mode, and graphs reused across jobs.
+
+Compiled graphs are cached by TorchDynamo per code object, and with nn-module inlining (the default)
+a new model of the same architecture, width and input shape hits the same cache entry: the second
+job of a shape in a worker process compiles nothing. Inductor's on-disk cache
+(TORCHINDUCTOR_CACHE_DIR) carries the generated kernels across processes, so a restarted worker
+pays seconds, not the cold compile (about 30 s on 2 CPU cores for a ResNet9, forward, backward and
+evaluation). A backend that cannot compile (no C++ compiler in an image, say) falls back to eager
+with a warning instead of failing the job."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ml.specs import COMPILE_MIN_STEPS
+
+# Distinct graphs one forward may keep: train and eval modes, full and last batches, each model
+# shape a long-lived worker has trained. Past this, Dynamo would silently run the model eagerly.
+RECOMPILE_LIMIT = 64
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_mode(compile: str, *, device: torch.device, steps: int) -> str | None:
+    """The torch.compile mode a run uses, or None for eager.
+
+    "auto" compiles runs of at least COMPILE_MIN_STEPS training steps, where the cold compile is
+    repaid (on CPU and GPU alike: the ResNets' fused kernels are 1.5-2x faster per step); CUDA
+    graphs ("reduce-overhead") only when asked, since each distinct shape then holds its own copy of
+    the activations' memory."""
+    if compile == "off":
+        return None
+    if compile == "auto":
+        return "default" if steps >= COMPILE_MIN_STEPS else None
+    if compile == "reduce-overhead" and device.type != "cuda":
+        return "default"  # CUDA graphs need CUDA; the rest of the mode still applies
+    return compile
+
+
+def compile_model(model: nn.Module, mode: str | None) -> nn.Module:
+    """`model` compiled in `mode` (static shapes: one graph per batch shape), or itself for None."""
+    if mode is None:
+        return model
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
+    dynamo.suppress_errors = True  # a backend failure runs that frame eagerly, logged, instead of failing
+    logger.info("compiling the model with torch.compile(mode=%r)", mode)
+    return torch.compile(model, mode=mode, dynamic=False)
