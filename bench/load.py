@@ -5,14 +5,20 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --quick           # 10 s windows: about 2 min on 2 cores
     python bench/load.py                   # 60 s windows
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
+    python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
+    python bench/load.py --api-nice 0      # the API on equal footing with the worker
 
 It trains a tiny model first (the checkpoint the predictors use), then runs the same training job
 three times for N seconds each, cancelled afterwards: with nobody polling (the baseline), with the
 pollers alone (the issue's "training while polled" figure) and with pollers and predictors (the
 full load: request rates and latencies). Training speed is measured from the job's own progress
 (steps done x batch size per second). Every request is bounded (a 30 s timeout, one connection per
-client) and goes to 127.0.0.1 only. The load generator runs on the same cores as the API and the
-worker: on a 2-core machine it takes a share a real client elsewhere would not. Ends with
+client) and goes to 127.0.0.1 only. The API runs with API_NICE as scripts/up starts it (5: the
+worker, on the same cores, trains first; --api-nice 0 for equal footing), and the load generator at
+niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only when
+neither the API nor the worker wants it, and its latencies are upper bounds (they include its own
+waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
+second; 0: back to back). Ends with
 `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
 from __future__ import annotations
@@ -57,7 +63,9 @@ class Tally:
                 f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}")
 
 
-async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: float) -> None:
+async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: float, interval: float) -> None:
+    """One client: a request, then the next one `interval` s after the previous one started (at once
+    when it took longer; 0 = back to back, a stress test)."""
     while time.monotonic() < until:
         start = time.perf_counter()
         try:
@@ -72,6 +80,7 @@ async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: 
             tally.errors += 1
         else:
             tally.latencies.append(time.perf_counter() - start)
+        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - start)))
 
 
 def png() -> bytes:
@@ -80,7 +89,8 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predictors: int, seconds: float):
+async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predictors: int, seconds: float,
+               interval: float):
     until = time.monotonic() + seconds
     poll = {"method": "GET", "url": f"{url}/jobs/{job_id}/metrics"}
     predict = {"method": "POST", "url": f"{url}/predict", "params": {"checkpoint": checkpoint},
@@ -89,8 +99,8 @@ async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predicto
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits) for _ in range(pollers + predictors)]
     try:
-        tasks = [hammer(c, poll, polled, until) for c in clients[:pollers]]
-        tasks += [hammer(c, predict, predicted, until) for c in clients[pollers:]]
+        tasks = [hammer(c, poll, polled, until, interval) for c in clients[:pollers]]
+        tasks += [hammer(c, predict, predicted, until, interval) for c in clients[pollers:]]
         await asyncio.gather(*tasks)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
@@ -98,12 +108,13 @@ async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predicto
 
 
 class Stack:
-    def __init__(self, tmp: Path, redis_url: str) -> None:
+    def __init__(self, tmp: Path, redis_url: str, api_nice: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "REDIS_URL": redis_url,
                     "JOB_QUEUE": f"lrcam-load-{uuid.uuid4().hex[:8]}", "DATA_DIR": str(tmp / "data"),
-                    "ARTIFACTS_DIR": str(tmp / "artifacts"), "LRCAM_OFFLINE": "1", "API_KEY": ""}  # fmt: skip
+                    "ARTIFACTS_DIR": str(tmp / "artifacts"), "LRCAM_OFFLINE": "1", "API_KEY": "",
+                    "API_NICE": str(api_nice)}  # fmt: skip
         self.tmp, self.processes = tmp, []
         self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
 
@@ -182,13 +193,20 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--predictors", type=int, default=10)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="seconds from one request of a client to its next (0: back to back, a stress test; "
+                        "1: a dashboard polling every second)")
+    parser.add_argument("--api-nice", type=int, default=5, help="the API's API_NICE (scripts/up: 5)")
+    parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)
     if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost"):
         raise SystemExit("--redis-url must be on loopback")
     with tempfile.TemporaryDirectory(prefix="lrcam-load-") as folder:
-        stack = Stack(Path(folder), args.redis_url)
+        stack = Stack(Path(folder), args.redis_url, args.api_nice)
         stack.start()
+        os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
+        print(f"API_NICE {args.api_nice}, load generator niceness {os.nice(0)}, interval {args.interval} s")
         try:
             warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
             if warm["status"] != "succeeded":
@@ -201,7 +219,8 @@ def main() -> None:
 
             def during(predictors: int):  # noqa: ANN202
                 return lambda job_id: asyncio.run(load(stack.url, job_id, checkpoint, pollers=args.pollers,
-                                                       predictors=predictors, seconds=seconds))  # fmt: skip
+                                                       predictors=predictors, seconds=seconds,
+                                                       interval=args.interval))  # fmt: skip
 
             polled, (polls_alone, _) = stack.training_window(seconds, during(0))
             loaded, (metrics, predictions) = stack.training_window(seconds, during(args.predictors))

@@ -17,7 +17,7 @@ from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
-from service.limits import predict_slot
+from service.limits import lower_priority, predict_slot
 from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, jobs, predict
 
@@ -31,6 +31,8 @@ PROTECTED_ERRORS = {
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    if settings.API_NICE:
+        lower_priority(settings.API_NICE)
     try:
         ensure_schema(get_engine(settings.DATABASE_URL))
     except errors.STORE_ERRORS as exc:  # keep serving: /ready says 503, tables are created on first use
