@@ -6,15 +6,15 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py                   # 60 s windows
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
-    python bench/load.py --api-nice 0      # the API on equal footing with the worker
+    python bench/load.py --api-nice 5      # the API yields the CPU to the worker
 
 It trains a tiny model first (the checkpoint the predictors use), then runs the same training job
 three times for N seconds each, cancelled afterwards: with nobody polling (the baseline), with the
 pollers alone (the issue's "training while polled" figure) and with pollers and predictors (the
 full load: request rates and latencies). Training speed is measured from the job's own progress
 (steps done x batch size per second). Every request is bounded (a 30 s timeout, one connection per
-client) and goes to 127.0.0.1 only. The API runs with API_NICE as scripts/up starts it (5: the
-worker, on the same cores, trains first; --api-nice 0 for equal footing), and the load generator at
+client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as scripts/up starts
+it; 5 lets the worker, on the same cores, have them first), and the load generator at
 niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only when
 neither the API nor the worker wants it, and its latencies are upper bounds (they include its own
 waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
@@ -43,9 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 30  # per request: a client never waits longer
 WARMUP = {"dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
           "model": {"name": "resnet18", "width": 4}, "epochs": 1, "batch_size": 64, "gradcam_misclassified": 0}
+# Eager ("compile": "off"): with "auto" this long run would compile, and the first window, the
+# unpolled one, would pay the compilation of the evaluation graphs.
 LOADED = {"dataset": {"name": "fashion_mnist", "train_subset": 1024, "test_subset": 128},
           "model": {"name": "resnet18", "width": 4}, "epochs": 500, "batch_size": 64, "augmentation": "none",
-          "scheduler": {"name": "none"}, "gradcam_misclassified": 0}  # fmt: skip
+          "scheduler": {"name": "none"}, "gradcam_misclassified": 0, "compile": "off"}  # fmt: skip
 
 
 @dataclass
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0,
                         help="seconds from one request of a client to its next (0: back to back, a stress test; "
                         "1: a dashboard polling every second)")
-    parser.add_argument("--api-nice", type=int, default=5, help="the API's API_NICE (scripts/up: 5)")
+    parser.add_argument("--api-nice", type=int, default=0, help="the API's API_NICE (scripts/up: 0)")
     parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)

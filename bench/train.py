@@ -153,7 +153,8 @@ def to_accuracy(args: argparse.Namespace) -> None:
     accuracies = [a for _, a in results]
     accuracy = statistics.mean(accuracies) if args.seeds else min(accuracies)
     within = f" in <= {target_seconds:.0f} s" if target_seconds is not None else ""
-    print(f"target: >= {target_accuracy:.2f}{within}; baseline: {what}")
+    if args.spec is None:  # a spec file has no target of its own; the preset's baseline still frames it
+        print(f"target: >= {target_accuracy:.2f}{within}; baseline: {what}")
     print(f"train_to_accuracy: ours {seconds:.1f} s ({accuracy:.4f} test accuracy"
           f"{f', mean of {len(runs)} seeds' if args.seeds else ''}), baseline {baseline:.0f} s, "
           f"ratio {seconds / baseline:.3f}")

@@ -4,7 +4,7 @@ Compiled graphs are cached by TorchDynamo per code object, and with nn-module in
 a new model of the same architecture, width and input shape hits the same cache entry: the second
 job of a shape in a worker process compiles nothing. Inductor's on-disk cache
 (TORCHINDUCTOR_CACHE_DIR) carries the generated kernels across processes, so a restarted worker
-pays seconds, not the cold compile (about 30 s on 2 CPU cores for a ResNet9, forward, backward and
+pays seconds, not the cold compile (20-30 s on 2 CPU cores for a small ResNet9: forward, backward and
 evaluation). A backend that cannot compile (no C++ compiler in an image, say) falls back to eager
 with a warning instead of failing the job."""
 

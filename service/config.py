@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     API_NICE: int = Field(
         default=0, ge=0, le=19,
         description="CPU niceness the API takes at start (0-19): where a worker trains on the same CPUs "
-        "(scripts/up sets 5), training gets the cores first and requests wait instead",
+        "(scripts/up), e.g. 5 lets training have the cores first and requests wait instead",
     )
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS closed"

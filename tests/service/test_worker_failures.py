@@ -14,24 +14,31 @@ from ml import trainer
 from ml.models import build_model
 from ml.specs import LRFinderSpec, TrainSpec
 from service import store
+from service.db import Job
 from worker.tasks import run_job
 
 TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 64, "test_subset": 32}, "model": {"width": 2},
         "batch_size": 32}  # fmt: skip
+ONE_EPOCH = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
+
+
+def failed_train_job(session: Session, patch: pytest.MonkeyPatch, name: str, replacement: object) -> Job:
+    """A one-epoch train job run by the worker task with `ml.trainer.<name>` replaced: it must fail."""
+    job_id = store.create_job(session, kind="train", params=ONE_EPOCH).id
+    patch.setattr(trainer, name, replacement)
+    assert run_job(job_id, "train", ONE_EPOCH) == "failed"
+    job = store.get_job(session, job_id)
+    assert job is not None and job.status == "failed" and job.finished_at is not None and job.error is not None
+    return job
 
 
 def test_a_full_disk_fails_the_job_clearly_and_the_worker_takes_the_next(settings, session: Session) -> None:
     def disk_full(folder, **_):  # noqa: ANN001, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(folder))
 
-    params = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
-    job_id = store.create_job(session, kind="train", params=params).id
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "save_checkpoint", disk_full)
-        assert run_job(job_id, "train", params) == "failed"
-    job = store.get_job(session, job_id)
-    assert job is not None and job.status == "failed" and job.finished_at is not None
-    assert job.error is not None and job.error.startswith("could not read or write files")
+        job = failed_train_job(session, patch, "save_checkpoint", disk_full)
+    assert job.error.startswith("could not read or write files")
     assert "No space left on device" in job.error and "checkpoints" in job.error
 
     params = LRFinderSpec.model_validate({**TINY, "num_iter": 3}).model_dump(mode="json")
@@ -56,16 +63,11 @@ def test_cuda_out_of_memory_names_the_job_s_settings_frees_its_model_and_the_wor
         model.forward = forward
         return model
 
-    params = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
-    job_id = store.create_job(session, kind="train", params=params).id
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "build_model", model_out_of_memory)
-        assert run_job(job_id, "train", params) == "failed"
-    job = store.get_job(session, job_id)
-    assert job is not None and job.status == "failed" and job.finished_at is not None
+        job = failed_train_job(session, patch, "build_model", model_out_of_memory)
     assert job.error == "CUDA out of memory at batch_size 32, width 2: lower batch_size or width"
     assert freed_before_empty_cache == [True]  # the traceback no longer held the model when the cache was emptied
 
-    next_id = store.create_job(session, kind="train", params=params).id
-    assert run_job(next_id, "train", params) == "succeeded"
+    next_id = store.create_job(session, kind="train", params=ONE_EPOCH).id
+    assert run_job(next_id, "train", ONE_EPOCH) == "succeeded"
     assert [record["epoch"] for record in store.list_epochs(session, next_id)] == [1]
