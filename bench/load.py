@@ -2,17 +2,17 @@
 predictions, for N seconds, against a stack this script starts on loopback (uvicorn + one Celery
 worker, SQLite in a temporary folder, the local Redis on a queue of its own, real Fashion-MNIST).
 
-    python bench/load.py --quick           # 10 s windows: about 2 min on 2 cores
-    python bench/load.py                   # 60 s windows
+    python bench/load.py --quick           # 10 s a phase: about 1 min on 2 cores
+    python bench/load.py                   # 60 s a phase, in 3 rounds of 20 s
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
     python bench/load.py --api-nice 5      # the API yields the CPU to the worker
 
-It trains a tiny model first (the checkpoint the predictors use), then runs the same training job
-three times for N seconds each, cancelled afterwards: with nobody polling (the baseline), with the
-pollers alone (the issue's "training while polled" figure) and with pollers and predictors (the
-full load: request rates and latencies). Training speed is measured from the job's own progress
-(steps done x batch size per second). Every request is bounded (a 30 s timeout, one connection per
+It trains a tiny model first (the checkpoint the predictors use), then one long training job
+through three phases, alternated over --rounds rounds (N seconds per phase in all): nobody polling
+(the baseline), the pollers alone (the issue's "training while polled" figure), pollers and
+predictors (the full load: request rates and latencies). Training speed is the job's own progress
+(steps done x batch size per second), the median of each phase's rounds. Every request is bounded (a 30 s timeout, one connection per
 client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as scripts/up starts
 it; 5 lets the worker, on the same cores, have them first), and the load generator at
 niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only when
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,9 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 30  # per request: a client never waits longer
 WARMUP = {"dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
           "model": {"name": "resnet18", "width": 4}, "epochs": 1, "batch_size": 64, "gradcam_misclassified": 0}
-# Eager ("compile": "off"): with "auto" this long run would compile, and the first window, the
-# unpolled one, would pay the compilation of the evaluation graphs.
-LOADED = {"dataset": {"name": "fashion_mnist", "train_subset": 1024, "test_subset": 128},
+# Eager ("compile": "off"): with "auto" this long run would compile, and the first phase would pay
+# the compilation of the evaluation graphs. All 60,000 training images: epochs of ~20 s, as real
+# ones, so a poll returns a dozen epochs, not the hundreds a tiny subset would pile up.
+LOADED = {"dataset": {"name": "fashion_mnist", "test_subset": 128},
           "model": {"name": "resnet18", "width": 4}, "epochs": 500, "batch_size": 64, "augmentation": "none",
           "scheduler": {"name": "none"}, "gradcam_misclassified": 0, "compile": "off"}  # fmt: skip
 
@@ -54,6 +56,7 @@ LOADED = {"dataset": {"name": "fashion_mnist", "train_subset": 1024, "test_subse
 class Tally:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     errors: int = 0  # transport errors and 5xx
+    kinds: Counter = field(default_factory=Counter)  # what the errors were
     refused: int = 0  # 429: a cap said no (counted apart: that is the API protecting itself)
 
     def line(self, name: str, clients: int, seconds: float) -> str:
@@ -62,7 +65,8 @@ class Tally:
             return f"load {name}: {clients} clients, {done} ok, errors {self.errors}, refused {self.refused}"
         q = statistics.quantiles(self.latencies, n=100)
         return (f"load {name}: {clients} clients, {done / seconds:.1f} req/s, p50 {q[49] * 1e3:.1f} ms, "
-                f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}")
+                f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}"
+                + (f" ({dict(self.kinds)})" if self.kinds else ""))
 
 
 async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: float, interval: float) -> None:
@@ -72,14 +76,16 @@ async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: 
         start = time.perf_counter()
         try:
             response = await client.request(**request)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             tally.errors += 1
+            tally.kinds[type(exc).__name__] += 1
             continue
         if response.status_code == 429:
             tally.refused += 1
             await asyncio.sleep(0.05)
         elif response.status_code >= 400:
             tally.errors += 1
+            tally.kinds[f"HTTP {response.status_code}"] += 1
         else:
             tally.latencies.append(time.perf_counter() - start)
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - start)))
@@ -91,22 +97,42 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-async def load(url: str, job_id: str, checkpoint: str, *, pollers: int, predictors: int, seconds: float,
-               interval: float):
+async def load(clients: list[httpx.AsyncClient], url: str, job_id: str, checkpoint: str, polled: Tally,
+               predicted: Tally, *, pollers: int, predictors: int, seconds: float, interval: float) -> None:
+    """`pollers` of the clients poll the job's metrics, the next `predictors` predict, for `seconds`."""
     until = time.monotonic() + seconds
     poll = {"method": "GET", "url": f"{url}/jobs/{job_id}/metrics"}
     predict = {"method": "POST", "url": f"{url}/predict", "params": {"checkpoint": checkpoint},
                "files": {"file": ("x.png", png(), "image/png")}}  # fmt: skip
-    polled, predicted = Tally(), Tally()
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits) for _ in range(pollers + predictors)]
+    tasks = [hammer(c, poll, polled, until, interval) for c in clients[:pollers]]
+    tasks += [hammer(c, predict, predicted, until, interval) for c in clients[pollers : pollers + predictors]]
+    await asyncio.gather(*tasks)
+
+
+async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Namespace, window: float):  # noqa: ANN201
+    """Training speed in each phase of each round, alternating, and the request tallies; the clients
+    (one connection each) are made once, so no phase pays their start."""
+    tallies = {"polled": (Tally(), Tally()), "loaded": (Tally(), Tally())}
+    predictors = {"polled": 0, "loaded": args.predictors}
+    speeds: dict[str, list[float]] = {"unpolled": [], "polled": [], "loaded": []}
+    # idle connections dropped before uvicorn's 5 s keep-alive timeout closes them under a request
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)
+    clients = [httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits) for _ in range(args.pollers + args.predictors)]
     try:
-        tasks = [hammer(c, poll, polled, until, interval) for c in clients[:pollers]]
-        tasks += [hammer(c, predict, predicted, until, interval) for c in clients[pollers:]]
-        await asyncio.gather(*tasks)
+        for i in range(args.rounds):  # the phases alternate on one job: drift and slow spells hit all
+            for name in speeds:
+                steps, start = stack.steps_done(job_id), time.monotonic()
+                if name == "unpolled":
+                    await asyncio.sleep(window)
+                else:
+                    await load(clients, stack.url, job_id, checkpoint, *tallies[name], pollers=args.pollers,
+                               predictors=predictors[name], seconds=window, interval=args.interval)  # fmt: skip
+                elapsed = time.monotonic() - start
+                speeds[name].append((stack.steps_done(job_id) - steps) * LOADED["batch_size"] / elapsed)
+                print(f"round {i + 1} {name}: {speeds[name][-1]:.0f} img/s")
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return polled, predicted
+    return speeds, tallies
 
 
 class Stack:
@@ -162,22 +188,16 @@ class Stack:
         progress = self.http.get(f"/jobs/{job_id}").json()["progress"]
         return (progress.get("epoch", 1) - 1) * progress.get("steps", 0) + progress.get("step", 0)
 
-    def training_window(self, seconds: float, during=None) -> tuple[float, object]:  # noqa: ANN001
-        """Runs LOADED for `seconds` (calling `during(job_id)` meanwhile), cancels it; img/s and what
-        `during` returned."""
+    def start_training(self) -> str:
+        """Submits LOADED and waits until it reports progress (past data loading and the first batches)."""
         job_id = self.submit(LOADED)
         self.wait(job_id, ("running",))
         deadline = time.monotonic() + 300
-        while self.steps_done(job_id) == 0:  # past the data loading and the first batches
+        while self.steps_done(job_id) == 0:
             if time.monotonic() > deadline:
                 raise SystemExit(f"job {job_id} reported no progress in 300 s; see {self.tmp}/worker.log")
             time.sleep(0.2)
-        steps, start = self.steps_done(job_id), time.monotonic()
-        result = during(job_id) if during else time.sleep(seconds)
-        steps, elapsed = self.steps_done(job_id) - steps, time.monotonic() - start
-        self.http.post(f"/jobs/{job_id}/cancel")
-        self.wait(job_id, ("cancelled", "succeeded", "failed"))
-        return steps * LOADED["batch_size"] / elapsed, result
+        return job_id
 
 
 def free_port() -> int:
@@ -190,8 +210,9 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10 s windows instead of 60 s")
-    parser.add_argument("--seconds", type=float, help="length of each window (default 60, --quick 10)")
+    parser.add_argument("--quick", action="store_true", help="10 s a phase instead of 60 s")
+    parser.add_argument("--seconds", type=float, help="time in each phase, all rounds together (default 60, --quick 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three phases, alternating")
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--predictors", type=int, default=10)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -217,24 +238,21 @@ def main() -> None:
             first = stack.http.post("/predict", params={"checkpoint": checkpoint},
                                     files={"file": ("x.png", png(), "image/png")})  # fmt: skip
             first.raise_for_status()  # the API imports torch and loads the model once, before any timing
-            unpolled, _ = stack.training_window(seconds)
-
-            def during(predictors: int):  # noqa: ANN202
-                return lambda job_id: asyncio.run(load(stack.url, job_id, checkpoint, pollers=args.pollers,
-                                                       predictors=predictors, seconds=seconds,
-                                                       interval=args.interval))  # fmt: skip
-
-            polled, (polls_alone, _) = stack.training_window(seconds, during(0))
-            loaded, (metrics, predictions) = stack.training_window(seconds, during(args.predictors))
+            job_id = stack.start_training()
+            speeds, tallies = asyncio.run(phases(stack, job_id, checkpoint, args, seconds / args.rounds))
+            stack.http.post(f"/jobs/{job_id}/cancel")
+            stack.wait(job_id, ("cancelled", "succeeded", "failed"))
         finally:
             stack.stop()
-    print(polls_alone.line("metrics polling alone", args.pollers, seconds))
-    print(metrics.line("metrics polling", args.pollers, seconds))
-    print(predictions.line("predict", args.predictors, seconds))
+    unpolled, polled, loaded = (statistics.median(speeds[name]) for name in ("unpolled", "polled", "loaded"))
+    print(tallies["polled"][0].line("metrics polling alone", args.pollers, seconds))
+    print(tallies["loaded"][0].line("metrics polling", args.pollers, seconds))
+    print(tallies["loaded"][1].line("predict", args.predictors, seconds))
     if unpolled:
         print(f"load train with predictions: {loaded:.0f} img/s, ratio {loaded / unpolled:.2f} to unpolled")
     ratio = f"{polled / unpolled:.2f}" if unpolled else "n/a (no progress unpolled)"
     print(f"load train: ours {polled:.0f} img/s (polled), baseline {unpolled:.0f} img/s (unpolled), ratio {ratio}")
+
 
 if __name__ == "__main__":
     main()
