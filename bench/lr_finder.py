@@ -29,6 +29,7 @@ from ml.data import DatasetBundle, ImageSet  # noqa: E402
 from ml.loaders import make_loaders  # noqa: E402
 from ml.lr_finder import _Cycle, range_test  # noqa: E402
 from ml.models import build_model  # noqa: E402
+from ml.runtime import autocast, memory_format  # noqa: E402
 from ml.specs import ModelSpec  # noqa: E402
 
 START_LR, END_LR = 1e-7, 0.1  # a range that does not diverge, so the sweep trains every batch
@@ -56,8 +57,9 @@ def bare_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loader, itera
     model.train()
     for _ in range(iterations):
         inputs, labels = (t.to(device, non_blocking=True) for t in next(cycle))
+        inputs = inputs.contiguous(memory_format=memory_format(device))  # as the sweep feeds them
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss = criterion(model(inputs), labels)
         loss.backward()
         optimizer.step()
@@ -84,7 +86,8 @@ def main() -> None:
     torch.manual_seed(0)
     bundle = bundle_for(args.data_dir, subset=batch * 20)
     loader, _ = make_loaders(bundle, augmentation="default", batch_size=batch, seed=0, device=device)
-    model = build_model(ModelSpec(name="resnet18", width=width), in_channels=3, num_classes=10).to(device)
+    model = build_model(ModelSpec(name="resnet18", width=width), in_channels=3, num_classes=10)
+    model = model.to(device, memory_format=memory_format(device))  # as run_lr_finder places it
     optimizer = torch.optim.SGD(model.parameters(), lr=START_LR, momentum=0.9, weight_decay=5e-4)
     print(f"device {device}, resnet18 width {width}, batch {batch}, {iterations} iterations, {rounds} rounds")
 

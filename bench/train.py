@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ml.data import DatasetBundle, ImageSet  # noqa: E402
 from ml.presets import PRESETS  # noqa: E402
 from ml.progress import NullCallbacks  # noqa: E402
-from ml.specs import TrainSpec  # noqa: E402
+from ml.runtime import autocast  # noqa: E402
+from ml.specs import CompileMode, TrainSpec  # noqa: E402
 from ml.trainer import Trainer, train  # noqa: E402
 
 # preset: (baseline seconds, what the baseline is, target seconds, target accuracy)
@@ -77,7 +79,7 @@ def bare_epoch(trainer: Trainer) -> int:
     for x, y in trainer.train_loader:
         x = x.to(device, non_blocking=True, memory_format=trainer.memory_format)
         y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,8 +168,7 @@ def main() -> None:
     parser.add_argument("--to-accuracy", action="store_true", help="a whole job of --preset, timed")
     parser.add_argument("--preset", default="fashion_mnist_cpu", choices=[p["name"] for p in PRESETS])
     parser.add_argument("--spec", type=Path, help="with --to-accuracy: a TrainSpec JSON file instead of the preset")
-    parser.add_argument("--compile", choices=["auto", "off", "default", "reduce-overhead",
-                                              "max-autotune-no-cudagraphs"], help="override the spec's compile")
+    parser.add_argument("--compile", choices=get_args(CompileMode), help="override the spec's compile")
     parser.add_argument("--repeat", type=int, default=1, help="with --to-accuracy: runs (median time, worst accuracy)")
     parser.add_argument("--seeds", type=int, default=0, help="with --to-accuracy: runs of seeds 0..N-1 (mean accuracy)")
     parser.add_argument("--rounds", type=int, default=None)

@@ -126,10 +126,9 @@ def default_sync_every(device: torch.device) -> int:
 
 def _sweep(
     model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, criterion: Callable, lrs: list[float],
-    smooth_f: float, diverge_th: float, callbacks: Callbacks, sync_every: int,
+    smooth_f: float, diverge_th: float, callbacks: Callbacks, device: torch.device, sync_every: int,
 ) -> Curve:  # fmt: skip
     curve, best, cycle = Curve(), math.inf, _Cycle(batches)
-    device = next(model.parameters()).device
     model.train()  # once, not per step: it walks every module
     for start in range(0, len(lrs), sync_every):
         if callbacks.should_stop():
@@ -193,7 +192,7 @@ def range_test(
     was_training = model.training
     try:
         return _sweep(model, optimizer, batches, criterion, lrs, smooth_f, diverge_th, callbacks or NullCallbacks(),
-                      sync_every)
+                      device, sync_every)
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)

@@ -13,6 +13,7 @@ MODELS = ("resnet18", "custom_resnet")
 MAX_EPOCHS = 500  # a week of CPU time for a tiny model; more is a typo
 MAX_BATCH_SIZE = 4096  # a full H100 holds ResNet18 at 32x32 with room to spare
 COMPILE_MIN_STEPS = 500  # "auto" compiles runs with at least this many training steps
+CompileMode = Literal["auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 
 
 class Spec(BaseModel):
@@ -227,7 +228,7 @@ class TrainSpec(CommonSpec):
     label_smoothing: float = Field(
         default=0.0, ge=0, lt=1, description="cross-entropy label smoothing of the training loss; 0 = none"
     )
-    compile: Literal["auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+    compile: CompileMode = Field(
         default="auto",
         description=f"torch.compile: auto (compile runs of >= {COMPILE_MIN_STEPS} training steps, eager "
         "below), off, or a torch.compile mode; reduce-overhead adds CUDA graphs on a GPU",
