@@ -107,4 +107,10 @@ def get_settings() -> Settings:
     return Settings()
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def settings_dependency() -> Settings:
+    """get_settings as a dependency: async, so FastAPI calls it on the event loop (a sync one costs
+    each request a hop to the threadpool and back)."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]

@@ -25,10 +25,11 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    """401 unless the request carries `Authorization: Bearer <API_KEY>` (when API_KEY is set)."""
+    """401 unless the request carries `Authorization: Bearer <API_KEY>` (when API_KEY is set).
+    Async without awaiting: a comparison, run on the event loop rather than in the threadpool."""
     if settings.API_KEY is None:
         return
     if credentials is None or credentials.scheme.lower() != "bearer":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -14,12 +16,18 @@ from sqlalchemy.orm import Session
 from service import store
 from service.admission import invalid
 from service.config import Settings, SettingsDep
-from service.db import Checkpoint
-from service.deps import SessionDep
+from service.db import Checkpoint, session_for
 from service.schemas import PredictionsPublic
 from service.uploads import OPENAPI_BODY, Upload, decode_image, read_uploads
 
 router = APIRouter(tags=["predict"])
+
+# Every torch call of the API process runs on this one thread. torch's OpenMP keeps a team of worker
+# threads per calling thread, and once the teams together outnumber the cores their workers stop
+# spin-waiting between layers and sleep: a one-image GradCAM took 15.3 ms instead of 10.7 ms when
+# Starlette's threadpool handed successive requests to different threads (measured in-process and over HTTP on 2 cores).
+# Forward passes are serialized by the predictor's lock anyway, so one thread costs no parallelism.
+MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
 RESPONSES = {
     404: {"description": "unknown checkpoint, or none yet with checkpoint=latest"},
@@ -31,7 +39,6 @@ RESPONSES = {
 @router.post("/predict", openapi_extra=OPENAPI_BODY, responses=RESPONSES)
 async def predict(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     checkpoint: Annotated[str, Query(description="a checkpoint id, or 'latest' for the newest")] = "latest",
     gradcam: Annotated[bool, Query(description="also render a GradCAM overlay per image")] = False,
@@ -40,33 +47,41 @@ async def predict(
     target: Annotated[str, Query(description="'pred' (the predicted class) or a class name")] = "pred",
 ) -> PredictionsPublic:
     """Classify each uploaded image (`file`, or several `files`), resized to the checkpoint's input."""
-    row = await run_in_threadpool(_find_checkpoint, session, checkpoint)
+    row = await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL, checkpoint)
     if target != "pred" and target not in row.classes:
         message = f"unknown target {target!r}; expected 'pred' or one of {row.classes}"
         raise invalid(("query", "target"), message, target)
     folder = _folder(settings, row)
     uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-    predictor = await run_in_threadpool(importlib.import_module, "service.predictor")  # torch: first use only
-    try:  # decoding and the model in one worker thread: each hop to the threadpool costs a context switch
-        results = await run_in_threadpool(
-            _decode_and_predict, predictor, row.id, folder, uploads, device=settings.PREDICT_DEVICE, topk=topk,
-            gradcam=gradcam, method=method, target=target,
-        )
-    except predictor.UnusableCheckpoint as exc:
-        raise invalid(("query", "checkpoint"), str(exc), checkpoint) from exc
-    except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}") from exc
+    work = functools.partial(_decode_and_predict, row.id, folder, uploads, device=settings.PREDICT_DEVICE, topk=topk,
+                             gradcam=gradcam, method=method, target=target)  # fmt: skip
+    results = await asyncio.get_running_loop().run_in_executor(MODEL_THREAD, work)
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": row.id, "predictions": predictions})
 
 
-def _decode_and_predict(predictor: ModuleType, checkpoint_id: str, folder: Path, uploads: list[Upload],
-                        **options: Any) -> list[dict[str, Any]]:
+def _decode_and_predict(
+    checkpoint_id: str, folder: Path, uploads: list[Upload], **options: Any
+) -> list[dict[str, Any]]:
+    """Runs on MODEL_THREAD: decoding and the model in one hop (each hop costs a context switch)."""
+    predictor = importlib.import_module("service.predictor")  # imports torch on the first prediction only
     images = [decode_image(upload) for upload in uploads]
-    return predictor.predict(checkpoint_id, folder, images, **options)
+    try:
+        return predictor.predict(checkpoint_id, folder, images, **options)
+    except predictor.UnusableCheckpoint as exc:
+        raise invalid(("query", "checkpoint"), str(exc), checkpoint_id) from exc
+    except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}") from exc
 
 
-def _find_checkpoint(session: Session, checkpoint: str) -> Checkpoint:
+def _find_checkpoint(database_url: str, checkpoint: str) -> Checkpoint:
+    """The checkpoint's row, in one hop to the threadpool (SessionDep would take two more: its
+    generator is entered and closed in the threadpool)."""
+    with session_for(database_url) as session:
+        return _lookup(session, checkpoint)
+
+
+def _lookup(session: Session, checkpoint: str) -> Checkpoint:
     if checkpoint == "latest":
         row = store.latest_checkpoint(session)
         if row is None:

@@ -80,6 +80,30 @@ def test_predict_one_image(client: TestClient, checkpoint_id: str) -> None:
     assert sum(entry["probability"] for entry in prediction["topk"]) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_every_prediction_runs_on_the_one_model_thread(
+    client: TestClient, checkpoint_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch's OpenMP keeps a worker team per calling thread: requests handed to different threadpool
+    # threads would make several teams, which together outnumber the cores and stop spin-waiting.
+    import threading
+
+    from service import predictor
+
+    threads: set[str] = set()
+    real = predictor.predict
+
+    def recording(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", recording)
+    for query in ({}, {"gradcam": "true"}, {}, {"gradcam": "true"}):
+        response = client.post("/predict", params={"checkpoint": checkpoint_id, **query},
+                               files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+        assert response.status_code == 200, response.text
+    assert len(threads) == 1 and next(iter(threads)).startswith("predict"), threads
+
+
 def test_predict_several_images_with_gradcam_on_latest(
     client: TestClient, settings: Settings, session: Session
 ) -> None:
