@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -35,6 +37,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -69,23 +72,85 @@ class Tally:
                 + (f" ({dict(self.kinds)})" if self.kinds else ""))
 
 
-async def hammer(client: httpx.AsyncClient, request: dict, tally: Tally, until: float, interval: float) -> None:
+class Connection:
+    """One client: a keep-alive HTTP/1.1 connection that sends prepared request bytes and reads the
+    response by its Content-Length. A few dozen microseconds of Python per request where httpx takes
+    about a millisecond: on 2 cores shared with the API and a training worker, a generator at
+    niceness 19 built on httpx got 0.02 cores and sent 15-30 of the 50 polls a second asked for (and
+    its latencies measured its own wait for a CPU); this one sends them all."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> int:
+        """The response's status code. A reused connection that the server closed before answering
+        (its keep-alive timeout) is opened again and the request sent once more, as browsers do."""
+        for reused in (self.writer is not None, False):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            assert self.reader is not None
+            try:
+                self.writer.write(raw)
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if reused:
+                    continue
+                raise
+            lines = head.split(b"\r\n")
+            headers = dict(line.lower().split(b": ", 1) for line in lines[1:] if b": " in line)
+            if b"content-length" not in headers:
+                raise ValueError(f"a response without Content-Length: {lines[0]!r}")
+            await self.reader.readexactly(int(headers[b"content-length"]))
+            if headers.get(b"connection") == b"close":
+                await self.close()
+            return int(lines[0].split()[1])
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+def get(path: str, port: int) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+def post_file(path: str, port: int, field: str, filename: str, data: bytes, content_type: str) -> bytes:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n")
+    return head.encode() + body
+
+
+async def hammer(client: Connection, request: bytes, tally: Tally, until: float, interval: float,
+                 offset: float) -> None:
     """One client: a request, then the next one `interval` s after the previous one started (at once
-    when it took longer; 0 = back to back, a stress test)."""
+    when it took longer; 0 = back to back, a stress test). It starts `offset` s late: clients are
+    not in step, as dashboards opened at different times are not."""
+    await asyncio.sleep(offset)
     while time.monotonic() < until:
         start = time.perf_counter()
         try:
-            response = await client.request(**request)
-        except httpx.HTTPError as exc:
+            code = await asyncio.wait_for(client.request(request), TIMEOUT_SECONDS)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError) as exc:
+            await client.close()
             tally.errors += 1
             tally.kinds[type(exc).__name__] += 1
             continue
-        if response.status_code == 429:
+        if code == 429:
             tally.refused += 1
             await asyncio.sleep(0.05)
-        elif response.status_code >= 400:
+        elif code >= 400:
             tally.errors += 1
-            tally.kinds[f"HTTP {response.status_code}"] += 1
+            tally.kinds[f"HTTP {code}"] += 1
         else:
             tally.latencies.append(time.perf_counter() - start)
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - start)))
@@ -97,15 +162,16 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-async def load(clients: list[httpx.AsyncClient], url: str, job_id: str, checkpoint: str, polled: Tally,
+async def load(clients: list[Connection], port: int, job_id: str, checkpoint: str, polled: Tally,
                predicted: Tally, *, pollers: int, predictors: int, seconds: float, interval: float) -> None:
     """`pollers` of the clients poll the job's metrics, the next `predictors` predict, for `seconds`."""
     until = time.monotonic() + seconds
-    poll = {"method": "GET", "url": f"{url}/jobs/{job_id}/metrics"}
-    predict = {"method": "POST", "url": f"{url}/predict", "params": {"checkpoint": checkpoint},
-               "files": {"file": ("x.png", png(), "image/png")}}  # fmt: skip
-    tasks = [hammer(c, poll, polled, until, interval) for c in clients[:pollers]]
-    tasks += [hammer(c, predict, predicted, until, interval) for c in clients[pollers : pollers + predictors]]
+    poll = get(f"/jobs/{job_id}/metrics", port)
+    predict = post_file(f"/predict?checkpoint={checkpoint}", port, "file", "x.png", png(), "image/png")
+    offsets = random.Random(len(clients)).uniform  # the same spread in every phase and run
+    tasks = [hammer(c, poll, polled, until, interval, offsets(0, interval)) for c in clients[:pollers]]
+    tasks += [hammer(c, predict, predicted, until, interval, offsets(0, interval))
+              for c in clients[pollers : pollers + predictors]]
     await asyncio.gather(*tasks)
 
 
@@ -115,23 +181,27 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
     tallies = {"polled": (Tally(), Tally()), "loaded": (Tally(), Tally())}
     predictors = {"polled": 0, "loaded": args.predictors}
     speeds: dict[str, list[float]] = {"unpolled": [], "polled": [], "loaded": []}
-    # idle connections dropped before uvicorn's 5 s keep-alive timeout closes them under a request
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)
-    clients = [httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits) for _ in range(args.pollers + args.predictors)]
+    cpu: dict[str, Counter] = {name: Counter() for name in speeds}  # CPU seconds per process per phase
+    clients = [Connection(stack.port) for _ in range(args.pollers + args.predictors)]
     try:
         for i in range(args.rounds):  # the phases alternate on one job: drift and slow spells hit all
             for name in speeds:
-                steps, start = stack.steps_done(job_id), time.monotonic()
+                before, start, used = stack.progress(job_id), time.monotonic(), stack.cpu_seconds()
                 if name == "unpolled":
                     await asyncio.sleep(window)
                 else:
-                    await load(clients, stack.url, job_id, checkpoint, *tallies[name], pollers=args.pollers,
+                    await load(clients, stack.port, job_id, checkpoint, *tallies[name], pollers=args.pollers,
                                predictors=predictors[name], seconds=window, interval=args.interval)  # fmt: skip
                 elapsed = time.monotonic() - start
-                speeds[name].append((stack.steps_done(job_id) - steps) * LOADED["batch_size"] / elapsed)
+                speeds[name].append(Stack.images_per_second(before, stack.progress(job_id)))
+                cpu[name].update({k: v / elapsed for k, v in (stack.cpu_seconds() - used).items()})
                 print(f"round {i + 1} {name}: {speeds[name][-1]:.0f} img/s")
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
+    rounds = args.rounds
+    for name, shares in cpu.items():
+        print(f"CPU while {name} (cores busy, mean of rounds): "
+              + ", ".join(f"{k} {v / rounds:.2f}" for k, v in sorted(shares.items())))
     return speeds, tallies
 
 
@@ -165,6 +235,19 @@ class Stack:
                 raise SystemExit(f"the API was not ready in 120 s; see {self.tmp}/api.log")
             time.sleep(0.3)
 
+    def cpu_seconds(self) -> Counter:
+        """CPU seconds used so far by the API, the worker (with its children, the DataLoader's and
+        the task's) and this load generator."""
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def used(pid: int) -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+
+        api, worker = self.processes
+        mine = os.times()
+        return Counter({"api": used(api.pid), "worker": used(worker.pid), "generator": mine.user + mine.system})
+
     def stop(self) -> None:
         for process in self.processes:
             process.terminate()
@@ -184,16 +267,27 @@ class Stack:
             time.sleep(0.2)
         return job
 
-    def steps_done(self, job_id: str) -> int:
-        progress = self.http.get(f"/jobs/{job_id}").json()["progress"]
+    def progress(self, job_id: str) -> dict:
+        return self.http.get(f"/jobs/{job_id}").json()["progress"]
+
+    @staticmethod
+    def steps_done(progress: dict) -> int:
         return (progress.get("epoch", 1) - 1) * progress.get("steps", 0) + progress.get("step", 0)
+
+    @staticmethod
+    def images_per_second(before: dict, after: dict) -> float:
+        """Training speed between two progress reports, timed by the worker's own clock (`updated_at`):
+        a report is written at most once a second, so the reader's clock would be off by up to 1 s."""
+        seconds = (datetime.fromisoformat(after["updated_at"]) - datetime.fromisoformat(before["updated_at"]))
+        steps = Stack.steps_done(after) - Stack.steps_done(before)
+        return steps * LOADED["batch_size"] / seconds.total_seconds()
 
     def start_training(self) -> str:
         """Submits LOADED and waits until it reports progress (past data loading and the first batches)."""
         job_id = self.submit(LOADED)
         self.wait(job_id, ("running",))
         deadline = time.monotonic() + 300
-        while self.steps_done(job_id) == 0:
+        while self.steps_done(self.progress(job_id)) == 0:
             if time.monotonic() > deadline:
                 raise SystemExit(f"job {job_id} reported no progress in 300 s; see {self.tmp}/worker.log")
             time.sleep(0.2)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     MAX_CONCURRENT_PREDICTS: int = Field(
         default=8, ge=1, description="POST /predict requests served at once (per API process); more get 429"
     )
+    METRICS_CACHE_SECONDS: float = Field(
+        default=0.5, ge=0, le=60,
+        description="GET /jobs/{id}/metrics reuses its response for this long (dashboards poll it; 0: never)",
+    )
     JOB_QUEUE: str = Field(default="lrcam", min_length=1, description="Celery queue the API sends jobs to")
     PREDICT_DEVICE: str = Field(
         default="cpu", description="where /predict runs its models: cpu, cuda or cuda:N (without a GPU: the CPU)"

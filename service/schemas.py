@@ -21,7 +21,10 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    progress: dict[str, Any] = Field(description='{"epoch", "epochs", "step", "steps", "fraction"}; {} while queued')
+    progress: dict[str, Any] = Field(
+        description='{"epoch", "epochs", "step", "steps", "fraction", "updated_at"} (updated_at: when the worker '
+        "was at that step; progress is written at most once a second); {} while queued"
+    )
     error: str | None
     checkpoint_id: str | None
     attempts: int = Field(description="how many deliveries have started this job")

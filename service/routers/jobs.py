@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
@@ -13,8 +14,9 @@ from service import store
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
 from service.config import Settings, SettingsDep
-from service.db import Job
-from service.deps import FreshSessionDep, SessionDep
+from service.db import Job, session_for
+from service.cache import Tag, job_tag, metrics_cache
+from service.deps import FreshSessionDep, SessionDep, get_fresh_session
 from service.schemas import (
     BestEpochPublic,
     JobKind,
@@ -91,6 +93,8 @@ def list_jobs(
 ) -> JobsPublic:
     """Jobs, newest first, with the total matching the filters."""
     jobs, total = store.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
+    for job in jobs:
+        metrics_cache.seen(job.id, job_tag(job.status, job.progress))
     return JobsPublic(jobs=[JobPublic.model_validate(job) for job in jobs], total=total)
 
 
@@ -98,6 +102,7 @@ def _job_or_404(session: Session, job_id: str) -> Job:
     job = store.get_job(session, job_id)
     if job is None:
         raise store.JobNotFound(job_id)
+    metrics_cache.seen(job.id, job_tag(job.status, job.progress))  # its metrics are at least this fresh
     return job
 
 
@@ -115,19 +120,39 @@ def cancel_job(job_id: str, session: FreshSessionDep, broker: BrokerDep) -> JobP
     """A queued job is cancelled at once; a running one is asked to stop (it stays running until it
     does, within an epoch or a few LR-finder iterations)."""
     job = store.request_cancel(session, job_id)
+    metrics_cache.forget(job_id)  # its next poll shows the cancel
     if job.status == "cancelled":
         broker.revoke(job.id)
     return JobPublic.model_validate(job)
 
 
-@router.get("/{job_id}/metrics", responses=UNKNOWN_JOB | UNAVAILABLE)
-def get_metrics(
+@router.get(
+    "/{job_id}/metrics", response_model=TrainMetricsPublic | LRFinderMetricsPublic, responses=UNKNOWN_JOB | UNAVAILABLE
+)
+async def get_metrics(
     job_id: str,
-    session: FreshSessionDep,
+    settings: SettingsDep,
     since_epoch: Annotated[int, Query(ge=0, description="train jobs: only epochs after this one")] = 0,
-) -> TrainMetricsPublic | LRFinderMetricsPublic:
-    """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve."""
-    job = _job_or_404(session, job_id)
+) -> Response:
+    """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve.
+    At most METRICS_CACHE_SECONDS older than the store (service.cache)."""
+    body = metrics_cache.get(job_id, since_epoch)
+    if body is None:  # one hop to the threadpool for the store (a session dependency would take three)
+        metrics, tag = await run_in_threadpool(_read_metrics, settings, job_id, since_epoch)
+        body = metrics.model_dump_json().encode()
+        metrics_cache.put(job_id, since_epoch, body, ttl=settings.METRICS_CACHE_SECONDS, tag=tag)
+    return Response(body, media_type="application/json")
+
+
+def _read_metrics(
+    settings: Settings, job_id: str, since_epoch: int
+) -> tuple[TrainMetricsPublic | LRFinderMetricsPublic, Tag]:
+    with session_for(settings.DATABASE_URL) as session:
+        job = _job_or_404(get_fresh_session(session, settings), job_id)
+        return _metrics(session, job, since_epoch), job_tag(job.status, job.progress)
+
+
+def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic | LRFinderMetricsPublic:
     result = job.result or {}
     if job.kind == "lr_finder":
         return LRFinderMetricsPublic(

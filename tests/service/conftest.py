@@ -60,6 +60,7 @@ def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
         "JOB_QUEUE": f"lrcam-test-{uuid.uuid4().hex[:8]}",
         "DATA_DIR": str(tmp_path / "data"),
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "METRICS_CACHE_SECONDS": "0",  # each test reads what it just wrote; the cache has tests of its own
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

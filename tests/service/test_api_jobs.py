@@ -233,6 +233,58 @@ def test_train_metrics_while_running_and_once_finished(client: TestClient, sessi
     assert metrics["stop_reason"] == "completed"
 
 
+def test_metrics_polls_share_one_store_read_for_metrics_cache_seconds(
+    client: TestClient, session: Session, configure
+) -> None:
+    configure(METRICS_CACHE_SECONDS=60)
+    job = put_job(session, status="running")
+    store.add_epoch(session, job.id, record(1, 0.4))
+    first = client.get(f"/jobs/{job.id}/metrics")
+    assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+    store.add_epoch(session, job.id, record(2, 0.6))  # the worker writes; polls within the minute reuse
+    assert client.get(f"/jobs/{job.id}/metrics").json() == first.json()
+    since = client.get(f"/jobs/{job.id}/metrics", params={"since_epoch": 1}).json()  # another key: read now
+    assert [r["epoch"] for r in since["epochs"]] == [2]
+    # a client that sees the next epoch start, or the job end, then gets metrics at least that fresh
+    store.heartbeat(session, job.id, {"epoch": 3, "epochs": 5, "step": 1, "steps": 10, "fraction": 0.41})
+    assert client.get(f"/jobs/{job.id}").json()["progress"]["epoch"] == 3
+    assert [r["epoch"] for r in client.get(f"/jobs/{job.id}/metrics").json()["epochs"]] == [1, 2]
+    store.finish_job(session, job.id, status="succeeded", result={"stop_reason": "completed"})
+    assert [j["status"] for j in client.get("/jobs").json()["jobs"]] == ["succeeded"]
+    assert client.get(f"/jobs/{job.id}/metrics").json()["status"] == "succeeded"
+
+    queued = put_job(session, status="queued")
+    assert client.get(f"/jobs/{queued.id}/metrics").json()["status"] == "queued"
+    assert client.post(f"/jobs/{queued.id}/cancel").status_code == 202
+    assert client.get(f"/jobs/{queued.id}/metrics").json()["status"] == "cancelled"  # this API's change: at once
+    assert client.get("/jobs/nope/metrics").status_code == 404  # errors are never cached
+    assert client.get("/jobs/nope/metrics").status_code == 404
+
+
+def test_the_response_cache_expires_and_stays_bounded() -> None:
+    from service.cache import ResponseCache
+
+    now = [100.0]
+    cache = ResponseCache(max_entries=2, clock=lambda: now[0])
+    tag = ("running", 1)
+    cache.put("a", 0, b"1", ttl=0.5, tag=tag)
+    cache.put("a", 1, b"2", ttl=0, tag=tag)  # 0: not stored
+    assert cache.get("a", 0) == b"1" and cache.get("a", 1) is None
+    now[0] += 0.5
+    assert cache.get("a", 0) is None
+    cache.put("a", 0, b"1", ttl=5, tag=tag)
+    cache.put("b", 0, b"2", ttl=5, tag=tag)
+    cache.put("c", 0, b"3", ttl=5, tag=tag)  # the oldest goes
+    assert len(cache) == 2 and cache.get("a", 0) is None and cache.get("c", 0) == b"3"
+    cache.forget("c")
+    assert cache.get("c", 0) is None and cache.get("b", 0) == b"2"
+    cache.put("b", 1, b"4", ttl=5, tag=("running", 2))
+    cache.seen("b", ("running", 2))  # the same state: kept
+    assert cache.get("b", 1) == b"4"
+    cache.seen("b", ("running", 3))  # a later one: dropped
+    assert cache.get("b", 1) is None
+
+
 def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -> None:
     curve = {"lrs": [1e-4, 1e-3, 1e-2], "losses": [2.3, 2.1, 2.6], "smoothed_losses": [2.3, 2.2, 2.3],
              "suggested_lr": 1e-3, "suggestions": {"steepest": 1e-3, "valley": 5e-4, "minimum_div10": 1e-4},

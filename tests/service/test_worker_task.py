@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -149,8 +149,10 @@ def test_reporter_throttles_writes_and_polls(settings: Settings, session: Sessio
         reporter.on_progress({"step": step, "steps": 100, "fraction": step / 100})
     assert reload(session, job.id).progress["step"] == 1 and reporter.progress["step"] == 50
     clock.now = 1.5
+    before = utcnow()
     reporter.on_progress({"step": 60, "steps": 100, "fraction": 0.6})
-    assert reload(session, job.id).progress["step"] == 60
+    written = reload(session, job.id).progress
+    assert written["step"] == 60 and before <= datetime.fromisoformat(written["updated_at"]) <= utcnow()
 
     assert reporter.should_stop() is False
     store.request_cancel(session, job.id)
