@@ -7,6 +7,7 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
     python bench/load.py --api-nice 5      # the API yields the CPU to the worker
+    python bench/load.py --predict-threads 0  # predictions on every core (scripts/up: 1)
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
 through three phases, alternated over --rounds rounds (N seconds per phase in all): nobody polling
@@ -206,13 +207,13 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
 
 
 class Stack:
-    def __init__(self, tmp: Path, redis_url: str, api_nice: int) -> None:
+    def __init__(self, tmp: Path, redis_url: str, api_nice: int, predict_threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "REDIS_URL": redis_url,
                     "JOB_QUEUE": f"lrcam-load-{uuid.uuid4().hex[:8]}", "DATA_DIR": str(tmp / "data"),
                     "ARTIFACTS_DIR": str(tmp / "artifacts"), "LRCAM_OFFLINE": "1", "API_KEY": "",
-                    "API_NICE": str(api_nice)}  # fmt: skip
+                    "API_NICE": str(api_nice), "PREDICT_THREADS": str(predict_threads)}  # fmt: skip
         self.tmp, self.processes = tmp, []
         self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
 
@@ -314,16 +315,19 @@ def main() -> None:
                         help="seconds from one request of a client to its next (0: back to back, a stress test; "
                         "1: a dashboard polling every second)")
     parser.add_argument("--api-nice", type=int, default=0, help="the API's API_NICE (scripts/up: 0)")
+    parser.add_argument("--predict-threads", type=int, default=1,
+                        help="the API's PREDICT_THREADS (scripts/up: 1, the worker training on the same cores)")
     parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)
     if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost"):
         raise SystemExit("--redis-url must be on loopback")
     with tempfile.TemporaryDirectory(prefix="lrcam-load-") as folder:
-        stack = Stack(Path(folder), args.redis_url, args.api_nice)
+        stack = Stack(Path(folder), args.redis_url, args.api_nice, args.predict_threads)
         stack.start()
         os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
-        print(f"API_NICE {args.api_nice}, load generator niceness {os.nice(0)}, interval {args.interval} s")
+        print(f"API_NICE {args.api_nice}, PREDICT_THREADS {args.predict_threads}, load generator niceness "
+              f"{os.nice(0)}, interval {args.interval} s")
         try:
             warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
             if warm["status"] != "succeeded":

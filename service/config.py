@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     PREDICT_DEVICE: str = Field(
         default="cpu", description="where /predict runs its models: cpu, cuda or cuda:N (without a GPU: the CPU)"
     )
+    PREDICT_THREADS: int = Field(
+        default=0, ge=0, le=1024,
+        description="torch threads /predict uses (0: torch's default, one per core); 1 where a worker trains on "
+        "the same cores (scripts/up): predictions then take one core instead of fighting training for both",
+    )
     API_NICE: int = Field(
         default=0, ge=0, le=19,
         description="CPU niceness the API takes at start (0-19): where a worker trains on the same CPUs "

@@ -53,8 +53,9 @@ async def predict(
         raise invalid(("query", "target"), message, target)
     folder = _folder(settings, row)
     uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-    work = functools.partial(_decode_and_predict, row.id, folder, uploads, device=settings.PREDICT_DEVICE, topk=topk,
-                             gradcam=gradcam, method=method, target=target)  # fmt: skip
+    work = functools.partial(_decode_and_predict, row.id, folder, uploads, device=settings.PREDICT_DEVICE,
+                             threads=settings.PREDICT_THREADS, topk=topk, gradcam=gradcam, method=method,
+                             target=target)  # fmt: skip
     results = await asyncio.get_running_loop().run_in_executor(MODEL_THREAD, work)
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": row.id, "predictions": predictions})

@@ -104,6 +104,26 @@ def test_every_prediction_runs_on_the_one_model_thread(
     assert len(threads) == 1 and next(iter(threads)).startswith("predict"), threads
 
 
+def test_predict_threads_sets_torch_threads_on_the_model_thread(
+    client: TestClient, checkpoint_id: str, configure
+) -> None:
+    import torch
+
+    from service.predictor import DEFAULT_THREADS
+    from service.routers.predict import MODEL_THREAD
+
+    def predict_and_read_threads() -> int:
+        response = client.post("/predict", params={"checkpoint": checkpoint_id},
+                               files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+        assert response.status_code == 200, response.text
+        return MODEL_THREAD.submit(torch.get_num_threads).result()
+
+    configure(PREDICT_THREADS=1)
+    assert predict_and_read_threads() == 1
+    configure(PREDICT_THREADS=0)  # torch's default again
+    assert predict_and_read_threads() == DEFAULT_THREADS
+
+
 def test_predict_several_images_with_gradcam_on_latest(
     client: TestClient, settings: Settings, session: Session
 ) -> None:
