@@ -28,7 +28,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_schema_url: str) ->
     env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": postgres_schema_url, "JOB_QUEUE": queue,
            "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
            "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "RECONCILE_SECONDS": "1", "QUEUED_GRACE_SECONDS": "3",
-           "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           # the tests poll every 0.1 s for epochs of ~0.3 s: a cache this short stays in the path
+           # without hiding a whole job (the default 0.5 s did: "the job finished before the kill")
+           "METRICS_CACHE_SECONDS": "0.05"}  # fmt: skip
     for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):
         env.pop(name, None)
     running = Stack(url=f"http://127.0.0.1:{free_port()}", env=env, tmp=tmp)
