@@ -62,8 +62,8 @@ DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice: one per core
 def use_threads(threads: int) -> None:
     """torch's intra-op threads for the calling thread's work (0: torch's default). Beside a worker
     training on the same 2 cores, predictions on both cores made the two processes' OpenMP teams
-    fight: 50 ms of CPU per one-image prediction instead of 5, p99 4 s, training at 0.70x
-    (bench/load.py); on one core, 0.05 cores in all for 9 predictions a second and training at 0.92x."""
+    fight (bench/load.py): the API took 0.44 cores for 8.8 one-image predictions a second, p99 4 s,
+    training at 0.70x; on one thread 0.07 cores for 9.8 a second plus 50 polls, training at 0.95x."""
     wanted = threads or DEFAULT_THREADS
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)

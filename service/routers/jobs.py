@@ -13,9 +13,9 @@ from ml.specs import LRFinderSpec, TrainSpec
 from service import store
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
+from service.cache import Tag, job_tag, metrics_cache
 from service.config import Settings, SettingsDep
 from service.db import Job, session_for
-from service.cache import Tag, job_tag, metrics_cache
 from service.deps import FreshSessionDep, SessionDep, get_fresh_session
 from service.schemas import (
     BestEpochPublic,

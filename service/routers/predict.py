@@ -24,8 +24,8 @@ router = APIRouter(tags=["predict"])
 
 # Every torch call of the API process runs on this one thread. torch's OpenMP keeps a team of worker
 # threads per calling thread, and once the teams together outnumber the cores their workers stop
-# spin-waiting between layers and sleep: a one-image GradCAM took 15.3 ms instead of 10.7 ms when
-# Starlette's threadpool handed successive requests to different threads (measured in-process and over HTTP on 2 cores).
+# spin-waiting between layers and sleep: on 2 cores the model's share of a one-image GradCAM request
+# took 15.3 ms instead of 10.0 ms when Starlette's threadpool handed requests to different threads.
 # Forward passes are serialized by the predictor's lock anyway, so one thread costs no parallelism.
 MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
