@@ -194,7 +194,7 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
                     await load(clients, stack.port, job_id, checkpoint, *tallies[name], pollers=args.pollers,
                                predictors=predictors[name], seconds=window, interval=args.interval)  # fmt: skip
                 elapsed = time.monotonic() - start
-                speeds[name].append(Stack.images_per_second(before, stack.progress(job_id)))
+                speeds[name].append(Stack.images_per_second(before, stack.progress_after(job_id, before)))
                 cpu[name].update({k: v / elapsed for k, v in (stack.cpu_seconds() - used).items()})
                 print(f"round {i + 1} {name}: {speeds[name][-1]:.0f} img/s")
     finally:
@@ -270,6 +270,15 @@ class Stack:
 
     def progress(self, job_id: str) -> dict:
         return self.http.get(f"/jobs/{job_id}").json()["progress"]
+
+    def progress_after(self, job_id: str, before: dict, timeout: float = 30) -> dict:
+        """The first progress report written after `before` (one comes about every second)."""
+        deadline = time.monotonic() + timeout
+        while (progress := self.progress(job_id))["updated_at"] == before["updated_at"]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"job {job_id} reported no progress in {timeout:.0f} s; see {self.tmp}/worker.log")
+            time.sleep(0.1)
+        return progress
 
     @staticmethod
     def steps_done(progress: dict) -> int:
