@@ -169,15 +169,18 @@ SchedulerSpec = Annotated[
 TransformSpec = dict[str, Any]
 Augmentation = Union[Literal["default", "none"], list[TransformSpec]]
 
+MAX_AUGMENTATIONS = 32  # transforms in a list: real pipelines have under ten; each costs every batch
 AUGMENTATION_DESCRIPTION = (
     '"default" (pad-and-crop, horizontal flip, Cutout 16x16 as CoarseDropout, normalize), "none" '
-    '(normalize only), or a list of albumentations transforms [{"name": "HorizontalFlip", "p": 0.5}, ...]; '
-    "Normalize with the dataset's statistics is appended unless the list has one"
+    '(normalize only), or a list of albumentations transforms [{"name": "HorizontalFlip", "p": 0.5}, ...] '
+    f"(at most {MAX_AUGMENTATIONS}); Normalize with the dataset's statistics is appended unless the list has one"
 )
 
 
 def _validate_augmentation(value: Augmentation) -> Augmentation:
     if isinstance(value, list):
+        if len(value) > MAX_AUGMENTATIONS:
+            raise ValueError(f"augmentation lists at most {MAX_AUGMENTATIONS} transforms; got {len(value)}")
         from ml.augment import validate_transforms  # albumentations, not torch
 
         validate_transforms(value)

@@ -23,6 +23,7 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, RedisEr
 FAIL_FAST_SECONDS = 2  # connect/read timeout towards the broker
 
 logger = logging.getLogger(__name__)
+BROKER_UNREACHABLE = "broker unreachable (REDIS_URL); the API's log has the details"  # no host, no address
 
 
 class BrokerUnavailable(RuntimeError):
@@ -58,7 +59,7 @@ class Broker:
         try:
             self.app.send_task(TASK_NAME, args=[job_id, kind, params], task_id=job_id)
         except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     def revoke(self, job_id: str) -> None:
         """Best effort: the store already says cancelled, and the worker checks it before starting."""
@@ -77,7 +78,7 @@ class Broker:
                 with connection.default_channel.conn_or_acquire() as client:
                     messages = client.lrange(self.queue, 0, -1)
         except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+            raise self._unavailable(exc) from exc
         ids = set()
         for message in messages:
             try:
@@ -86,12 +87,17 @@ class Broker:
                 logger.warning("queue %s holds a message that is not a Celery task; ignored", self.queue)
         return ids
 
+    def _unavailable(self, exc: BaseException) -> BrokerUnavailable:
+        """What the API answers names the setting, never the broker's host or address: those are logged."""
+        logger.warning("broker unreachable at %s: %s", self.url, exc)
+        return BrokerUnavailable(BROKER_UNREACHABLE)
+
     def ping(self) -> None:
         try:
             with self.app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=0, timeout=FAIL_FAST_SECONDS)
         except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={self.url}): {exc}") from exc
+            raise self._unavailable(exc) from exc
 
 
 @lru_cache(maxsize=4)

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
         default=None, description="when set (non-empty), every endpoint but /health needs 'Authorization: Bearer'"
     )
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0, description="per uploaded file; larger get 413")
+    MAX_PREDICT_BYTES: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="one POST /predict body, all its files together; larger get 413"
+    )
+    MAX_PREDICT_PIXELS: int = Field(
+        default=160_000_000, gt=0,
+        description="pixels of one POST /predict request's images together, as their headers declare; more get 413",
+    )
+    MAX_BODY_BYTES: int = Field(
+        default=1024 * 1024, gt=0, description="any other request body (a job spec); larger get 413 before parsing"
+    )
     JOB_LEASE_SECONDS: float = Field(
         default=120, gt=0, description="a running job without a worker heartbeat for this long: its worker died"
     )

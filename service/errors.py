@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from service.broker import BrokerUnavailable
+from service.broker import BROKER_UNREACHABLE, BrokerUnavailable
 from service.store import JobNotFound, JobStateConflict
 
 logger = logging.getLogger(__name__)
@@ -21,20 +21,28 @@ STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 BROKER_ERRORS = (BrokerUnavailable, KombuOperationalError, RedisError)
 
 
+STORE_UNREACHABLE = "job store unreachable (DATABASE_URL); the API's log has the details"
+
+
 def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def store_unreachable(exc: BaseException) -> str:
+    """The answer for a store that does not answer: the driver's text (host, port, user) is logged only."""
+    logger.warning("job store unreachable: %s", first_line(exc))
+    return STORE_UNREACHABLE
+
+
 async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("job store unreachable on %s %s: %s", request.method, request.url.path, exc)
-    detail = f"job store unreachable (DATABASE_URL): {first_line(exc)}"
-    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    logger.warning("job store unreachable on %s %s: %s", request.method, request.url.path, first_line(exc))
+    return JSONResponse({"detail": STORE_UNREACHABLE}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("broker unreachable on %s %s: %s", request.method, request.url.path, exc)
-    detail = str(exc) if isinstance(exc, BrokerUnavailable) else f"broker unreachable (REDIS_URL): {first_line(exc)}"
+    detail = str(exc) if isinstance(exc, BrokerUnavailable) else BROKER_UNREACHABLE  # kombu/redis raised directly
     return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 

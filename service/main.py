@@ -18,6 +18,7 @@ from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
 from service.limits import lower_priority, predict_slot
+from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, jobs, predict
 
@@ -65,6 +66,9 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     errors.install(app)
+    # added last, so outermost: bodies are bounded before CORS, auth or parsing see them
+    app.add_middleware(RequestContext, max_body_bytes=settings.MAX_BODY_BYTES,
+                       max_predict_bytes=settings.MAX_PREDICT_BYTES)  # fmt: skip
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     for router in (jobs.router, artifacts.router, checkpoints.router, catalogue.router):

@@ -1,6 +1,14 @@
 """Image uploads: multipart read as a stream with a running byte count per file (413 the moment
-one exceeds MAX_UPLOAD_BYTES, before the rest arrives), then sniffed and decoded with Pillow
-(415 for anything that is not a complete image, 413 for decompression bombs)."""
+one exceeds MAX_UPLOAD_BYTES, before the rest arrives; the whole body is bounded by MAX_PREDICT_BYTES
+in service.middleware), part headers bounded, then sniffed and decoded with Pillow (415 for anything
+that is not a complete image, 413 for decompression bombs and for more pixels than the request's
+budget, MAX_PREDICT_PIXELS).
+
+Worst-case memory of one request: its body (at most MAX_PREDICT_BYTES, 32 MiB by default), one image
+decoded in full (at most MAX_PIXELS, 4 bytes each: 160 MB), and every image reduced to at most
+REDUCED_SIZE px a side (64 x 256 x 256 x 4 bytes: 17 MB). Images are decoded one at a time, on the API's
+one model thread (service.routers.predict), so one full decode is in memory per API process; JPEGs
+are reduced while they decode (Pillow's draft mode)."""
 
 from __future__ import annotations
 
@@ -17,7 +25,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 FILE_FIELDS = ("file", "files")
 MAX_FILES = 64  # images per request: one inference batch, not an archive
 MAX_PIXELS = 40_000_000  # per image (e.g. 8000x5000): beyond any photo, below a decompression bomb
-MULTIPART_OVERHEAD = 64 * 1024  # bytes of headers and boundaries allowed on top of the files
+MAX_PART_HEADER_BYTES = 2048  # one header line of a part: a 255-character UTF-8 filename fits twice
+MAX_PART_HEADERS = 8  # a part has two or three
+REDUCED_SIZE = 256  # px: decoded images are kept at most this size a side (the models take 28-32 px)
 
 Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)  # never unbounded
 
@@ -112,16 +122,18 @@ def _invalid_field(name: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", name or "file"), "msg": message}])
 
 
+NO_FILE = "no image: send one in the form field 'file' (or several in 'files') of a multipart/form-data body"
+
+
 async def read_uploads(request: Request, *, max_bytes: int) -> list[Upload]:
-    """The images of a multipart request (fields `file` and/or `files`), each at most `max_bytes`."""
+    """The images of a multipart request (fields `file` and/or `files`), each at most `max_bytes`.
+    No body, or one that is not multipart, lacks the `file` field: 422 naming it."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
-        raise not_an_image("expected a multipart/form-data body with an image in 'file' (or several in 'files')")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes * MAX_FILES + MULTIPART_OVERHEAD:
-        raise too_large(f"request of {declared} bytes: at most {MAX_FILES} files of MAX_UPLOAD_BYTES ({max_bytes})")
+        raise _invalid_field("file", NO_FILE)
     reader = _FormReader(max_bytes)
-    parser = MultipartParser(options[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(options[b"boundary"], reader.callbacks(),  # type: ignore[arg-type]
+                             max_header_count=MAX_PART_HEADERS, max_header_size=MAX_PART_HEADER_BYTES)
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -129,12 +141,39 @@ async def read_uploads(request: Request, *, max_bytes: int) -> list[Upload]:
     except FormParserError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from exc
     if not reader.uploads:
-        raise _invalid_field("file", "no image: send one in the form field 'file' (or several in 'files')")
+        raise _invalid_field("file", NO_FILE)
     return reader.uploads
 
 
+def decode_images(uploads: list[Upload], *, max_pixels: int) -> list[Image.Image]:
+    """Every upload decoded, one at a time, each reduced to at most REDUCED_SIZE px a side; the raw
+    bytes of each are dropped once it is decoded. 413 before any decoding when the images' headers
+    declare more than `max_pixels` together."""
+    declared = sum(_declared_pixels(upload) for upload in uploads)
+    if declared > max_pixels:
+        raise too_large(f"the images hold {declared} pixels together; at most {max_pixels} per request "
+                        "(MAX_PREDICT_PIXELS): send fewer or smaller images")  # fmt: skip
+    images = []
+    for upload in uploads:
+        images.append(decode_image(upload))
+        upload.data = bytearray()
+    return images
+
+
+def _declared_pixels(upload: Upload) -> int:
+    """Width x height from the image's header (nothing decoded); 0 when it is no image (decode says so)."""
+    try:
+        with Image.open(BytesIO(upload.data)) as probe:
+            return probe.size[0] * probe.size[1]
+    except Image.DecompressionBombError as exc:
+        raise too_large(f"file {upload.filename!r} has too many pixels: {exc}") from exc
+    except DECODE_ERRORS:
+        return 0
+
+
 def decode_image(upload: Upload) -> Image.Image:
-    """The upload as a fully decoded Pillow image; 415 if it is not one, 413 for too many pixels."""
+    """The upload as a decoded Pillow image at most REDUCED_SIZE px a side (its EXIF rotation kept for
+    the predictor); 415 if it is not one, 413 for too many pixels."""
     name = upload.filename
     if not upload.data:
         raise not_an_image(f"file {name!r} is empty; expected an image")
@@ -144,7 +183,9 @@ def decode_image(upload: Upload) -> Image.Image:
             probe.verify()  # structure and checksums, without decoding
         image = Image.open(BytesIO(upload.data))
         _check_pixels(name, image)
+        image.draft(None, (REDUCED_SIZE, REDUCED_SIZE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
         image.load()  # decodes every pixel: catches truncated data that verify() lets through
+        image.thumbnail((REDUCED_SIZE, REDUCED_SIZE), Image.Resampling.BILINEAR)  # in place: EXIF kept
     except Image.DecompressionBombError as exc:
         raise too_large(f"file {name!r} has too many pixels: {exc}") from exc
     except DECODE_ERRORS as exc:

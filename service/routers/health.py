@@ -10,7 +10,7 @@ from service.broker import BrokerDep, BrokerUnavailable
 from service.config import SettingsDep
 from service.db import session_for
 from service.deps import require_api_key
-from service.errors import STORE_ERRORS, first_line
+from service.errors import STORE_ERRORS, store_unreachable
 from service.schemas import HealthPublic, ReadyPublic
 
 router = APIRouter(tags=["health"])
@@ -37,7 +37,7 @@ def ready(settings: SettingsDep, broker: BrokerDep) -> ReadyPublic:
         with session_for(settings.DATABASE_URL) as session:
             session.execute(text("SELECT 1"))
     except STORE_ERRORS as exc:
-        problems["store"] = f"job store unreachable (DATABASE_URL): {first_line(exc)}"
+        problems["store"] = store_unreachable(exc)
     try:
         broker.ping()
     except BrokerUnavailable as exc:

@@ -18,7 +18,7 @@ from service.admission import invalid
 from service.config import Settings, SettingsDep
 from service.db import Checkpoint, session_for
 from service.schemas import PredictionsPublic
-from service.uploads import OPENAPI_BODY, Upload, decode_image, read_uploads
+from service.uploads import OPENAPI_BODY, Upload, decode_images, read_uploads
 
 router = APIRouter(tags=["predict"])
 
@@ -31,8 +31,10 @@ MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
 RESPONSES = {
     404: {"description": "unknown checkpoint, or none yet with checkpoint=latest"},
-    413: {"description": "a file is larger than MAX_UPLOAD_BYTES (or has too many pixels)"},
+    413: {"description": "a file is larger than MAX_UPLOAD_BYTES, the body than MAX_PREDICT_BYTES, an image "
+          "has too many pixels, or the images together more than MAX_PREDICT_PIXELS"},
     415: {"description": "a file is not an image, is empty or is truncated"},
+    422: {"description": "no image in the form field 'file' (or 'files'): no body, or not multipart/form-data"},
 }
 
 
@@ -53,7 +55,8 @@ async def predict(
         raise invalid(("query", "target"), message, target)
     folder = _folder(settings, row)
     uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-    work = functools.partial(_decode_and_predict, row.id, folder, uploads, device=settings.PREDICT_DEVICE,
+    work = functools.partial(_decode_and_predict, row.id, folder, uploads, max_pixels=settings.MAX_PREDICT_PIXELS,
+                             device=settings.PREDICT_DEVICE,
                              threads=settings.PREDICT_THREADS, topk=topk, gradcam=gradcam, method=method,
                              target=target)  # fmt: skip
     results = await asyncio.get_running_loop().run_in_executor(MODEL_THREAD, work)
@@ -62,11 +65,12 @@ async def predict(
 
 
 def _decode_and_predict(
-    checkpoint_id: str, folder: Path, uploads: list[Upload], **options: Any
+    checkpoint_id: str, folder: Path, uploads: list[Upload], *, max_pixels: int, **options: Any
 ) -> list[dict[str, Any]]:
-    """Runs on MODEL_THREAD: decoding and the model in one hop (each hop costs a context switch)."""
+    """Runs on MODEL_THREAD: decoding and the model in one hop (each hop costs a context switch), and
+    one image decoded in full at a time in the whole process."""
     predictor = importlib.import_module("service.predictor")  # imports torch on the first prediction only
-    images = [decode_image(upload) for upload in uploads]
+    images = decode_images(uploads, max_pixels=max_pixels)
     try:
         return predictor.predict(checkpoint_id, folder, images, **options)
     except predictor.UnusableCheckpoint as exc:

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from service import store
-from service.broker import BrokerUnavailable, get_broker
+from service.broker import BROKER_UNREACHABLE, BrokerUnavailable, get_broker
 from service.db import Job
 from service.main import create_app
 
@@ -35,7 +35,7 @@ class FakeBroker:
 
     def _check(self) -> None:
         if self.down:
-            raise BrokerUnavailable(f"broker unreachable (REDIS_URL={DEAD_REDIS_URL}): Connection refused")
+            raise BrokerUnavailable(BROKER_UNREACHABLE)
 
     queue: list[str] = field(default_factory=list)  # ids waiting in the broker; clear it to lose them
 

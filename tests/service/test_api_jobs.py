@@ -126,7 +126,7 @@ def test_a_broker_that_is_down_fails_the_job_instead_of_losing_it(configure) -> 
         response = client.post("/jobs/train", json=TRAIN_PARAMS)
         assert response.status_code == 503
         detail = response.json()["detail"]
-        assert "broker unreachable" in detail and DEAD_REDIS_URL in detail
+        assert "broker unreachable (REDIS_URL)" in detail and "127.0.0.1" not in detail
         jobs = client.get("/jobs").json()["jobs"]
     assert len(jobs) == 1 and jobs[0]["id"] in detail
     assert jobs[0]["status"] == "failed" and jobs[0]["error"].startswith("could not enqueue: broker unreachable")

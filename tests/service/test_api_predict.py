@@ -19,7 +19,8 @@ from starlette.requests import Request
 from api_support import FakeBroker, TestClient, make_client, png_bytes, put_job
 from service import store
 from service.config import Settings
-from service.uploads import MAX_FILES, read_uploads
+from service import uploads
+from service.uploads import MAX_FILES, MAX_PART_HEADER_BYTES, read_uploads
 
 CLASSES = ["cat", "dog", "frog"]
 
@@ -214,9 +215,15 @@ def test_uploads_that_are_not_images_are_415(
     assert words in response.json()["detail"] and "'upload.png'" in response.json()["detail"]
 
 
-def test_a_body_that_is_not_multipart_is_415(client: TestClient, checkpoint_id: str) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id}, json={"file": "cat.png"})
-    assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+@pytest.mark.parametrize("body", [{"json": {"file": "cat.png"}}, {}], ids=["json", "no-body"])
+def test_a_request_without_a_file_is_422_naming_the_field(
+    client: TestClient, checkpoint_id: str, body: dict
+) -> None:
+    """No body, or one that is not multipart, lacks the field: 422 as FastAPI answers a missing field."""
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, **body)
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "file"] and "multipart/form-data" in error["msg"]
 
 
 def test_a_malformed_multipart_body_is_400(client: TestClient, checkpoint_id: str) -> None:
@@ -317,3 +324,37 @@ def test_predictor_cache_keeps_the_most_recent_checkpoints(settings: Settings, s
     cache.get(ids[1], folders[ids[1]])
     cache.get(ids[2], folders[ids[2]])
     assert len(cache) == 2 and cache.get(ids[0], Path(folders[ids[0]])) is not first
+
+
+def test_a_request_beyond_the_pixel_budget_is_413_before_decoding(
+    configure, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = configure(MAX_PREDICT_PIXELS=3 * 100 * 100)
+    save_checkpoint(settings, session)
+    decoded: list[str] = []
+    original = uploads.decode_image
+    monkeypatch.setattr(uploads, "decode_image", lambda upload: decoded.append(upload.filename) or original(upload))
+    files = [("files", (f"{i}.png", png_bytes((100, 100)), "image/png")) for i in range(4)]
+    with make_client(FakeBroker()) as client:
+        refused = client.post("/predict", files=files)
+        assert refused.status_code == 413 and "MAX_PREDICT_PIXELS" in refused.json()["detail"]
+        assert decoded == []
+        assert client.post("/predict", files=files[:3]).status_code == 200
+
+
+def test_a_part_with_huge_headers_is_400(client: TestClient, checkpoint_id: str) -> None:
+    filename = "a" * (MAX_PART_HEADER_BYTES + 1)
+    body = f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'.encode()
+    body += png_bytes() + b"\r\n--b--\r\n"
+    response = client.post("/predict", params={"checkpoint": checkpoint_id}, content=body,
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert response.status_code == 400 and "Maximum header size exceeded" in response.json()["detail"]
+
+
+def test_a_body_over_max_predict_bytes_is_413(configure, session: Session) -> None:
+    settings = configure(MAX_PREDICT_BYTES=50_000)
+    save_checkpoint(settings, session)
+    files = [("files", (f"{i}.png", noise_png((64, 64)), "image/png")) for i in range(5)]  # ~12 KB each
+    with make_client(FakeBroker()) as client:
+        response = client.post("/predict", files=files)
+    assert response.status_code == 413 and "MAX_PREDICT_BYTES" in response.json()["detail"]
