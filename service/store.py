@@ -2,7 +2,15 @@
 
 Each function takes an open `Session` and commits its own writes. State changes are conditional
 updates (`... WHERE status = 'queued'`), so the API cancelling a job and a worker claiming it can
-race without either one overwriting the other."""
+race without either one overwriting the other.
+
+One owner per job: a worker's writes (heartbeat, progress, epochs, artifacts, checkpoint, finish)
+carry its `Claim` (the worker process and the attempt that claimed the job) and change nothing once
+the job is no longer held by that claim: a worker paused past its lease (SIGSTOP, a long GC, a
+network partition) that comes back after its job was re-queued and claimed again writes nothing
+more, and is told to stop. Leases are measured on the store's clock: PostgreSQL's `now()` for every
+heartbeat and every cutoff, so API and worker machines whose clocks disagree never reap a live job;
+an SQLite store is a file on one machine, whose clock is the store's."""
 
 from __future__ import annotations
 
@@ -33,12 +41,50 @@ class ArtifactFile:
     path: str  # relative to ARTIFACTS_DIR
 
 
-def _update_job(session: Session, job_id: str, *conditions: ColumnElement[bool], **values: Any) -> bool:
-    """UPDATE jobs SET values WHERE id = job_id AND conditions; commits; True if a row changed."""
+@dataclass(frozen=True)
+class Claim:
+    """One delivery's hold on a running job: the worker process and the attempt that claimed it."""
+
+    job_id: str
+    worker: str
+    attempt: int
+
+    @classmethod
+    def of(cls, job: Job) -> Claim:
+        assert job.worker is not None and job.status == "running", "only a claimed job has a claim"
+        return cls(job.id, job.worker, job.attempts)
+
+    def holds(self) -> tuple[ColumnElement[bool], ...]:
+        """The conditions under which the job is still this claim's."""
+        return Job.status == "running", Job.worker == self.worker, Job.attempts == self.attempt
+
+
+def store_now(session: Session) -> Any:
+    """Now on the store's clock, for heartbeats and lease cutoffs: PostgreSQL's `now()` (an SQL
+    expression, one clock for every machine), or this machine's clock for SQLite's local file."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def _update_job(
+    session: Session, job_id: str, *conditions: ColumnElement[bool], commit: bool = True, **values: Any
+) -> bool:
+    """UPDATE jobs SET values WHERE id = job_id AND conditions; commits (unless told not to: the
+    caller's next writes then join the transaction); True if a row changed."""
     statement = update(Job).where(Job.id == job_id, *conditions).values(**values)
     changed = session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
-    session.commit()
+    if commit or not changed:
+        session.commit()
     return changed
+
+
+def _held(session: Session, job_id: str, claim: Claim | None) -> bool:
+    """Opens a write fenced by `claim`: locks the job's row while the claim still holds it (the
+    heartbeat refreshed; the caller's writes join the transaction and commit it) and returns True;
+    False, with nothing written, when it no longer does. No claim: an unfenced write (the API's)."""
+    if claim is None:
+        return True
+    assert claim.job_id == job_id, f"claim of job {claim.job_id} used for job {job_id}"
+    return _update_job(session, job_id, *claim.holds(), commit=False, heartbeat_at=store_now(session))
 
 
 def _reload(session: Session, job_id: str) -> Job:
@@ -111,7 +157,7 @@ def reap_stale_jobs(session: Session, *, lease_seconds: float, max_attempts: int
     back to `queued` while it has attempts left, else fails saying so; a pending cancel cancels it.
 
     Conditional on the heartbeat read, so concurrent reapers act on a job once."""
-    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    cutoff = store_now(session) - timedelta(seconds=lease_seconds)
     stale = session.execute(
         select(Job.id, Job.heartbeat_at, Job.attempts, Job.cancel_requested).where(
             Job.status == "running", Job.heartbeat_at < cutoff
@@ -142,18 +188,18 @@ def requeue_job(
     job_id: str,
     *,
     heartbeat_at: datetime | None = None,
-    worker: str | None = None,
+    claim: Claim | None = None,
     count_attempt: bool = True,
 ) -> str | None:
     """Put a running job back in the queue for its next delivery (a train job resumes after its last
     finished epoch), or cancel it when a cancel is pending. Only while it is running with that
-    `heartbeat_at` and/or `worker`, when given. `count_attempt=False` gives the delivery back: a
-    worker shutting down gracefully is no failure of the job and must not use up MAX_JOB_ATTEMPTS.
+    `heartbeat_at` and/or held by that `claim`, when given. `count_attempt=False` gives the delivery
+    back: a worker shutting down gracefully is no failure of the job and must not use up MAX_JOB_ATTEMPTS.
 
     The job's new status ("queued" or "cancelled"); None when it was not running (so)."""
     running = [Job.status == "running"]
     running += [Job.heartbeat_at == heartbeat_at] if heartbeat_at is not None else []
-    running += [Job.worker == worker] if worker is not None else []
+    running += list(claim.holds()) if claim is not None else []
     if _update_job(session, job_id, *running, Job.cancel_requested.is_(True), status="cancelled",
                    finished_at=utcnow()):  # fmt: skip
         return "cancelled"
@@ -178,11 +224,12 @@ def count_queued(session: Session) -> int:
 
 def claim_job(session: Session, job_id: str, *, worker: str, lease_seconds: float) -> Job | None:
     """Mark a job running for this delivery: a queued job, or a running one whose worker has died.
+    `worker` names the process (host and pid): `Claim.of(job)` is then this delivery's claim.
 
     None when another live delivery runs it or it has ended (a cancelled job never starts)."""
-    cutoff = utcnow() - timedelta(seconds=lease_seconds)
-    claimable = or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < cutoff))
-    now = utcnow()
+    now = store_now(session)
+    dead = (Job.status == "running") & (Job.heartbeat_at < now - timedelta(seconds=lease_seconds))
+    claimable = or_(Job.status == "queued", dead)
     values = dict(status="running", started_at=now, heartbeat_at=now, worker=worker, progress={})
     if not _update_job(session, job_id, claimable, attempts=Job.attempts + 1, **values):
         return None
@@ -193,22 +240,34 @@ def claim_job(session: Session, job_id: str, *, worker: str, lease_seconds: floa
     return job
 
 
-def heartbeat(session: Session, job_id: str, progress: dict[str, Any] | None = None) -> bool:
-    """Refresh a running job's heartbeat (and progress); False once the job is no longer running."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+def heartbeat(
+    session: Session, job_id: str, progress: dict[str, Any] | None = None, *, claim: Claim | None = None
+) -> bool:
+    """Refresh a running job's heartbeat (and progress); False once the job is no longer running
+    (or no longer held by `claim`)."""
+    values: dict[str, Any] = {"heartbeat_at": store_now(session)}
     if progress is not None:
         values["progress"] = progress
-    return _update_job(session, job_id, Job.status == "running", **values)
+    held = claim.holds() if claim is not None else (Job.status == "running",)
+    return _update_job(session, job_id, *held, **values)
 
 
-def should_stop(session: Session, job_id: str) -> bool:
-    """True when a cancel was requested or the job stopped being running (e.g. its lease expired)."""
-    row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
-    return row is None or row.status != "running" or row.cancel_requested
+def should_stop(session: Session, job_id: str, *, claim: Claim | None = None) -> bool:
+    """True when a cancel was requested or the job stopped being running (e.g. its lease expired),
+    or, given a claim, is held by another delivery now."""
+    row = session.execute(
+        select(Job.status, Job.cancel_requested, Job.worker, Job.attempts).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None or row.status != "running" or row.cancel_requested:
+        return True
+    return claim is not None and (row.worker, row.attempts) != (claim.worker, claim.attempt)
 
 
-def add_epoch(session: Session, job_id: str, record: dict[str, Any]) -> None:
-    """Store one epoch's record; a second record for the same epoch replaces the first."""
+def add_epoch(session: Session, job_id: str, record: dict[str, Any], *, claim: Claim | None = None) -> bool:
+    """Store one epoch's record; a second record for the same epoch replaces the first. False, and
+    nothing stored, when `claim` no longer holds the job."""
+    if not _held(session, job_id, claim):
+        return False
     epoch = int(record["epoch"])
     existing = session.scalar(select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch == epoch))
     if existing is None:
@@ -216,6 +275,7 @@ def add_epoch(session: Session, job_id: str, record: dict[str, Any]) -> None:
     else:
         existing.record = record
     session.commit()
+    return True
 
 
 def finish_job(
@@ -227,14 +287,17 @@ def finish_job(
     error: str | None = None,
     checkpoint_id: str | None = None,
     progress: dict[str, Any] | None = None,
+    claim: Claim | None = None,
 ) -> bool:
-    """End a running job; False (and nothing written) when it is no longer running."""
+    """End a running job; False (and nothing written) when it is no longer running (or no longer
+    held by `claim`)."""
     if status not in ENDED_STATUSES:
         raise ValueError(f"finish_job status must be one of {list(ENDED_STATUSES)}; got {status!r}")
     values: dict[str, Any] = dict(status=status, result=result, error=error, finished_at=utcnow())
     values.update({"checkpoint_id": checkpoint_id} if checkpoint_id else {})
     values.update({"progress": progress} if progress is not None else {})
-    return _update_job(session, job_id, Job.status == "running", **values)
+    held = claim.holds() if claim is not None else (Job.status == "running",)
+    return _update_job(session, job_id, *held, **values)
 
 
 # --- epochs, artifacts, checkpoints ---------------------------------------------------------------
@@ -249,13 +312,19 @@ def list_epochs(session: Session, job_id: str, *, since_epoch: int = 0) -> list[
     return [row.record for row in rows]
 
 
-def add_artifacts(session: Session, job_id: str, files: Iterable[ArtifactFile]) -> None:
-    """Register files of a job (replacing any of the same name)."""
+def add_artifacts(
+    session: Session, job_id: str, files: Iterable[ArtifactFile], *, claim: Claim | None = None
+) -> bool:
+    """Register files of a job (replacing any of the same name); False, and nothing registered, when
+    `claim` no longer holds the job."""
+    if not _held(session, job_id, claim):
+        return False
     files = list(files)
     names = [file.name for file in files]
     session.execute(delete(Artifact).where(Artifact.job_id == job_id, Artifact.name.in_(names)))
     session.add_all(Artifact(job_id=job_id, name=f.name, media_type=f.media_type, path=f.path) for f in files)
     session.commit()
+    return True
 
 
 def list_artifacts(session: Session, job_id: str) -> list[Artifact]:
@@ -278,19 +347,22 @@ def add_checkpoint(
     path: str,
     checkpoint_id: str | None = None,
     created_at: datetime | None = None,
-) -> Checkpoint:
-    checkpoint = Checkpoint(
-        id=checkpoint_id or new_id(),
-        job_id=job_id,
-        model=model,
-        dataset=dataset,
-        classes=classes,
-        test_acc=test_acc,
-        epoch=epoch,
-        path=path,
-        created_at=created_at or utcnow(),
-    )
-    session.add(checkpoint)
+    claim: Claim | None = None,
+) -> Checkpoint | None:
+    """The job's one checkpoint: registered, or, when the job has one already (a delivery that died
+    between registering it and finishing), updated in place under the same id. None, and nothing
+    written, when `claim` no longer holds the job."""
+    if not _held(session, job_id, claim):
+        return None
+    values = dict(model=model, dataset=dataset, classes=classes, test_acc=test_acc, epoch=epoch, path=path,
+                  created_at=created_at or utcnow())  # fmt: skip
+    checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).limit(1))
+    if checkpoint is None:
+        checkpoint = Checkpoint(id=checkpoint_id or new_id(), job_id=job_id, **values)
+        session.add(checkpoint)
+    else:
+        for name, value in values.items():
+            setattr(checkpoint, name, value)
     session.commit()
     return checkpoint
 

@@ -14,20 +14,25 @@ from service.store import ArtifactFile
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
 
 
-def register_artifacts(session: Session, job_id: str, *, out_dir: Path, root: Path, extra: list[Path]) -> int:
-    """Register the PNG/JSON files directly in `out_dir` (and `extra` ones there); returns how many."""
+def register_artifacts(
+    session: Session, job_id: str, *, out_dir: Path, root: Path, extra: list[Path], claim: store.Claim | None = None
+) -> int:
+    """Register the PNG/JSON files directly in `out_dir` (and `extra` ones there); returns how many
+    (0 when `claim` no longer holds the job)."""
     candidates = {path.resolve() for path in (*out_dir.iterdir(), *extra) if path.is_file()}
     files = [
         ArtifactFile(name=path.name, media_type=MEDIA_TYPES[path.suffix], path=path.relative_to(root).as_posix())
         for path in sorted(candidates)
         if path.parent == out_dir.resolve() and path.suffix in MEDIA_TYPES
     ]
-    store.add_artifacts(session, job_id, files)
-    return len(files)
+    return len(files) if store.add_artifacts(session, job_id, files, claim=claim) else 0
 
 
-def register_checkpoint(session: Session, job_id: str, *, folder: Path, root: Path) -> str:
-    """A checkpoint row for the checkpoint folder (validated by its manifest); returns its id."""
+def register_checkpoint(
+    session: Session, job_id: str, *, folder: Path, root: Path, claim: store.Claim | None = None
+) -> str | None:
+    """The job's checkpoint row for the checkpoint folder (validated by its manifest); returns its id
+    (None when `claim` no longer holds the job)."""
     manifest = load_manifest(folder)
     checkpoint = store.add_checkpoint(
         session,
@@ -38,5 +43,6 @@ def register_checkpoint(session: Session, job_id: str, *, folder: Path, root: Pa
         test_acc=manifest.get("test_acc"),
         epoch=manifest.get("epoch"),
         path=folder.resolve().relative_to(root).as_posix(),
+        claim=claim,
     )
-    return checkpoint.id
+    return checkpoint.id if checkpoint is not None else None

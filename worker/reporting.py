@@ -35,9 +35,15 @@ def heartbeat_interval(lease_seconds: float) -> float:
 class StoreReporter:
     """`ml.progress.Callbacks` that write to the job store."""
 
-    def __init__(self, job_id: str, database_url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, job_id: str, database_url: str, *, claim: store.Claim | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        """Every write is fenced by `claim` (the worker's always is): once another delivery holds the
+        job, nothing more is written and the run is told to stop."""
         self.job_id = job_id
         self.database_url = database_url
+        self.claim = claim
         self.clock = clock
         self.progress: dict[str, Any] = {}
         self.lost = False  # the store says the job is no longer running
@@ -54,7 +60,7 @@ class StoreReporter:
 
     def beat(self, progress: dict[str, Any] | None = None) -> None:
         """Refresh the heartbeat (and progress); notes when the job is no longer running."""
-        if not self._store(lambda s: store.heartbeat(s, self.job_id, progress), True):
+        if not self._store(lambda s: store.heartbeat(s, self.job_id, progress, claim=self.claim), True):
             self.lost = True
 
     def on_progress(self, progress: dict[str, Any]) -> None:
@@ -67,7 +73,9 @@ class StoreReporter:
             self.beat(self.progress)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
-        self._store(lambda s: store.add_epoch(s, self.job_id, record), None)
+        if not self._store(lambda s: store.add_epoch(s, self.job_id, record, claim=self.claim), True):
+            self.lost = True
+            return
         self._last_write = self.clock()
         self.beat(self.progress)
 
@@ -78,7 +86,7 @@ class StoreReporter:
         now = self.clock()
         if not self.lost and now - self._last_poll >= STOP_POLL_INTERVAL_SECONDS:
             self._last_poll = now
-            self._stop = self._store(lambda s: store.should_stop(s, self.job_id), self._stop)
+            self._stop = self._store(lambda s: store.should_stop(s, self.job_id, claim=self.claim), self._stop)
         return self.lost or self._stop
 
     @property
@@ -87,7 +95,9 @@ class StoreReporter:
 
     def finish(self, status: str, **fields: Any) -> bool:
         """End the job in the store; False if it had already ended (e.g. failed by its lease)."""
-        return self._store(lambda s: store.finish_job(s, self.job_id, status=status, **fields), False)
+        return self._store(
+            lambda s: store.finish_job(s, self.job_id, status=status, claim=self.claim, **fields), False
+        )
 
 
 class Heartbeat:

@@ -63,7 +63,8 @@ class JobRun:
             device=choose_device(),
         )  # fmt: skip
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=found.artifacts)
+            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=found.artifacts,
+                               claim=self.reporter.claim)
         return self._outcome(found.stop_reason, found.metrics | {"stop_reason": found.stop_reason})
 
     def train(self, spec: TrainSpec) -> Outcome:
@@ -75,10 +76,12 @@ class JobRun:
         )  # fmt: skip
         checkpoint_id = None
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=trained.artifacts)
+            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=trained.artifacts,
+                               claim=self.reporter.claim)
             if trained.best_checkpoint is not None:
                 best = trained.best_checkpoint
-                checkpoint_id = register_checkpoint(session, self.job_id, folder=best, root=self.root)
+                checkpoint_id = register_checkpoint(session, self.job_id, folder=best, root=self.root,
+                                                    claim=self.reporter.claim)
         result = {
             "best": trained.metrics.get("best"),
             "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
@@ -92,7 +95,8 @@ class JobRun:
         try:
             if self.out_dir.is_dir():
                 with session_for(self.settings.DATABASE_URL) as session:
-                    register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[])
+                    register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[],
+                                       claim=self.reporter.claim)
         except (OSError, SQLAlchemyError) as exc:
             logger.warning("job %s: could not register the artifacts of the failed run: %s", self.job_id, exc)
 

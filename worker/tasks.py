@@ -6,6 +6,7 @@ queue (worker/shutdown.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any
 
@@ -32,31 +33,32 @@ logger = logging.getLogger(__name__)
 def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     """Run job `job_id` once: skipped when it ended, was cancelled, or runs in another live delivery."""
     settings = get_settings()
-    worker = self.request.hostname or socket.gethostname()
+    worker = worker_name(self.request.hostname)
     try:
         with session_for(settings.DATABASE_URL) as session:
             job = store.claim_job(session, job_id, worker=worker, lease_seconds=settings.JOB_LEASE_SECONDS)
+            claim = store.Claim.of(job) if job is not None else None
     except SQLAlchemyError as exc:  # the store is down: deliver the job again later rather than drop it
         raise self.retry(exc=exc, countdown=STORE_RETRY_SECONDS, max_retries=STORE_RETRIES) from exc
-    if job is None:
+    if claim is None:
         logger.info("job %s: not claimed (ended, cancelled, or running elsewhere); skipped", job_id)
         return "skipped"
-    reporter = StoreReporter(job_id, settings.DATABASE_URL)
+    reporter = StoreReporter(job_id, settings.DATABASE_URL, claim=claim)
     job_run = JobRun(job_id, settings, reporter)
     try:
         with Heartbeat(reporter, interval=heartbeat_interval(settings.JOB_LEASE_SECONDS)):
             outcome = job_run.run(kind, params)
     except ShutdownRequested:  # SIGTERM or Ctrl-C: the run stopped after a batch; nothing failed
-        return requeue(settings, job_id, kind, params, worker=worker)
+        return requeue(settings, kind, params, claim=claim)
     except (KeyboardInterrupt, SystemExit):  # Celery's hard shutdown (a third Ctrl-C) raises these
         if SHUTDOWN.is_set():
-            requeue(settings, job_id, kind, params, worker=worker)
+            requeue(settings, kind, params, claim=claim)
         else:
             reporter.finish("failed", error="the worker was shut down while running this job; submit it again")
         raise
     except Exception as exc:  # the task boundary: every failure ends the job, none kills the worker
         if SHUTDOWN.is_set():  # a second Ctrl-C (cold shutdown) raises NotImplementedError in a solo job
-            return requeue(settings, job_id, kind, params, worker=worker)
+            return requeue(settings, kind, params, claim=claim)
         release_memory(exc)
         if not isinstance(exc, EXPECTED_ERRORS):
             logger.exception("job %s: unexpected error", job_id)
@@ -70,15 +72,22 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     return outcome.status
 
 
-def requeue(settings: Settings, job_id: str, kind: str, params: dict[str, Any], *, worker: str) -> str:
+def worker_name(node: str | None) -> str:
+    """The claim's worker: the Celery node name (`celery@<host>` unless `-n` says otherwise) and the
+    process id, so that two workers started on one machine with the default name never share a claim."""
+    return f"{node or socket.gethostname()}/{os.getpid()}"
+
+
+def requeue(settings: Settings, kind: str, params: dict[str, Any], *, claim: store.Claim) -> str:
     """Give an interrupted job back: queued again without using an attempt, its finished epochs and
     `checkpoints/last` kept, and sent to the broker now (if Redis does not answer, the API's
     reconciler sends it once QUEUED_GRACE_SECONDS have passed). The current message is acknowledged
     when the task returns; should Redis deliver it again too (a hard shutdown leaves it
     unacknowledged), `claim_job` skips whichever delivery comes second."""
+    job_id = claim.job_id
     try:
         with session_for(settings.DATABASE_URL) as session:
-            status = store.requeue_job(session, job_id, worker=worker, count_attempt=False)
+            status = store.requeue_job(session, job_id, claim=claim, count_attempt=False)
     except SQLAlchemyError as exc:  # its lease will expire: the reconciler re-queues it then
         logger.warning("job %s: interrupted by the shutdown; could not queue it again: %s", job_id, exc)
         return "interrupted"

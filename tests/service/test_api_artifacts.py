@@ -85,7 +85,8 @@ def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
     classes = ["cat", "dog"]
     first = store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 8}, dataset="cifar10",
                                  classes=classes, test_acc=0.5, epoch=2, path=f"{job.id}/checkpoints/best")
-    second = store.add_checkpoint(session, job_id=job.id, model={"name": "custom_resnet", "width": 4},
+    second = store.add_checkpoint(session, job_id=put_job(session, status="succeeded").id,
+                                  model={"name": "custom_resnet", "width": 4},
                                   dataset="fashion_mnist", classes=classes, test_acc=None, epoch=1, path="x")
     listed = client.get("/checkpoints").json()["checkpoints"]
     assert [c["id"] for c in listed] == [second.id, first.id]  # newest first

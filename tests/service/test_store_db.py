@@ -136,22 +136,24 @@ def test_reap_cancels_a_dead_workers_job_whose_cancel_was_pending(db: Session) -
 
 def test_a_graceful_requeue_gives_the_attempt_back_and_touches_only_its_own_workers_job(db: Session) -> None:
     job_id = store.create_job(db, kind="train", params=PARAMS).id
-    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    claim = store.Claim.of(store.claim_job(db, job_id, worker="w", lease_seconds=60))
     store.add_epoch(db, job_id, {"epoch": 1, "test_acc": 0.5})
-    assert store.requeue_job(db, job_id, worker="another", count_attempt=False) is None
-    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "queued"
+    another = store.Claim(job_id, "another", claim.attempt)
+    assert store.requeue_job(db, job_id, claim=another, count_attempt=False) is None
+    assert store.requeue_job(db, job_id, claim=claim, count_attempt=False) == "queued"
     job = store.get_job(db, job_id)
     assert job is not None and job.status == "queued" and job.attempts == 0 and job.worker is None
     assert job.heartbeat_at is None and store.list_epochs(db, job_id) == [{"epoch": 1, "test_acc": 0.5}]
-    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) is None  # no longer running
+    assert store.requeue_job(db, job_id, claim=claim, count_attempt=False) is None  # no longer running
 
     for _ in range(5):  # shutdowns never use up MAX_JOB_ATTEMPTS
-        assert store.claim_job(db, job_id, worker="w", lease_seconds=60) is not None
-        assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "queued"
+        again = store.claim_job(db, job_id, worker="w", lease_seconds=60)
+        assert again is not None
+        assert store.requeue_job(db, job_id, claim=store.Claim.of(again), count_attempt=False) == "queued"
     assert store.get_job(db, job_id).attempts == 0  # type: ignore[union-attr]
-    store.claim_job(db, job_id, worker="w", lease_seconds=60)
+    last = store.Claim.of(store.claim_job(db, job_id, worker="w", lease_seconds=60))
     store.request_cancel(db, job_id)
-    assert store.requeue_job(db, job_id, worker="w", count_attempt=False) == "cancelled"  # a pending cancel wins
+    assert store.requeue_job(db, job_id, claim=last, count_attempt=False) == "cancelled"  # a pending cancel wins
     assert store.get_job(db, job_id).status == "cancelled"  # type: ignore[union-attr]
 
 
@@ -184,10 +186,10 @@ def test_artifacts_register_and_replace(db: Session) -> None:
 
 
 def test_checkpoints_newest_first(db: Session) -> None:
-    job_id = store.create_job(db, kind="train", params=PARAMS).id
+    job_id, other_job = (store.create_job(db, kind="train", params=PARAMS).id for _ in range(2))
     assert store.latest_checkpoint(db) is None
     model = {"name": "resnet18", "width": 8}
-    old = store.add_checkpoint(db, job_id=job_id, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.5,
+    old = store.add_checkpoint(db, job_id=other_job, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.5,
                                epoch=1, path="p", created_at=utcnow() - timedelta(minutes=5))  # fmt: skip
     new = store.add_checkpoint(db, job_id=job_id, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.6,
                                epoch=2, path="q")  # fmt: skip
