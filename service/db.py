@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Engine, ForeignKey, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 JOB_KINDS = ("lr_finder", "train")
@@ -74,6 +73,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
+    progress_at: Mapped[datetime | None] = mapped_column(doc="the last progress, on the store's clock")
 
 
 class EpochMetric(Base):
@@ -111,6 +111,16 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class Lease(Base):
+    """A named lease among processes (e.g. the one reconciler of several API processes)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]
+
+
 # As many connections as the API has worker threads (anyio's default limit is 40): a request that
 # holds a session while it waits for a thread (a prediction) can never be starved by threads that
 # wait for a connection. Most of them are opened only under load and closed again.
@@ -143,17 +153,18 @@ _schema_ready: set[str] = set()
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the tables once per engine; raises the store's OperationalError while it is down."""
+    """Bring the store to the newest schema revision once per engine (service.schema); raises the
+    store's OperationalError while it is down, and service.schema.SchemaError for a revision this
+    code does not know."""
     key = str(engine.url)
     if key in _schema_ready:
         return
     with _schema_lock:
         if key in _schema_ready:
             return
-        try:
-            Base.metadata.create_all(engine)
-        except (IntegrityError, ProgrammingError):  # the API and a worker raced to create a table
-            Base.metadata.create_all(engine)
+        from service.schema import migrate  # alembic: imported by the first session only
+
+        migrate(engine)
         _schema_ready.add(key)
 
 

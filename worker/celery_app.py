@@ -14,14 +14,20 @@ for its job to end: it queues the job again and exits (worker/shutdown.py)."""
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+
+from celery import Celery, signals
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.broker import client_config
 from service.config import get_settings
+from service.db import ensure_schema, get_engine
+from service.schema import SchemaError
 
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600  # > the longest job; else Redis redelivers a running job
 
 settings = get_settings()
+logger = logging.getLogger(__name__)
 
 app = Celery("lrcam", broker=settings.REDIS_URL, include=["worker.tasks"])
 app.conf.update(
@@ -37,3 +43,16 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
     task_ignore_result=True,
 )
+
+
+@signals.worker_init.connect
+def _check_the_store(**_: object) -> None:
+    """Refuse to start on a store at a schema revision this code does not know (a newer lrcam
+    migrated it); bring an older one up to date. A store that does not answer yet is no reason not
+    to start: each task retries until it does."""
+    try:
+        ensure_schema(get_engine(settings.DATABASE_URL))
+    except SchemaError as exc:
+        raise SystemExit(f"lrcam worker: not starting: {exc}") from exc  # Celery's signals swallow Exceptions
+    except SQLAlchemyError as exc:
+        logger.warning("job store unreachable at start (DATABASE_URL); tasks will retry: %s", exc)
