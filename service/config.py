@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     JOB_LEASE_SECONDS: float = Field(
         default=120, gt=0, description="a running job without a worker heartbeat for this long: its worker died"
     )
+    JOB_STALL_SECONDS: float = Field(
+        default=900, gt=0,
+        description="a running job whose worker heart-beats but reports no progress (no batch) for this long is "
+        "stalled (a hung data loader, a stuck device): re-queued, then failed, like a dead worker's",
+    )
     MAX_JOB_ATTEMPTS: int = Field(
         default=3, ge=1, description="deliveries a job gets; a dead worker's job is queued again until then, then failed"
     )

@@ -10,7 +10,6 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service import store
 from service.config import SettingsDep
 from service.db import session_for
 
@@ -39,14 +38,3 @@ async def require_api_key(
     else:
         detail = "wrong API key in 'Authorization: Bearer <API_KEY>'"
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-def get_fresh_session(session: SessionDep, settings: SettingsDep) -> Session:
-    """A session in which running jobs whose worker stopped heartbeating are queued again (or failed,
-    their attempts used up): a read never shows a dead worker's job as running. The reconciler
-    (service.reconciler) sends the re-queued ones to the broker."""
-    store.reap_stale_jobs(session, lease_seconds=settings.JOB_LEASE_SECONDS, max_attempts=settings.MAX_JOB_ATTEMPTS)
-    return session
-
-
-FreshSessionDep = Annotated[Session, Depends(get_fresh_session)]

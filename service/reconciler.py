@@ -6,6 +6,13 @@ reconciler brings the broker back in line with the store, every RECONCILE_SECOND
 - a queued job older than QUEUED_GRACE_SECONDS that is not in the broker's queue (Redis restarted
   without its data, say) is sent again.
 
+- a running job whose worker heart-beats but has made no progress for JOB_STALL_SECONDS is treated
+  the same way, its error saying it stalled.
+
+Several API processes (uvicorn --workers N, replicas) share one reconciler: each pass first takes the
+store's `reconciler` lease (for three passes' time, on the store's clock), and only its holder
+reconciles. Reads of the API never write: a dead worker's job shows `running` until the next pass.
+
 Sending a job twice is harmless: a worker claims a job only while it is queued (or its worker is
 dead), so the second delivery of a job already running or ended is skipped."""
 
@@ -13,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,18 +34,27 @@ from service.errors import STORE_ERRORS
 logger = logging.getLogger(__name__)
 
 
+LEASE = "reconciler"
+HOLDER = f"{socket.gethostname()}/{os.getpid()}"  # this API process
+
+
 @dataclass
 class Reconciled:
     sent: list[str] = field(default_factory=list)  # jobs sent to the broker again
     ended: list[str] = field(default_factory=list)  # dead workers' jobs failed or cancelled
+    skipped: bool = False  # another API process holds the reconciler lease
 
 
-def reconcile(settings: Settings, broker: Broker) -> Reconciled:
-    """One pass; raises BrokerUnavailable or the store's errors when either does not answer."""
+def reconcile(settings: Settings, broker: Broker, *, holder: str = HOLDER) -> Reconciled:
+    """One pass, if this process holds the reconciler lease; raises BrokerUnavailable or the store's
+    errors when either does not answer."""
     with session_for(settings.DATABASE_URL) as session:
+        if not store.take_lease(session, LEASE, holder=holder, seconds=3 * settings.RECONCILE_SECONDS):
+            return Reconciled(skipped=True)
         reaped = store.reap_stale_jobs(
-            session, lease_seconds=settings.JOB_LEASE_SECONDS, max_attempts=settings.MAX_JOB_ATTEMPTS
-        )
+            session, lease_seconds=settings.JOB_LEASE_SECONDS, max_attempts=settings.MAX_JOB_ATTEMPTS,
+            stall_seconds=settings.JOB_STALL_SECONDS,
+        )  # fmt: skip
         created_before = utcnow() - timedelta(seconds=settings.QUEUED_GRACE_SECONDS)
         candidates = store.queued_jobs(session, created_before=created_before)
         candidates += [job for job_id in reaped.requeued if (job := store.get_job(session, job_id))]

@@ -14,15 +14,19 @@ an SQLite store is a file on one machine, whose clock is the store's."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import ENDED_STATUSES, Artifact, Checkpoint, EpochMetric, Job, new_id, utcnow
+from service.db import ENDED_STATUSES, Artifact, Checkpoint, EpochMetric, Job, Lease, new_id, utcnow
+
+logger = logging.getLogger(__name__)
 
 
 class JobNotFound(LookupError):
@@ -152,35 +156,68 @@ class Reaped:
     ended: list[str]  # failed (attempts used up) or cancelled (a cancel was pending)
 
 
-def reap_stale_jobs(session: Session, *, lease_seconds: float, max_attempts: int) -> Reaped:
-    """Every running job whose worker has not heartbeated for `lease_seconds` (its worker died) goes
-    back to `queued` while it has attempts left, else fails saying so; a pending cancel cancels it.
+def reap_stale_jobs(
+    session: Session, *, lease_seconds: float, max_attempts: int, stall_seconds: float | None = None
+) -> Reaped:
+    """Every running job whose worker has not heartbeated for `lease_seconds` (its worker died), or,
+    given `stall_seconds`, has made no progress for that long while heart-beating (a hung data
+    loader, a stuck device), goes back to `queued` while it has attempts left, else fails saying
+    which; a pending cancel cancels it. Its worker, should it come back, writes nothing more.
 
     Conditional on the heartbeat read, so concurrent reapers act on a job once."""
-    cutoff = store_now(session) - timedelta(seconds=lease_seconds)
+    now = store_now(session)
+    dead = Job.heartbeat_at < now - timedelta(seconds=lease_seconds)
+    stalled = Job.progress_at < now - timedelta(seconds=stall_seconds) if stall_seconds else dead
     stale = session.execute(
-        select(Job.id, Job.heartbeat_at, Job.attempts, Job.cancel_requested).where(
-            Job.status == "running", Job.heartbeat_at < cutoff
-        )
-    ).all()
+        select(Job.id, Job.heartbeat_at, Job.progress_at, Job.attempts, Job.cancel_requested, dead.label("dead"))
+        .where(Job.status == "running", or_(dead, stalled))
+    ).all()  # fmt: skip
     requeued, ended = [], []
-    for job_id, heartbeat_at, attempts, cancel_requested in stale:
+    for job_id, heartbeat_at, progress_at, attempts, cancel_requested, is_dead in stale:
+        if is_dead:
+            why = f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} " \
+                  f"(JOB_LEASE_SECONDS={lease_seconds:g})"  # fmt: skip
+        else:
+            why = f"stalled: its worker heart-beats but made no progress since {progress_at.isoformat()} " \
+                  f"(JOB_STALL_SECONDS={stall_seconds:g})"  # fmt: skip
         if cancel_requested or attempts < max_attempts:
             status = requeue_job(session, job_id, heartbeat_at=heartbeat_at)
+            logger.warning("job %s re-queued (attempt %d of %d): %s", job_id, attempts, max_attempts, why)
         else:
-            error = (
-                f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} "
-                f"(JOB_LEASE_SECONDS={lease_seconds:g}); gave up after {attempts} attempt(s) "
-                f"(MAX_JOB_ATTEMPTS={max_attempts})"
-            )
+            error = f"{why}; gave up after {attempts} attempt(s) (MAX_JOB_ATTEMPTS={max_attempts})"
             failed = _update_job(
                 session, job_id, Job.status == "running", Job.heartbeat_at == heartbeat_at,
                 status="failed", error=error, finished_at=utcnow(),
             )  # fmt: skip
             status = "failed" if failed else None
+            logger.warning("job %s failed: %s", job_id, error)
         if status is not None:
             (requeued if status == "queued" else ended).append(job_id)
     return Reaped(requeued, ended)
+
+
+def take_lease(session: Session, name: str, *, holder: str, seconds: float) -> bool:
+    """Hold the lease `name` for `seconds` from now on the store's clock: True when it was free,
+    had expired, or was `holder`'s already (renewed); False while another holder has it."""
+    now = _now(session)
+    until = now + timedelta(seconds=seconds)
+    statement = update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
+    if session.execute(statement.values(holder=holder, expires_at=until)).rowcount == 1:
+        session.commit()
+        return True
+    try:
+        session.add(Lease(name=name, holder=holder, expires_at=until))
+        session.commit()
+        return True
+    except IntegrityError:  # held by another
+        session.rollback()
+        return False
+
+
+def _now(session: Session) -> datetime:
+    """The store's clock as a value (an ORM INSERT takes values, not SQL expressions)."""
+    now = store_now(session)
+    return now if isinstance(now, datetime) else session.scalar(select(now))
 
 
 def requeue_job(
@@ -230,7 +267,7 @@ def claim_job(session: Session, job_id: str, *, worker: str, lease_seconds: floa
     now = store_now(session)
     dead = (Job.status == "running") & (Job.heartbeat_at < now - timedelta(seconds=lease_seconds))
     claimable = or_(Job.status == "queued", dead)
-    values = dict(status="running", started_at=now, heartbeat_at=now, worker=worker, progress={})
+    values = dict(status="running", started_at=now, heartbeat_at=now, progress_at=now, worker=worker, progress={})
     if not _update_job(session, job_id, claimable, attempts=Job.attempts + 1, **values):
         return None
     job = _reload(session, job_id)
@@ -247,7 +284,7 @@ def heartbeat(
     (or no longer held by `claim`)."""
     values: dict[str, Any] = {"heartbeat_at": store_now(session)}
     if progress is not None:
-        values["progress"] = progress
+        values.update(progress=progress, progress_at=values["heartbeat_at"])
     held = claim.holds() if claim is not None else (Job.status == "running",)
     return _update_job(session, job_id, *held, **values)
 

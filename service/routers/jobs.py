@@ -16,7 +16,7 @@ from service.broker import Broker, BrokerDep, BrokerUnavailable
 from service.cache import Tag, job_tag, metrics_cache
 from service.config import Settings, SettingsDep
 from service.db import Job, session_for
-from service.deps import FreshSessionDep, SessionDep, get_fresh_session
+from service.deps import SessionDep
 from service.schemas import (
     BestEpochPublic,
     JobKind,
@@ -85,7 +85,7 @@ KindFilter = Annotated[JobKind | None, BeforeValidator(_empty_is_none), Query(de
 
 @router.get("", responses=UNAVAILABLE)
 def list_jobs(
-    session: FreshSessionDep,
+    session: SessionDep,
     status: StatusFilter = None,
     kind: KindFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -107,7 +107,7 @@ def _job_or_404(session: Session, job_id: str) -> Job:
 
 
 @router.get("/{job_id}", responses=UNKNOWN_JOB | UNAVAILABLE)
-def get_job(job_id: str, session: FreshSessionDep) -> JobPublic:
+def get_job(job_id: str, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(_job_or_404(session, job_id))
 
 
@@ -116,7 +116,7 @@ def get_job(job_id: str, session: FreshSessionDep) -> JobPublic:
     status_code=status.HTTP_202_ACCEPTED,
     responses=UNKNOWN_JOB | {409: {"description": "the job already ended"}} | UNAVAILABLE,
 )
-def cancel_job(job_id: str, session: FreshSessionDep, broker: BrokerDep) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, broker: BrokerDep) -> JobPublic:
     """A queued job is cancelled at once; a running one is asked to stop (it stays running until it
     does, within an epoch or a few LR-finder iterations)."""
     job = store.request_cancel(session, job_id)
@@ -148,7 +148,7 @@ def _read_metrics(
     settings: Settings, job_id: str, since_epoch: int
 ) -> tuple[TrainMetricsPublic | LRFinderMetricsPublic, Tag]:
     with session_for(settings.DATABASE_URL) as session:
-        job = _job_or_404(get_fresh_session(session, settings), job_id)
+        job = _job_or_404(session, job_id)
         return _metrics(session, job, since_epoch), job_tag(job.status, job.progress)
 
 

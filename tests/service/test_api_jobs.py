@@ -297,30 +297,20 @@ def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -
     assert metrics == {"job_id": job.id, "status": "succeeded", **curve}
 
 
-def test_a_running_job_without_heartbeat_is_requeued_when_read(configure, session: Session) -> None:
+def test_reads_do_not_write(configure, session: Session) -> None:
+    """A dead worker's job stays `running` to readers until the reconciler's pass (here held by
+    another API process) re-queues it: GET /jobs and GET /jobs/{id} change nothing."""
     configure(JOB_LEASE_SECONDS=30)
-    stale, fresh = put_job(session, status="running"), put_job(session, status="running")
-    an_hour_ago = utcnow() - timedelta(hours=1)
-    session.execute(update(Job).where(Job.id == stale.id).values(heartbeat_at=an_hour_ago))
+    assert store.take_lease(session, "reconciler", holder="another-api/1", seconds=600)
+    stale = put_job(session, status="running")
+    session.execute(update(Job).where(Job.id == stale.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
     session.commit()
     with make_client(FakeBroker()) as client:
-        job = client.get(f"/jobs/{stale.id}").json()
-        assert job["status"] == "queued" and job["finished_at"] is None and job["error"] is None
-        assert client.get(f"/jobs/{fresh.id}").json()["status"] == "running"
+        assert client.get(f"/jobs/{stale.id}").json()["status"] == "running"
         assert client.get("/jobs", params={"status": "running"}).json()["total"] == 1
-    again = store.claim_job(session, stale.id, worker="next", lease_seconds=30)  # the next delivery runs it
-    assert again is not None and again.attempts == 2
-
-
-def test_the_stale_rule_also_applies_to_listing_and_gives_up_after_max_attempts(configure, session: Session) -> None:
-    configure(JOB_LEASE_SECONDS=0.2, MAX_JOB_ATTEMPTS=1)
-    job = put_job(session, status="running")
-    session.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(seconds=5)))
-    session.commit()
-    with make_client(FakeBroker()) as client:
-        listed = client.get("/jobs").json()["jobs"]
-    assert listed[0]["status"] == "failed" and "JOB_LEASE_SECONDS=0.2" in listed[0]["error"]
-    assert listed[0]["error"].startswith("worker died or lost contact") and "MAX_JOB_ATTEMPTS=1" in listed[0]["error"]
+        assert client.get(f"/jobs/{stale.id}/metrics").json()["status"] == "running"
+    job = store.get_job(session, stale.id)
+    assert job is not None and job.status == "running" and job.attempts == 1
 
 
 def test_submissions_beyond_max_queued_jobs_get_429(configure, broker: FakeBroker) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api_support import TRAIN_PARAMS, FakeBroker, make_client, put_job
 from service import store
 from service.broker import BrokerUnavailable, get_broker
-from service.db import Job, utcnow
+from service.db import Job, Lease, utcnow
 from service.reconciler import reconcile
 
 
@@ -47,6 +47,41 @@ def test_a_dead_workers_job_is_sent_again_then_failed_when_its_attempts_are_used
     failed = store.get_job(session, job.id)
     assert outcome.sent == [] and outcome.ended == [job.id] and failed.status == "failed"
     assert failed.error.startswith("worker died or lost contact") and "gave up after 2 attempt(s)" in failed.error
+
+
+def test_one_api_process_reconciles_at_a_time(configure, session) -> None:
+    settings = configure(JOB_LEASE_SECONDS=30, RECONCILE_SECONDS=5)
+    job = put_job(session, status="running")
+    age(session, job.id, heartbeat=120)
+    first, second = FakeBroker(), FakeBroker()
+    assert reconcile(settings, first, holder="api-a/1").sent == [job.id]
+    assert reconcile(settings, second, holder="api-b/2").skipped and second.sent == []
+    assert not reconcile(settings, first, holder="api-a/1").skipped  # renewed by its holder
+    session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))  # api-a died
+    session.commit()
+    assert not reconcile(settings, second, holder="api-b/2").skipped
+    assert reconcile(settings, first, holder="api-a/1").skipped
+
+
+def test_a_job_that_heart_beats_without_progress_is_requeued_then_failed_as_stalled(configure, session) -> None:
+    settings = configure(JOB_LEASE_SECONDS=30, JOB_STALL_SECONDS=60, MAX_JOB_ATTEMPTS=2, QUEUED_GRACE_SECONDS=600)
+    job = put_job(session, status="running")
+    claim = store.Claim.of(store.get_job(session, job.id))
+    assert store.heartbeat(session, job.id, {"epoch": 1, "step": 3}, claim=claim)
+    session.execute(update(Job).where(Job.id == job.id).values(progress_at=utcnow() - timedelta(seconds=120)))
+    session.commit()
+    assert store.heartbeat(session, job.id, claim=claim)  # the heartbeat thread goes on; no progress
+    assert reconcile(settings, FakeBroker()).sent == [job.id]
+    assert not store.heartbeat(session, job.id, {"epoch": 1, "step": 4}, claim=claim)  # it lost the job
+
+    again = store.Claim.of(store.claim_job(session, job.id, worker="w/2", lease_seconds=30))
+    assert store.heartbeat(session, job.id, {"epoch": 1, "step": 1}, claim=again)
+    assert reconcile(settings, FakeBroker()).sent == []  # progressing: left alone
+    session.execute(update(Job).where(Job.id == job.id).values(progress_at=utcnow() - timedelta(seconds=120)))
+    session.commit()
+    assert reconcile(settings, FakeBroker()).ended == [job.id]
+    failed = store.get_job(session, job.id)
+    assert failed.status == "failed" and failed.error.startswith("stalled") and "JOB_STALL_SECONDS=60" in failed.error
 
 
 def test_queued_jobs_the_broker_lost_are_sent_again_after_the_grace_period(configure, session) -> None:
