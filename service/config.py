@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends
 from pydantic import Field, field_validator
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         default=0, ge=0, le=19,
         description="CPU niceness the API takes at start (0-19): where a worker trains on the same CPUs "
         "(scripts/up), e.g. 5 lets training have the cores first and requests wait instead",
+    )
+    LOG_FORMAT: Literal["text", "json"] = Field(
+        default="text", description="log lines of the API and the worker: text, or one JSON object a line"
     )
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS closed"

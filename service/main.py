@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import errors
+from service import errors, logs
 from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
@@ -20,7 +20,7 @@ from service.deps import require_api_key
 from service.limits import lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
-from service.routers import artifacts, catalogue, checkpoints, health, jobs, predict
+from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
 
 logger = logging.getLogger(__name__)
 PROTECTED_ERRORS = {
@@ -32,6 +32,7 @@ PROTECTED_ERRORS = {
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    logs.configure(settings.LOG_FORMAT)
     if settings.API_NICE:
         lower_priority(settings.API_NICE)
     try:
@@ -71,7 +72,7 @@ def create_app() -> FastAPI:
                        max_predict_bytes=settings.MAX_PREDICT_BYTES)  # fmt: skip
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (jobs.router, artifacts.router, checkpoints.router, catalogue.router):
+    for router in (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router):
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
     busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions are running already"}}
     app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],

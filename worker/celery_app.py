@@ -20,6 +20,7 @@ from celery import Celery, signals
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.broker import client_config
+from service import logs
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.schema import SchemaError
@@ -43,6 +44,12 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
     task_ignore_result=True,
 )
+
+
+@signals.setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_: object) -> None:
+    """Our handler instead of Celery's: job and request ids on every line, LOG_FORMAT honoured."""
+    logs.configure(settings.LOG_FORMAT, loglevel or logging.INFO)
 
 
 @signals.worker_init.connect

@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from celery import Task
@@ -17,6 +20,7 @@ from service import store
 from service.broker import TASK_NAME, BrokerUnavailable, get_broker
 from service.config import Settings, get_settings
 from service.db import session_for
+from service.logs import JobLogHandler, job_id_var
 from worker.celery_app import app
 from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
@@ -27,6 +31,19 @@ STORE_RETRY_SECONDS = 15
 STORE_RETRIES = 40  # ten minutes of a store that does not answer before the delivery is dropped
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def job_logging(job_id: str, folder: Path) -> Iterator[None]:
+    """The job's id on every log line of its run, and those lines kept in its folder's job.log."""
+    token = job_id_var.set(job_id)
+    handler = JobLogHandler(job_id, folder)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        job_id_var.reset(token)
 
 
 @app.task(name=TASK_NAME, bind=True)
@@ -43,6 +60,15 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     if claim is None:
         logger.info("job %s: not claimed (ended, cancelled, or running elsewhere); skipped", job_id)
         return "skipped"
+    with job_logging(job_id, settings.ARTIFACTS_DIR.resolve() / job_id):
+        logger.info("%s job claimed by worker %s (attempt %d)", kind, claim.worker, claim.attempt)
+        status = _run(settings, claim, kind, params)
+        logger.info("job ended: %s", status)
+        return status
+
+
+def _run(settings: Settings, claim: store.Claim, kind: str, params: dict[str, Any]) -> str:
+    job_id = claim.job_id
     reporter = StoreReporter(job_id, settings.DATABASE_URL, claim=claim)
     job_run = JobRun(job_id, settings, reporter)
     try:
@@ -64,6 +90,7 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
             logger.exception("job %s: unexpected error", job_id)
         job_run.salvage()
         error = describe(exc, epoch=reporter.epoch, params=params)
+        logger.error("job failed: %s", error)
         reporter.finish("failed", error=error, progress=reporter.progress)
         return "failed"
     reporter.finish(

@@ -1,0 +1,90 @@
+"""Logging of the API and the worker: every line carries the job id and the request id it belongs
+to (`job=- req=-` when none), as text or, with LOG_FORMAT=json, one JSON object a line. A worker also
+keeps each job's own lines in `<ARTIFACTS_DIR>/<job id>/job.log` (at most JOB_LOG_BYTES), served by
+`GET /jobs/{id}/log`, so that a failed job explains itself without a shell on the worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Literal
+
+from service.middleware import request_id_var
+
+job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
+LogFormat = Literal["text", "json"]
+TEXT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s req=%(request_id)s] %(message)s"
+JOB_LOG = "job.log"
+JOB_LOG_BYTES = 1024 * 1024  # a job's own log; beyond it lines are dropped, saying so once
+
+
+class ContextFilter(logging.Filter):
+    """Stamps each record with the job and request it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_id = getattr(record, "job_id", None) or job_id_var.get() or "-"
+        record.request_id = getattr(record, "request_id", None) or request_id_var.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "job_id": None if record.job_id == "-" else record.job_id,  # type: ignore[attr-defined]
+            "request_id": None if record.request_id == "-" else record.request_id,  # type: ignore[attr-defined]
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def formatter(log_format: LogFormat) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT)
+
+
+def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
+    """One handler on the root logger (stderr), its records stamped; replaces an earlier one."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "lrcam", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.lrcam = True  # type: ignore[attr-defined]
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(formatter(log_format))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class JobLogHandler(logging.Handler):
+    """Appends the records of one job (by `job_id_var`) to its folder's job.log, up to a size."""
+
+    def __init__(self, job_id: str, folder: Path, *, max_bytes: int = JOB_LOG_BYTES) -> None:
+        super().__init__(logging.INFO)
+        self.job_id = job_id
+        self.path = folder / JOB_LOG
+        self.max_bytes = max_bytes
+        self.addFilter(ContextFilter())
+        self.setFormatter(logging.Formatter(TEXT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if job_id_var.get() != self.job_id and getattr(record, "job_id", None) != self.job_id:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            size = self.path.stat().st_size if self.path.exists() else 0
+            if size >= self.max_bytes:
+                return
+            line = self.format(record) + "\n"
+            if size + len(line.encode()) > self.max_bytes:
+                line = f"... job.log reached {self.max_bytes} bytes (JOB_LOG_BYTES); later lines are in the worker's log\n"
+            with self.path.open("a", encoding="utf-8") as log:
+                log.write(line)
+        except OSError:
+            self.handleError(record)
