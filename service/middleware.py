@@ -8,6 +8,7 @@ the body's size, and the answer to an unexpected error.
   request carries a valid key: at once when `Content-Length` says so, else the moment the streamed
   bytes pass the bound. JSON bodies (job specs) are bounded by MAX_BODY_BYTES; `/predict`'s multipart
   body, all files together, by MAX_PREDICT_BYTES (each file also by MAX_UPLOAD_BYTES).
+- Each request is counted and timed for `GET /metrics` (service.telemetry), by route template.
 - An unexpected error (a bug) is logged with its traceback and answered `500 {"detail": ...,
   "request_id": ...}`: never a traceback, a server path or an internal address.
 """
@@ -17,11 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from contextvars import ContextVar
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import telemetry
 
 logger = logging.getLogger(__name__)
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -49,12 +53,12 @@ class RequestContext:
         given = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = given if _CLIENT_ID.fullmatch(given) else new_request_id()
         token = request_id_var.set(request_id)
-        started = False
+        started, code, began = False, 500, time.perf_counter()
 
         async def sending(message: Message) -> None:
-            nonlocal started
+            nonlocal started, code
             if message["type"] == "http.response.start":
-                started = True
+                started, code = True, message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
 
@@ -71,6 +75,8 @@ class RequestContext:
                 detail = f"internal error; the server's log has the details under request id {request_id}"
                 await _answer(sending, status.HTTP_500_INTERNAL_SERVER_ERROR, detail, request_id=request_id)
         finally:
+            route = getattr(scope.get("route"), "path", "unmatched")  # the template: bounded label values
+            telemetry.observe_request(scope["method"], route, code, time.perf_counter() - began)
             request_id_var.reset(token)
 
     def _limit(self, path: str) -> tuple[int, str]:

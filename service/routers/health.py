@@ -1,11 +1,12 @@
-"""Liveness (no auth, no dependencies) and readiness (the store and the broker answer; behind the
-API key like every endpoint but /health)."""
+"""Liveness (no auth, no dependencies), readiness (the store and the broker answer) and Prometheus
+metrics; the last two behind the API key like every endpoint but /health."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from sqlalchemy import text
 
+from service import telemetry
 from service.broker import BrokerDep, BrokerUnavailable
 from service.config import SettingsDep
 from service.db import session_for
@@ -47,3 +48,15 @@ def ready(settings: SettingsDep, broker: BrokerDep) -> ReadyPublic:
         detail["message"] = "; ".join(problems.values())
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
     return ReadyPublic(status="ready", store="ok", broker="ok")
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(require_api_key)],
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format (service.telemetry)", "content": {"text/plain": {}}},
+               401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"}},
+)  # fmt: skip
+def metrics(settings: SettingsDep, broker: BrokerDep) -> Response:
+    """Requests, predictions, jobs by status, queue depth, job durations, worker heartbeats."""
+    return Response(telemetry.exposition(settings, broker), media_type=telemetry.CONTENT_TYPE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from service import store
+from service import store, telemetry
 from service.admission import invalid
 from service.config import Settings, SettingsDep
 from service.db import Checkpoint, session_for
@@ -70,9 +71,12 @@ def _decode_and_predict(
     """Runs on MODEL_THREAD: decoding and the model in one hop (each hop costs a context switch), and
     one image decoded in full at a time in the whole process."""
     predictor = importlib.import_module("service.predictor")  # imports torch on the first prediction only
+    began = time.perf_counter()
     images = decode_images(uploads, max_pixels=max_pixels)
     try:
-        return predictor.predict(checkpoint_id, folder, images, **options)
+        results = predictor.predict(checkpoint_id, folder, images, **options)
+        telemetry.observe_prediction(len(images), gradcam=options["gradcam"], seconds=time.perf_counter() - began)
+        return results
     except predictor.UnusableCheckpoint as exc:
         raise invalid(("query", "checkpoint"), str(exc), checkpoint_id) from exc
     except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
