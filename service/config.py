@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     PREDICT_DEVICE: str = Field(
         default="cpu", description="where /predict runs its models: cpu, cuda or cuda:N (without a GPU: the CPU)"
     )
+    WORKER_DEVICE: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="where a worker trains: auto (a GPU when torch sees one, else the CPU), cpu, or cuda (a worker "
+        "that sees no GPU refuses to start: the GPU image sets it, so a missing driver is loud, not slow)",
+    )
     PREDICT_THREADS: int = Field(
         default=0, ge=0, le=1024,
         description="torch threads /predict uses (0: torch's default, one per core); 1 where a worker trains on "
@@ -100,12 +105,20 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _database_url(cls, value: str) -> str:
+        """postgresql:// and postgres:// (what PostgreSQL's own tools and most hosts hand out) mean the
+        installed driver, psycopg 3; another driver named explicitly is refused with the fix."""
+        if value.startswith(("postgres://", "postgresql://")):
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
         try:
-            backend = make_url(value).get_backend_name()
+            url = make_url(value)
         except ArgumentError as exc:
             raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql+psycopg://; got {value!r}")
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql://; got {value!r}")
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+            fixed = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
+            raise ValueError(f"DATABASE_URL names the driver {url.get_driver_name()!r}, which lrcam does not install; "
+                             f"use postgresql:// or postgresql+psycopg:// (e.g. {fixed})")  # fmt: skip
         return value
 
     @field_validator("PREDICT_DEVICE")

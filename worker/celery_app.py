@@ -53,6 +53,19 @@ def _logging(loglevel: int | str | None = None, **_: object) -> None:
 
 
 @signals.worker_init.connect
+def check_the_device(**_: object) -> None:
+    """WORKER_DEVICE=cuda (the GPU image) and no GPU visible: refuse to start rather than train on the CPU."""
+    if settings.WORKER_DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(
+                "lrcam worker: not starting: WORKER_DEVICE=cuda but torch sees no GPU. Check the NVIDIA driver and "
+                "the Container Toolkit (`nvidia-smi` inside the container), or set WORKER_DEVICE=auto to train on the CPU"
+            )
+
+
+@signals.worker_init.connect
 def _check_the_store(**_: object) -> None:
     """Refuse to start on a store at a schema revision this code does not know (a newer lrcam
     migrated it); bring an older one up to date. A store that does not answer yet is no reason not

