@@ -9,10 +9,14 @@ the encoded response is reused for up to METRICS_CACHE_SECONDS (0.5 s by default
 What a client sees stays consistent within this API process: each cached response is tagged with
 its job's state (status, epoch in progress), and any read of the job that finds another state
 (`GET /jobs/{id}`, `GET /jobs`) drops it, as does a cancel. So a client that sees a job end, or a
-new epoch start, and then asks for the metrics gets them fresh, not a poll that predates it."""
+new epoch start, and then asks for the metrics gets them fresh, not a poll that predates it. Across
+API processes (replicas behind a load balancer) the client carries the consistency: each response has
+an ETag (the same body has the same tag everywhere), and a poll whose `If-None-Match` names other
+metrics than the cached ones reads the store, so it never gets older metrics than it already has."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +26,11 @@ from typing import Any
 MAX_ENTRIES = 1024  # responses kept at most (the least recently stored go first)
 
 Tag = tuple[str, Any]  # a job's (status, epoch in progress) when its response was read
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag: the same metrics give the same tag in every API process."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
 def job_tag(status: str, progress: dict[str, Any] | None) -> Tag:

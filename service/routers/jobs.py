@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
@@ -13,7 +13,7 @@ from ml.specs import LRFinderSpec, TrainSpec
 from service import store
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
-from service.cache import Tag, job_tag, metrics_cache
+from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.config import Settings, SettingsDep
 from service.db import Job, session_for
 from service.deps import SessionDep
@@ -126,22 +126,34 @@ def cancel_job(job_id: str, session: SessionDep, broker: BrokerDep) -> JobPublic
     return JobPublic.model_validate(job)
 
 
+NOT_MODIFIED = {304: {"description": "If-None-Match names the current metrics: the client has them"}}
+
+
 @router.get(
-    "/{job_id}/metrics", response_model=TrainMetricsPublic | LRFinderMetricsPublic, responses=UNKNOWN_JOB | UNAVAILABLE
-)
+    "/{job_id}/metrics", response_model=TrainMetricsPublic | LRFinderMetricsPublic,
+    responses=UNKNOWN_JOB | UNAVAILABLE | NOT_MODIFIED,
+)  # fmt: skip
 async def get_metrics(
     job_id: str,
     settings: SettingsDep,
     since_epoch: Annotated[int, Query(ge=0, description="train jobs: only epochs after this one")] = 0,
+    if_none_match: Annotated[str | None, Header(description="the ETag of the metrics the client has")] = None,
 ) -> Response:
     """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve.
-    At most METRICS_CACHE_SECONDS older than the store (service.cache)."""
+    At most METRICS_CACHE_SECONDS older than the store (service.cache), and never older than what
+    the client has: its `If-None-Match` naming other metrics than this process's cached ones is read
+    from the store (so a client polling several API processes never goes back), and naming the
+    current ones is answered 304 without a body."""
     body = metrics_cache.get(job_id, since_epoch)
-    if body is None:  # one hop to the threadpool for the store (a session dependency would take three)
+    if body is None or (if_none_match is not None and if_none_match != etag_of(body)):
+        # one hop to the threadpool for the store (a session dependency would take three)
         metrics, tag = await run_in_threadpool(_read_metrics, settings, job_id, since_epoch)
         body = metrics.model_dump_json().encode()
         metrics_cache.put(job_id, since_epoch, body, ttl=settings.METRICS_CACHE_SECONDS, tag=tag)
-    return Response(body, media_type="application/json")
+    etag = etag_of(body)
+    if if_none_match == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 def _read_metrics(

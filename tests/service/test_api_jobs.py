@@ -334,3 +334,23 @@ def test_jobs_api_on_postgresql(configure, postgres_url: str) -> None:
         assert client.get("/jobs").json()["jobs"] == [job]
         assert client.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
         assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_metrics_carry_an_etag_and_never_go_back_across_api_processes(configure, session: Session) -> None:
+    """Another API process answered the client with epoch 2; this one still caches epoch 1: the
+    client's If-None-Match makes it read the store instead of going back."""
+    from service.cache import metrics_cache
+
+    configure(METRICS_CACHE_SECONDS=60)
+    job = put_job(session, status="running")
+    claim = store.Claim.of(store.get_job(session, job.id))
+    store.add_epoch(session, job.id, record(1, 0.4), claim=claim)
+    with make_client(FakeBroker()) as client:
+        first = client.get(f"/jobs/{job.id}/metrics")  # cached here for a minute
+        store.add_epoch(session, job.id, record(2, 0.6), claim=claim)
+        assert client.get(f"/jobs/{job.id}/metrics").json()["epochs"] == first.json()["epochs"]  # the cache
+        fresh = client.get(f"/jobs/{job.id}/metrics", headers={"If-None-Match": '"from-another-process"'})
+        assert [e["epoch"] for e in fresh.json()["epochs"]] == [1, 2] and fresh.headers["ETag"] != first.headers["ETag"]
+        same = client.get(f"/jobs/{job.id}/metrics", headers={"If-None-Match": fresh.headers["ETag"]})
+        assert same.status_code == 304 and same.content == b"" and same.headers["ETag"] == fresh.headers["ETag"]
+    metrics_cache.forget(job.id)
