@@ -1,5 +1,5 @@
 """`lrcam`, the command-line client (`python -m service.client` too). It speaks the HTTP contract
-(shared/API.md) and nothing else: no torch, no service internals, so it runs wherever httpx does."""
+(docs/API.md) and nothing else: no torch, no service internals, so it runs wherever httpx does."""
 
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def add_job_commands(commands: argparse._SubParsersAction) -> None:
         ("lr-find", "/jobs/lr-finder", "an LR range test"),
         ("train", "/jobs/train", "a training run"),
     ):
-        command = commands.add_parser(name, help=f"submit {what} (a JSON spec as in shared/API.md); prints the job id")
+        command = commands.add_parser(name, help=f"submit {what} (a JSON spec as in docs/API.md); prints the job id")
         command.add_argument("spec", metavar="SPEC.json")
         command.add_argument("--watch", action="store_true", help="then follow it until it ends")
         command.set_defaults(func=submit(endpoint))
