@@ -210,6 +210,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def progress_text(job: dict[str, Any]) -> str:
     progress = job.get("progress") or {}
+    if progress.get("downloading"):
+        done, total = progress.get("downloaded_bytes") or 0, progress.get("total_bytes")
+        return f"downloading {progress['downloading']}" + (f" {done / total:.0%}" if total else "")
     epoch = f"epoch {progress['epoch']}/{progress.get('epochs', '?')} " if progress.get("epoch") else ""
     fraction = progress.get("fraction")
     return f"{epoch}{fraction:.0%}" if fraction is not None else epoch.strip()

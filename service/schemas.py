@@ -35,7 +35,8 @@ class Sparse(BaseModel):
 
 
 class ProgressPublic(Sparse):
-    """Where a job is: {} while queued; an LR-finder job's has step, steps and fraction only."""
+    """Where a job is: {} while queued; an LR-finder job's has step, steps and fraction only; while
+    a dataset downloads, downloading, downloaded_bytes and total_bytes instead."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061,
@@ -47,6 +48,11 @@ class ProgressPublic(Sparse):
     step: int | None = Field(default=None, description="the batch (LR finder: the iteration) within the epoch")
     steps: int | None = Field(default=None, description="batches per epoch (LR finder: iterations)")
     fraction: float | None = Field(default=None, description="of the whole job done, 0..1; 1.0 once succeeded")
+    downloading: str | None = Field(
+        default=None, description="before the run starts: the dataset being downloaded (cifar10 on first use)"
+    )
+    downloaded_bytes: int | None = Field(default=None, description="while downloading: bytes so far")
+    total_bytes: int | None = Field(default=None, description="while downloading: the archive's size, if known")
     updated_at: Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})] | None = Field(
         default=None,
         description="when the worker was at this step (progress is written at most once a second)",
