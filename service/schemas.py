@@ -70,7 +70,9 @@ class JobBase(BaseModel):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_JOB_EXAMPLE]})
 
     id: str
+    kind: JobKind  # narrowed by each subclass; declared here to keep the contract's key order
     status: JobStatus
+    params: dict = Field(description="the validated request")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
