@@ -59,26 +59,29 @@ class ProgressPublic(Sparse):
     )
 
 
-_JOB_EXAMPLE = {"id": "5f0c...", "kind": "train", "status": "running", "params": {"...": "the validated request"},
-                "created_at": "2026-11-26T10:00:00Z", "started_at": "2026-11-26T10:00:01Z", "finished_at": None,
-                "progress": {"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061,
-                             "updated_at": "2026-11-26T10:00:03.120000+00:00"},
-                "error": None, "checkpoint_id": None, "attempts": 1, "cancel_requested": False}  # fmt: skip
+def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict) -> dict:
+    """The contract's Job example, its params the spec's own example with every default filled in."""
+    params = spec.model_validate(spec.model_config["json_schema_extra"]["examples"][0]).model_dump(mode="json")
+    return {"id": "5f0c9a1e2b7d4c3f8e6a1b2c3d4e5f60", "kind": kind, "status": "running", "params": params,
+            "created_at": "2026-11-26T10:00:00Z", "started_at": "2026-11-26T10:00:01Z", "finished_at": None,
+            "progress": progress | {"updated_at": "2026-11-26T10:00:03.120000+00:00"}, "error": None,
+            "checkpoint_id": None, "attempts": 1, "cancel_requested": False}  # fmt: skip
 
 
 class JobBase(BaseModel):
-    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_JOB_EXAMPLE]})
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     kind: JobKind  # narrowed by each subclass; declared here to keep the contract's key order
     status: JobStatus
     params: dict = Field(description="the validated request")
     created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    # the nullable fields have a default so that the examples hold once /openapi.json drops their nulls
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     progress: ProgressPublic
-    error: str | None = Field(description="why the job failed (or was recorded as failed); null otherwise")
-    checkpoint_id: str | None = Field(description="the best checkpoint a train job left; null until then")
+    error: str | None = Field(default=None, description="why the job failed (or was recorded as failed)")
+    checkpoint_id: str | None = Field(default=None, description="the best checkpoint a train job left")
     attempts: int = Field(description="how many deliveries have started this job (at most MAX_JOB_ATTEMPTS)")
     cancel_requested: bool = Field(description="a cancel was asked of the running job and it has not stopped yet")
 
@@ -86,12 +89,18 @@ class JobBase(BaseModel):
 class TrainJobPublic(JobBase):
     """A training run."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
+        "train", TrainSpec, {"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061})]})  # fmt: skip
+
     kind: Literal["train"]
     params: TrainSpec = Field(description="the validated request, every default filled in")
 
 
 class LRFinderJobPublic(JobBase):
     """An LR range test."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
+        "lr_finder", LRFinderSpec, {"step": 35, "steps": 100, "fraction": 0.35})]})  # fmt: skip
 
     kind: Literal["lr_finder"]
     params: LRFinderSpec = Field(description="the validated request, every default filled in")

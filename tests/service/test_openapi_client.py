@@ -122,3 +122,15 @@ def test_generated_models_parse_real_responses(
     store.finish_job(session, finder_id, status="succeeded", result=result)
     curve = generated.LRFinderMetricsPublic.model_validate(client.get(f"/jobs/{finder_id}/metrics").json())
     assert curve.suggestions.steepest == 1e-3 and curve.suggestions.valley is None and curve.lrs == [1e-4, 1e-3]
+
+
+def test_every_example_in_the_document_parses_with_the_generated_models(
+    client: TestClient, generated: types.ModuleType
+) -> None:
+    checked = []
+    for name, schema in client.get("/openapi.json").json()["components"]["schemas"].items():
+        for example in schema.get("examples", []):
+            getattr(generated, name).model_validate(example)  # raises on an example its own schema refuses
+            checked.append(name)
+    assert {"TrainSpec", "LRFinderSpec", "TrainJobPublic", "LRFinderJobPublic", "ProgressPublic", "EpochPublic",
+            "TrainMetricsPublic", "LRFinderMetricsPublic"} <= set(checked)  # fmt: skip
