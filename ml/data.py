@@ -151,7 +151,7 @@ def _cifar10(data_dir: Path, on_download: downloads.OnBytes | None) -> _Splits:
     names = list(CIFAR10_FILES)
     missing = [name for name in names if not (folder / name).is_file()]
     if missing and downloads.offline():
-        raise DatasetError(f"CIFAR-10 not found at {folder} (missing {', '.join(missing)}) and LRCAM_OFFLINE=1 "
+        raise DatasetError(f"CIFAR-10 not found at {folder} and LRCAM_OFFLINE=1 "
                            f"forbids downloading it: {downloads.offline_help(data_dir)}")  # fmt: skip
     if missing:
         try:
