@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ml import downloads
+from ml.downloads import CIFAR10_FILES, CIFAR10_FOLDER
 from ml.specs import DatasetSpec
 
 __all__ = ["DatasetBundle", "DatasetError", "ImageSet", "channel_stats", "load_dataset", "stratified_indices"]
 
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TRAIN_BATCHES = tuple(name for name in CIFAR10_FILES if name.startswith("data_batch_"))
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FMNIST_TORCHVISION_DIR = Path("FashionMNIST") / "raw"  # relative to DATA_DIR
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -76,11 +77,14 @@ class _Splits:
     classes: tuple[str, ...]
 
 
-def load_dataset(spec: DatasetSpec, data_dir: Path) -> DatasetBundle:
-    """The dataset `spec` names, read from under `data_dir`, subset and with its statistics."""
+def load_dataset(
+    spec: DatasetSpec, data_dir: Path, *, on_download: downloads.OnBytes | None = None
+) -> DatasetBundle:
+    """The dataset `spec` names, read from under `data_dir`, subset and with its statistics.
+    CIFAR-10 is downloaded when absent (unless LRCAM_OFFLINE=1), `on_download(bytes, total)` told."""
     data_dir = Path(data_dir)
     if spec.name == "cifar10":
-        splits = _cifar10(data_dir)
+        splits = _cifar10(data_dir, on_download)
     elif spec.name == "fashion_mnist":
         splits = _fashion_mnist(data_dir)
     elif spec.name == "image_folder":
@@ -142,16 +146,18 @@ def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
 # --- CIFAR-10: the "python version" pickles ---------------------------------------------------
 
 
-def _cifar10(data_dir: Path) -> _Splits:
+def _cifar10(data_dir: Path, on_download: downloads.OnBytes | None) -> _Splits:
     folder = data_dir / CIFAR10_FOLDER
-    names = [*CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta"]
+    names = list(CIFAR10_FILES)
     missing = [name for name in names if not (folder / name).is_file()]
-    if missing and _download("CIFAR10", data_dir):
-        missing = [name for name in names if not (folder / name).is_file()]
+    if missing and downloads.offline():
+        raise DatasetError(f"CIFAR-10 not found at {folder} and LRCAM_OFFLINE=1 "
+                           f"forbids downloading it: {downloads.offline_help(data_dir)}")  # fmt: skip
     if missing:
-        raise DatasetError(f"CIFAR-10 not found at {folder} (missing {', '.join(missing)}): put the CIFAR-10 "
-                           f"python batches there (e.g. `shared/datasets/get-cifar10 {data_dir}`), or unset "
-                           "LRCAM_OFFLINE on a machine with internet access to let torchvision download them")
+        try:
+            downloads.fetch_cifar10(data_dir, on_bytes=on_download)
+        except downloads.DownloadFailed as exc:
+            raise DatasetError(f"CIFAR-10 not found at {folder} and {exc}; {downloads.offline_help(data_dir)}") from exc
     folder = folder.resolve()
     return _cached_cifar10(folder, _stamp([folder / name for name in names]))
 
@@ -255,7 +261,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 def _download(dataset: str, data_dir: Path) -> bool:
     """Let torchvision fetch a dataset into `data_dir`, unless LRCAM_OFFLINE=1. Whether it tried:
     on failure the caller reports what is still missing."""
-    if os.environ.get("LRCAM_OFFLINE") == "1":
+    if downloads.offline():
         return False
     import torchvision.datasets
 

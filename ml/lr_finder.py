@@ -25,7 +25,7 @@ from ml.data import load_dataset
 from ml.loaders import make_loaders
 from ml.models import build_model
 from ml.plots import plot_lr_finder
-from ml.progress import Callbacks, NullCallbacks
+from ml.progress import Callbacks, NullCallbacks, download_progress
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.specs import LRFinderSpec
 
@@ -267,10 +267,12 @@ def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, A
     }
 
 
-def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int) -> tuple:
+def _setup(
+    spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int, callbacks: Callbacks
+) -> tuple:
     """(model, optimizer, train_loader) for a spec, the model on `device`."""
     seed_everything(spec.seed)
-    bundle = load_dataset(spec.dataset, Path(data_dir))
+    bundle = load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name))
     train_loader, _ = make_loaders(
         bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
         num_workers=num_workers, pin_memory=device.type == "cuda", device=device,
@@ -300,7 +302,8 @@ def run_lr_finder(
     device = resolve_device(device)
     if num_workers is None:
         num_workers = default_num_workers(device)
-    model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers)
+    callbacks = callbacks or NullCallbacks()
+    model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers, callbacks)
     started = time.perf_counter()
     curve = range_test(
         model, optimizer, train_loader, criterion=nn.CrossEntropyLoss(), start_lr=spec.start_lr,

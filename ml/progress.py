@@ -5,13 +5,15 @@ the job store. Nothing here imports torch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
 class Callbacks(Protocol):
     def on_progress(self, progress: dict[str, Any]) -> None:
         """Called every few batches with {"epoch", "epochs", "step", "steps", "fraction"}
-        (the LR finder sends {"step", "steps", "fraction"})."""
+        (the LR finder sends {"step", "steps", "fraction"}); before the run, while a dataset
+        downloads, with {"downloading", "downloaded_bytes", "total_bytes"} (see `download_progress`)."""
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         """Called after each epoch with one record of `metrics["epochs"]`."""
@@ -31,3 +33,13 @@ class NullCallbacks:
 
     def should_stop(self) -> bool:
         return False
+
+
+def download_progress(callbacks: Callbacks, dataset: str) -> Callable[[int, int | None], None]:
+    """`ml.data.load_dataset`'s on_download hook reporting to `callbacks` as progress:
+    {"downloading": dataset, "downloaded_bytes": n, "total_bytes": total or None}."""
+
+    def on_bytes(done: int, total: int | None) -> None:
+        callbacks.on_progress({"downloading": dataset, "downloaded_bytes": done, "total_bytes": total})
+
+    return on_bytes

@@ -70,9 +70,9 @@ class ModelSpec(Spec):
 
 class SGDSpec(Spec):
     name: Literal["sgd"] = "sgd"
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0, le=1)
-    nesterov: bool = False
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(default=5e-4, ge=0, le=1, description="L2 penalty")
+    nesterov: bool = Field(default=False, description="Nesterov momentum (needs momentum > 0)")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDSpec:
@@ -190,9 +190,9 @@ def _validate_augmentation(value: Augmentation) -> Augmentation:
 class CommonSpec(Spec):
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
-    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE)
+    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE, description="training images per step")
     augmentation: Augmentation = Field(default="default", description=AUGMENTATION_DESCRIPTION)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds data order, augmentation and weights")
 
     @field_validator("augmentation")
     @classmethod
@@ -203,11 +203,17 @@ class CommonSpec(Spec):
 class LRFinderSpec(CommonSpec):
     """POST /jobs/lr-finder: Leslie Smith's LR range test."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"dataset": {"name": "cifar10", "train_subset": None}, "model": {"name": "resnet18"},
+         "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0005, "nesterov": False},
+         "batch_size": 128, "start_lr": 1e-7, "end_lr": 10, "num_iter": 100, "step_mode": "exp",
+         "smooth_f": 0.05, "diverge_th": 5, "augmentation": "default", "seed": 0}]})  # fmt: skip
+
     optimizer: SGDSpec = Field(default_factory=SGDSpec)
-    start_lr: float = Field(default=1e-7, gt=0)
-    end_lr: float = Field(default=10.0, gt=0)
-    num_iter: int = Field(default=100, ge=2, le=10_000)
-    step_mode: Literal["exp", "linear"] = "exp"
+    start_lr: float = Field(default=1e-7, gt=0, description="the learning rate of the first iteration")
+    end_lr: float = Field(default=10.0, gt=0, description="the learning rate of the last iteration")
+    num_iter: int = Field(default=100, ge=2, le=10_000, description="iterations (one batch each)")
+    step_mode: Literal["exp", "linear"] = Field(default="exp", description="how the LR grows between them")
     smooth_f: float = Field(default=0.05, ge=0, lt=1, description="exponential smoothing of the loss; 0 = none")
     diverge_th: float = Field(default=5.0, gt=1, description="stop once loss > diverge_th x best loss")
 
@@ -221,13 +227,23 @@ class LRFinderSpec(CommonSpec):
 class TrainSpec(CommonSpec):
     """POST /jobs/train."""
 
-    epochs: int = Field(default=50, ge=1, le=MAX_EPOCHS)
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"dataset": {"name": "cifar10", "train_subset": None, "test_subset": None},
+         "model": {"name": "resnet18", "width": 64}, "epochs": 50, "batch_size": 128,
+         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005, "nesterov": False},
+         "scheduler": {"name": "reduce_on_plateau", "mode": "max", "factor": 0.1, "patience": 3,
+                       "threshold": 0.001, "threshold_mode": "abs", "min_lr": 0},
+         "augmentation": "default", "target_accuracy": None, "gradcam_misclassified": 25, "seed": 0}]})  # fmt: skip
+
+    epochs: int = Field(default=50, ge=1, le=MAX_EPOCHS, description="passes over the training set")
     optimizer: TrainOptimizerSpec = Field(default_factory=TrainOptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=ReduceOnPlateauSpec)
     target_accuracy: float | None = Field(
         default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
     )
-    gradcam_misclassified: int = Field(default=25, ge=0, le=100)
+    gradcam_misclassified: int = Field(
+        default=25, ge=0, le=100, description="after training, GradCAM for this many misclassified test images"
+    )
     label_smoothing: float = Field(
         default=0.0, ge=0, lt=1, description="cross-entropy label smoothing of the training loss; 0 = none"
     )

@@ -18,7 +18,7 @@ from ml.compilation import compile_model, resolve_mode
 from ml.data import DatasetBundle, load_dataset
 from ml.loaders import make_loaders, pipeline
 from ml.models import build_model, unwrap
-from ml.progress import Callbacks, NullCallbacks
+from ml.progress import Callbacks, NullCallbacks, download_progress
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.reports import write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
@@ -257,9 +257,9 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
     seed_everything(spec.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = load_dataset(spec.dataset, Path(data_dir))
+    callbacks = callbacks or NullCallbacks()
+    bundle = load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name))
     if num_workers is None:
         num_workers = default_num_workers(dev)
-    trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks or NullCallbacks(),
-                      num_workers=num_workers)
+    trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers)
     return trainer.run(resume=resume)

@@ -1,5 +1,5 @@
 """`lrcam`, the command-line client (`python -m service.client` too). It speaks the HTTP contract
-(shared/API.md) and nothing else: no torch, no service internals, so it runs wherever httpx does."""
+(docs/API.md) and nothing else: no torch, no service internals, so it runs wherever httpx does."""
 
 from __future__ import annotations
 
@@ -210,6 +210,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def progress_text(job: dict[str, Any]) -> str:
     progress = job.get("progress") or {}
+    if progress.get("downloading"):
+        done, total = progress.get("downloaded_bytes") or 0, progress.get("total_bytes")
+        return f"downloading {progress['downloading']}" + (f" {done / total:.0%}" if total else "")
     epoch = f"epoch {progress['epoch']}/{progress.get('epochs', '?')} " if progress.get("epoch") else ""
     fraction = progress.get("fraction")
     return f"{epoch}{fraction:.0%}" if fraction is not None else epoch.strip()
@@ -302,7 +305,7 @@ def add_job_commands(commands: argparse._SubParsersAction) -> None:
         ("lr-find", "/jobs/lr-finder", "an LR range test"),
         ("train", "/jobs/train", "a training run"),
     ):
-        command = commands.add_parser(name, help=f"submit {what} (a JSON spec as in shared/API.md); prints the job id")
+        command = commands.add_parser(name, help=f"submit {what} (a JSON spec as in docs/API.md); prints the job id")
         command.add_argument("spec", metavar="SPEC.json")
         command.add_argument("--watch", action="store_true", help="then follow it until it ends")
         command.set_defaults(func=submit(endpoint))

@@ -3,37 +3,121 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    model_serializer,
+)
+
+from ml.specs import LRFinderSpec, ModelSpec, TrainSpec
 
 JobKind = Literal["lr_finder", "train"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-class JobPublic(BaseModel):
+class Sparse(BaseModel):
+    """A stored JSON object read through a typed model: it serializes only the keys it was given (and
+    any extra ones), so the response is the stored object, key for key, typed in /openapi.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _given_keys_only(self, handler: SerializerFunctionWrapHandler):  # no return type: keeps the schema
+        data = handler(self)
+        given = self.model_fields_set | set(self.model_extra or {})
+        return {key: value for key, value in data.items() if key in given}
+
+
+class ProgressPublic(Sparse):
+    """Where a job is: {} while queued; an LR-finder job's has step, steps and fraction only; while
+    a dataset downloads, downloading, downloaded_bytes and total_bytes instead."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061,
+                                         "updated_at": "2026-11-26T10:00:03.120000+00:00"}]}  # fmt: skip
+    )
+
+    epoch: int | None = Field(default=None, description="train jobs: the epoch in progress, from 1")
+    epochs: int | None = Field(default=None, description="train jobs: the run's epochs")
+    step: int | None = Field(default=None, description="the batch (LR finder: the iteration) within the epoch")
+    steps: int | None = Field(default=None, description="batches per epoch (LR finder: iterations)")
+    fraction: float | None = Field(default=None, description="of the whole job done, 0..1; 1.0 once succeeded")
+    downloading: str | None = Field(
+        default=None, description="before the run starts: the dataset being downloaded (cifar10 on first use)"
+    )
+    downloaded_bytes: int | None = Field(default=None, description="while downloading: bytes so far")
+    total_bytes: int | None = Field(default=None, description="while downloading: the archive's size, if known")
+    updated_at: Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})] | None = Field(
+        default=None,
+        description="when the worker was at this step (progress is written at most once a second)",
+    )
+
+
+def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict) -> dict:
+    """The contract's Job example, its params the spec's own example with every default filled in."""
+    params = spec.model_validate(spec.model_config["json_schema_extra"]["examples"][0]).model_dump(mode="json")
+    return {"id": "5f0c9a1e2b7d4c3f8e6a1b2c3d4e5f60", "kind": kind, "status": "running", "params": params,
+            "created_at": "2026-11-26T10:00:00Z", "started_at": "2026-11-26T10:00:01Z", "finished_at": None,
+            "progress": progress | {"updated_at": "2026-11-26T10:00:03.120000+00:00"}, "error": None,
+            "checkpoint_id": None, "attempts": 1, "cancel_requested": False}  # fmt: skip
+
+
+class JobBase(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    kind: JobKind
+    kind: JobKind  # narrowed by each subclass; declared here to keep the contract's key order
     status: JobStatus
-    params: dict[str, Any] = Field(description="the validated request")
+    params: dict = Field(description="the validated request")
     created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    progress: dict[str, Any] = Field(
-        description='{"epoch", "epochs", "step", "steps", "fraction", "updated_at"} (updated_at: when the worker '
-        "was at that step; progress is written at most once a second); {} while queued"
-    )
-    error: str | None
-    checkpoint_id: str | None
-    attempts: int = Field(description="how many deliveries have started this job")
-    cancel_requested: bool
+    # the nullable fields have a default so that the examples hold once /openapi.json drops their nulls
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: ProgressPublic
+    error: str | None = Field(default=None, description="why the job failed (or was recorded as failed)")
+    checkpoint_id: str | None = Field(default=None, description="the best checkpoint a train job left")
+    attempts: int = Field(description="how many deliveries have started this job (at most MAX_JOB_ATTEMPTS)")
+    cancel_requested: bool = Field(description="a cancel was asked of the running job and it has not stopped yet")
+
+
+class TrainJobPublic(JobBase):
+    """A training run."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
+        "train", TrainSpec, {"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061})]})  # fmt: skip
+
+    kind: Literal["train"]
+    params: TrainSpec = Field(description="the validated request, every default filled in")
+
+
+class LRFinderJobPublic(JobBase):
+    """An LR range test."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
+        "lr_finder", LRFinderSpec, {"step": 35, "steps": 100, "fraction": 0.35})]})  # fmt: skip
+
+    kind: Literal["lr_finder"]
+    params: LRFinderSpec = Field(description="the validated request, every default filled in")
+
+
+JobPublic = Annotated[Union[TrainJobPublic, LRFinderJobPublic], Field(discriminator="kind")]
+_JOB = TypeAdapter(JobPublic)
+
+
+def job_public(job: object) -> TrainJobPublic | LRFinderJobPublic:
+    """A job row as the contract's Job (its `kind` says which params it has)."""
+    return _JOB.validate_python(job, from_attributes=True)
 
 
 class JobsPublic(BaseModel):
     jobs: list[JobPublic]
-    total: int
+    total: int = Field(description="jobs matching the filters, on every page")
 
 
 class BestEpochPublic(BaseModel):
@@ -41,28 +125,77 @@ class BestEpochPublic(BaseModel):
     test_acc: float
 
 
+class EpochPublic(BaseModel):
+    """One epoch of a train job."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"epoch": 1, "lr": 0.05, "train_loss": 1.47, "train_acc": 0.3555,
+                                         "test_loss": 1.41, "test_acc": 0.458, "seconds": 12.3,
+                                         "images_per_second": 4065.0}]},
+    )  # fmt: skip
+
+    epoch: int = Field(description="from 1")
+    lr: float = Field(description="the learning rate at the epoch's first step")
+    train_loss: float
+    train_acc: float = Field(description="a fraction, 0..1")
+    test_loss: float
+    test_acc: float = Field(description="a fraction, 0..1")
+    seconds: float = Field(description="the epoch's training time")
+    images_per_second: float | None = Field(description="training images per second")
+
+
 class TrainMetricsPublic(BaseModel):
+    """A train job's metrics."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"job_id": "5f0c...", "status": "running", "epochs": [
+            {"epoch": 1, "lr": 0.05, "train_loss": 1.47, "train_acc": 0.3555, "test_loss": 1.41, "test_acc": 0.458,
+             "seconds": 12.3, "images_per_second": 4065.0}], "best": {"epoch": 1, "test_acc": 0.458},
+            "per_class_accuracy": None, "stop_reason": None}]}
+    )  # fmt: skip
+
     job_id: str
     status: JobStatus
-    epochs: list[dict[str, Any]] = Field(
-        description="one record per epoch: epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds, "
-        "images_per_second"
-    )
+    epochs: list[EpochPublic] = Field(description="one record per epoch (after since_epoch), in order")
     best: BestEpochPublic | None
-    per_class_accuracy: dict[str, float] | None = Field(default=None, description="once the job has finished")
-    stop_reason: str | None = Field(default=None, description="completed | target_accuracy | cancelled")
+    per_class_accuracy: dict[str, float] | None = Field(
+        default=None, description="test accuracy per class name, once the job has finished"
+    )
+    stop_reason: Literal["completed", "target_accuracy", "cancelled"] | None = Field(
+        default=None, description="why the run ended; null while it runs"
+    )
+
+
+class SuggestionsPublic(Sparse):
+    """Learning rates read off the smoothed curve; null where the curve is too short."""
+
+    steepest: float | None = Field(default=None, description="the steepest descent of the loss")
+    valley: float | None = Field(default=None, description="fastai's valley")
+    minimum_div10: float | None = Field(default=None, description="a tenth of the LR at the minimum loss")
 
 
 class LRFinderMetricsPublic(BaseModel):
+    """An LR range test's curve and suggestions."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"job_id": "5f0c...", "status": "succeeded", "lrs": [1e-7, 1.2e-7],
+            "losses": [2.31, 2.30], "smoothed_losses": [2.31, 2.305], "suggested_lr": 0.0533,
+            "suggestions": {"steepest": 0.0533, "valley": 0.021, "minimum_div10": 0.08}, "diverged_at_lr": 1.2,
+            "stop_reason": "diverged"}]}
+    )  # fmt: skip
+
     job_id: str
     status: JobStatus
-    lrs: list[float]
-    losses: list[float]
-    smoothed_losses: list[float]
-    suggested_lr: float | None
-    suggestions: dict[str, float | None]
-    diverged_at_lr: float | None
-    stop_reason: str | None = Field(default=None, description="completed | diverged | cancelled")
+    lrs: list[float] = Field(description="the learning rate of each iteration")
+    losses: list[float] = Field(description="the training loss at each of lrs")
+    smoothed_losses: list[float] = Field(description="losses, exponentially smoothed (smooth_f)")
+    suggested_lr: float | None = Field(description="the suggestion an lr \"auto\" train job takes")
+    suggestions: SuggestionsPublic
+    diverged_at_lr: float | None = Field(description="where the loss passed diverge_th x its best; null if never")
+    stop_reason: Literal["completed", "diverged", "cancelled"] | None = Field(
+        default=None, description="why the test ended; null while it runs"
+    )
 
 
 class ArtifactPublic(BaseModel):
@@ -80,7 +213,7 @@ class CheckpointPublic(BaseModel):
 
     id: str
     job_id: str
-    model: dict[str, Any]
+    model: ModelSpec
     dataset: str
     classes: list[str]
     test_acc: float | None
@@ -90,6 +223,7 @@ class CheckpointPublic(BaseModel):
 
 class CheckpointsPublic(BaseModel):
     checkpoints: list[CheckpointPublic]
+    total: int = Field(description="every checkpoint, on every page")
 
 
 class TopKPublic(BaseModel):

@@ -412,5 +412,11 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
     return session.scalar(select(Checkpoint).order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc()).limit(1))
 
 
-def list_checkpoints(session: Session) -> list[Checkpoint]:
-    return list(session.scalars(select(Checkpoint).order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())))
+def list_checkpoints(session: Session, *, limit: int | None = None, offset: int = 0) -> list[Checkpoint]:
+    """Checkpoints newest first; a page of them with `limit`/`offset`."""
+    newest_first = select(Checkpoint).order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())
+    return list(session.scalars(newest_first.limit(limit).offset(offset)))
+
+
+def count_checkpoints(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Checkpoint)) or 0

@@ -1,9 +1,12 @@
-"""Tiny real datasets written in the formats the loaders read, for tests (import as `datasets`:
-pytest puts tests/ on sys.path because tests/conftest.py lives there)."""
+"""Tiny real datasets written in the formats the loaders read, and a loopback HTTP server that
+serves them as a download would, for tests (import as `datasets`: pytest puts tests/ on sys.path
+because tests/conftest.py lives there)."""
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +101,47 @@ def _draw_shape(shape: str, rng: np.random.Generator) -> Image.Image:
     else:
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
     return image
+
+
+def write_cifar_archive(
+    path: Path, images: np.ndarray, labels: np.ndarray, *, extra: dict[str, bytes] | None = None
+) -> str:
+    """cifar-10-python.tar.gz as the real one is laid out (cifar-10-batches-py/<batch>), from uint8
+    (N, 32, 32, 3) images, with `extra` members (name: bytes) added; returns its md5."""
+    import hashlib
+    import io
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_cifar_batches(Path(tmp) / "cifar-10-batches-py", images, labels)
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(folder, arcname="cifar-10-batches-py")
+            for name, data in (extra or {}).items():
+                member = tarfile.TarInfo(name)
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on the loopback interface serving `folder`: (its base URL, the paths requested)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    requested: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+            requested.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -40,9 +40,15 @@ class ModelPublic(BaseModel):
     options: dict[str, Any]
 
 
+class PresetPublic(BaseModel):
+    name: str = Field(description="also examples/<name>.json")
+    description: str
+    spec: dict[str, Any] = Field(description="a POST /jobs/train body (TrainSpec); omitted fields take their defaults")
+
+
 class ModelsPublic(BaseModel):
     models: list[ModelPublic]
-    presets: list[dict[str, Any]]
+    presets: list[PresetPublic] = Field(description="documented training specs")
 
 
 class DatasetPublic(BaseModel):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 
 from service import store
 from service.deps import SessionDep
@@ -12,10 +14,16 @@ router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
 
 @router.get("")
-def list_checkpoints(session: SessionDep) -> CheckpointsPublic:
-    """Every checkpoint, newest first."""
-    checkpoints = store.list_checkpoints(session)
-    return CheckpointsPublic(checkpoints=[CheckpointPublic.model_validate(c) for c in checkpoints])
+def list_checkpoints(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CheckpointsPublic:
+    """Checkpoints, newest first, a page at a time (as /jobs), with how many there are in all."""
+    checkpoints = store.list_checkpoints(session, limit=limit, offset=offset)
+    return CheckpointsPublic(
+        checkpoints=[CheckpointPublic.model_validate(c) for c in checkpoints], total=store.count_checkpoints(session)
+    )
 
 
 @router.get("/{checkpoint_id}", responses={404: {"description": "no checkpoint with this id"}})

@@ -23,8 +23,11 @@ from service.schemas import (
     JobPublic,
     JobsPublic,
     JobStatus,
+    LRFinderJobPublic,
     LRFinderMetricsPublic,
+    TrainJobPublic,
     TrainMetricsPublic,
+    job_public,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -32,6 +35,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 UNAVAILABLE = {503: {"description": "the broker or the job store is unreachable"}}
 TOO_MANY = {429: {"description": "MAX_QUEUED_JOBS jobs are queued already"}}
 UNKNOWN_JOB = {404: {"description": "no job with this id"}}
+LOCATION = {"Location": {"description": "the job's URL, /jobs/{id}", "schema": {"type": "string"}}}
+ACCEPTED = {202: {"description": "recorded and queued", "headers": LOCATION}}
 
 
 def _submit(session: Session, broker: Broker, settings: Settings, kind: str, params: dict[str, Any]) -> Job:
@@ -56,23 +61,28 @@ def _submit(session: Session, broker: Broker, settings: Settings, kind: str, par
     return job
 
 
-@router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE | TOO_MANY)
+@router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=ACCEPTED | UNAVAILABLE | TOO_MANY)
 def create_lr_finder_job(
-    spec: LRFinderSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep
-) -> JobPublic:
-    """Queue Leslie Smith's LR range test."""
+    spec: LRFinderSpec, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+) -> LRFinderJobPublic:
+    """Queue Leslie Smith's LR range test; `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
     job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"))
-    return JobPublic.model_validate(job)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return LRFinderJobPublic.model_validate(job)
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE | TOO_MANY)
-def create_train_job(spec: TrainSpec, session: SessionDep, broker: BrokerDep, settings: SettingsDep) -> JobPublic:
-    """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion)."""
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=ACCEPTED | UNAVAILABLE | TOO_MANY)
+def create_train_job(
+    spec: TrainSpec, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+) -> TrainJobPublic:
+    """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion);
+    `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
     check_lr_finder_job(session, spec)
     job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"))
-    return JobPublic.model_validate(job)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return TrainJobPublic.model_validate(job)
 
 
 def _empty_is_none(value: object) -> object:
@@ -95,7 +105,7 @@ def list_jobs(
     jobs, total = store.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
     for job in jobs:
         metrics_cache.seen(job.id, job_tag(job.status, job.progress))
-    return JobsPublic(jobs=[JobPublic.model_validate(job) for job in jobs], total=total)
+    return JobsPublic(jobs=[job_public(job) for job in jobs], total=total)
 
 
 def _job_or_404(session: Session, job_id: str) -> Job:
@@ -108,7 +118,7 @@ def _job_or_404(session: Session, job_id: str) -> Job:
 
 @router.get("/{job_id}", responses=UNKNOWN_JOB | UNAVAILABLE)
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return JobPublic.model_validate(_job_or_404(session, job_id))
+    return job_public(_job_or_404(session, job_id))
 
 
 @router.post(
@@ -123,7 +133,7 @@ def cancel_job(job_id: str, session: SessionDep, broker: BrokerDep) -> JobPublic
     metrics_cache.forget(job_id)  # its next poll shows the cancel
     if job.status == "cancelled":
         broker.revoke(job.id)
-    return JobPublic.model_validate(job)
+    return job_public(job)
 
 
 NOT_MODIFIED = {304: {"description": "If-None-Match names the current metrics: the client has them"}}

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
-from e2e_support import LEASE_SECONDS, POSTGRES_URL, REDIS_URL, Stack, forget_queue, free_port, wait_ready
+from e2e_support import LEASE_SECONDS, REDIS_URL, Stack, forget_queue, free_port, wait_ready
 
 
 @pytest.fixture(scope="session")
 def postgres_schema_url() -> Iterator[str]:
+    skip_without_postgres()  # the whole stack runs on PostgreSQL
     with postgres_schema_url_of(POSTGRES_URL, prefix="e2e") as url:
         yield url
 

@@ -20,7 +20,6 @@ import redis
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LEASE_SECONDS = 6  # short, so that a killed worker's job is failed within the test
 STARTUP_SECONDS = 90  # the worker imports torch on a slow 2-core machine
 ENDED = ("succeeded", "failed", "cancelled")

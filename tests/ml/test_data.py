@@ -161,7 +161,7 @@ def test_cifar10_missing_offline_names_the_folder(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as caught:
         load_dataset(DatasetSpec(name="cifar10"), tmp_path)
     assert str(tmp_path / "cifar-10-batches-py") in str(caught.value)
-    assert "get-cifar10" in str(caught.value)
+    assert "cifar-10-python.tar.gz" in str(caught.value)  # what to download and unpack (tests/ml/test_downloads.py)
 
 
 def test_cifar10_corrupt_batch_is_a_dataset_error(tmp_path, cifar_data_dir):

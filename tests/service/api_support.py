@@ -19,7 +19,6 @@ with warnings.catch_warnings():  # starlette asks for httpx2, which this project
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens, connections are refused at once
 TRAIN_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "resnet18", "width": 4}}
 LR_FINDER_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "num_iter": 10}

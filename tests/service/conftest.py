@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from stores import postgres_schema_url
-from api_support import POSTGRES_URL, FakeBroker, TestClient, make_client
+from stores import POSTGRES_URL, postgres_schema_url, skip_without_postgres
+from api_support import FakeBroker, TestClient, make_client
 from service.config import Settings, get_settings
 from service.db import session_for
 
@@ -32,8 +32,9 @@ def postgres_available() -> bool:
 @pytest.fixture
 def postgres_url(postgres_available: bool) -> Iterator[str]:
     """A fresh PostgreSQL store: a schema of its own (in search_path), dropped afterwards."""
+    skip_without_postgres()
     if not postgres_available:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+        pytest.fail(f"PostgreSQL is not reachable at {make_url(POSTGRES_URL).render_as_string(hide_password=True)}")
     with postgres_schema_url(POSTGRES_URL, prefix="t") as url:
         yield url
 

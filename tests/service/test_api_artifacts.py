@@ -80,7 +80,7 @@ def test_dot_dot_names_never_reach_a_file(client: TestClient, job_with_artifacts
 
 
 def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
-    assert client.get("/checkpoints").json() == {"checkpoints": []}
+    assert client.get("/checkpoints").json() == {"checkpoints": [], "total": 0}
     job = put_job(session, status="succeeded")
     classes = ["cat", "dog"]
     first = store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 8}, dataset="cifar10",
@@ -96,3 +96,16 @@ def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
     assert got["created_at"].endswith(("Z", "+00:00"))
     response = client.get("/checkpoints/nope")
     assert response.status_code == 404 and "nope" in response.json()["detail"]
+
+
+def test_checkpoints_page_like_jobs(client: TestClient, session: Session) -> None:
+    job = put_job(session, status="succeeded")
+    ids = [store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 8}, dataset="cifar10",
+                                classes=["cat", "dog"], test_acc=0.5, epoch=i, path=f"x{i}").id
+           for i in range(5)][::-1]  # fmt: skip
+    page = client.get("/checkpoints", params={"limit": 2, "offset": 1}).json()
+    assert [c["id"] for c in page["checkpoints"]] == ids[1:3] and page["total"] == 5
+    assert [c["id"] for c in client.get("/checkpoints").json()["checkpoints"]] == ids  # default: the first 50
+    for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}):
+        response = client.get("/checkpoints", params=bad)
+        assert response.status_code == 422 and next(iter(bad)) in str(response.json()["detail"])

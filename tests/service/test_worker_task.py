@@ -17,6 +17,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api_support import put_job
+from datasets import gray28_to_cifar, serve_folder, write_cifar_archive
+from ml import downloads
 from ml.specs import LRFinderSpec, TrainSpec
 from service import store
 from service.config import Settings
@@ -75,6 +77,36 @@ def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, se
     assert checkpoint.classes[1] == "Trouser" and checkpoint.dataset == "fashion_mnist"
     assert checkpoint.model == {"name": "resnet18", "width": 2}
     assert (settings.ARTIFACTS_DIR / checkpoint.path / "model.safetensors").is_file()
+
+
+def test_a_cifar10_job_downloads_it_first_with_progress_in_the_job(
+    settings: Settings, session: Session, fmnist_arrays: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    images, labels = gray28_to_cifar(fmnist_arrays["train_images"][:64]), fmnist_arrays["train_labels"][:64]
+    md5 = write_cifar_archive(served / "cifar-10-python.tar.gz", images, labels)
+    monkeypatch.delenv("LRCAM_OFFLINE", raising=False)
+    monkeypatch.setattr(downloads, "CIFAR10_MD5", md5)
+    written = []
+    real_heartbeat = store.heartbeat
+
+    def heartbeat(session: Session, job_id: str, progress: dict | None = None) -> bool:
+        written.append(progress)
+        return real_heartbeat(session, job_id, progress)
+
+    monkeypatch.setattr(reporting.store, "heartbeat", heartbeat)
+    body = {"dataset": {"name": "cifar10"}, "model": {"width": 2}, "batch_size": 32, "num_iter": 3}
+    job_id, params = submit(session, "lr_finder", body)
+    with serve_folder(served) as (url, requested):
+        monkeypatch.setattr(downloads, "CIFAR10_URL", f"{url}/cifar-10-python.tar.gz")
+        assert run_job(job_id, "lr_finder", params) == "succeeded"
+    assert requested == ["/cifar-10-python.tar.gz"]
+    size = (served / "cifar-10-python.tar.gz").stat().st_size
+    downloading = [p for p in written if p and p.get("downloading") == "cifar10"]
+    assert downloading and downloading[0]["total_bytes"] == size and "updated_at" in downloading[0]
+    assert (settings.DATA_DIR / "cifar-10-batches-py" / "batches.meta").is_file()
+    assert reload(session, job_id).progress["fraction"] == 1.0  # training's progress follows the download's
 
 
 def test_cancel_a_running_train_job_keeps_its_epochs_and_checkpoint(settings: Settings, session: Session) -> None:
