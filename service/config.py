@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         except ArgumentError as exc:
             raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
         if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql://; got {value!r}")
+            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql+psycopg:// (postgresql:// means the same); got {value!r}")
         if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
             fixed = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
             raise ValueError(f"DATABASE_URL names the driver {url.get_driver_name()!r}, which lrcam does not install; "

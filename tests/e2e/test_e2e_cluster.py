@@ -17,7 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from e2e_support import POSTGRES_URL, REDIS_URL, REPO, forget_queue, free_port
+from e2e_support import REDIS_URL, REPO, forget_queue, free_port
+from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +84,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster_store() -> Iterator[str]:
     """A schema of its own: the other e2e stack's reconciler must not see these jobs."""
+    skip_without_postgres()
     with postgres_schema_url_of(POSTGRES_URL, prefix="cluster") as url:
         yield url
 

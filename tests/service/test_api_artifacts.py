@@ -99,8 +99,8 @@ def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
 
 
 def test_checkpoints_page_like_jobs(client: TestClient, session: Session) -> None:
-    job = put_job(session, status="succeeded")
-    ids = [store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 8}, dataset="cifar10",
+    ids = [store.add_checkpoint(session, job_id=put_job(session, status="succeeded").id,
+                                model={"name": "resnet18", "width": 8}, dataset="cifar10",
                                 classes=["cat", "dog"], test_acc=0.5, epoch=i, path=f"x{i}").id
            for i in range(5)][::-1]  # fmt: skip
     page = client.get("/checkpoints", params={"limit": 2, "offset": 1}).json()

@@ -91,9 +91,9 @@ def test_a_cifar10_job_downloads_it_first_with_progress_in_the_job(
     written = []
     real_heartbeat = store.heartbeat
 
-    def heartbeat(session: Session, job_id: str, progress: dict | None = None) -> bool:
+    def heartbeat(session: Session, job_id: str, progress: dict | None = None, **fenced: Any) -> bool:
         written.append(progress)
-        return real_heartbeat(session, job_id, progress)
+        return real_heartbeat(session, job_id, progress, **fenced)
 
     monkeypatch.setattr(reporting.store, "heartbeat", heartbeat)
     body = {"dataset": {"name": "cifar10"}, "model": {"width": 2}, "batch_size": 32, "num_iter": 3}
