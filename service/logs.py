@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,22 @@ LogFormat = Literal["text", "json"]
 TEXT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s req=%(request_id)s] %(message)s"
 JOB_LOG = "job.log"
 JOB_LOG_BYTES = 1024 * 1024  # a job's own log; beyond it lines are dropped, saying so once
+
+
+def server_roots(data_dir: Path, artifacts_dir: Path) -> dict[str, Path]:
+    """The server's folders that texts shown to users name by setting, not by path."""
+    code = Path(__file__).resolve().parents[1]
+    return {"DATA_DIR": data_dir.resolve(), "ARTIFACTS_DIR": artifacts_dir.resolve(), "<lrcam>": code,
+            "<python>": Path(sys.prefix).resolve(), "<python>/": Path(sys.base_prefix).resolve(), "~": Path.home()}  # fmt: skip
+
+
+def redact(text: str, roots: Mapping[str, Path]) -> str:
+    """`text` with each server folder written as its name: a job's error and log, shown over HTTP,
+    carry no server paths ("DATA_DIR/cifar-10-batches-py", not "/srv/lrcam/data/...")."""
+    for name, root in sorted(roots.items(), key=lambda item: -len(str(item[1]))):
+        if str(root) not in ("/", "."):
+            text = text.replace(str(root), name.rstrip("/"))
+    return text
 
 
 class ContextFilter(logging.Filter):
@@ -65,10 +82,14 @@ def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
 class JobLogHandler(logging.Handler):
     """Appends the records of one job (by `job_id_var`) to its folder's job.log, up to a size."""
 
-    def __init__(self, job_id: str, folder: Path, *, max_bytes: int = JOB_LOG_BYTES) -> None:
+    def __init__(
+        self, job_id: str, folder: Path, *, roots: Mapping[str, Path] | None = None, max_bytes: int = JOB_LOG_BYTES
+    ) -> None:
+        """`roots`: server folders to write by name in the lines (served over HTTP; see `redact`)."""
         super().__init__(logging.INFO)
         self.job_id = job_id
         self.path = folder / JOB_LOG
+        self.roots = roots or {}
         self.max_bytes = max_bytes
         self.addFilter(ContextFilter())
         self.setFormatter(logging.Formatter(TEXT))
@@ -81,7 +102,7 @@ class JobLogHandler(logging.Handler):
             size = self.path.stat().st_size if self.path.exists() else 0
             if size >= self.max_bytes:
                 return
-            line = self.format(record) + "\n"
+            line = redact(self.format(record), self.roots) + "\n"
             if size + len(line.encode()) > self.max_bytes:
                 line = f"... job.log reached {self.max_bytes} bytes (JOB_LOG_BYTES); later lines are in the worker's log\n"
             with self.path.open("a", encoding="utf-8") as log:

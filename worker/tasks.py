@@ -10,7 +10,6 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from celery import Task
@@ -20,7 +19,7 @@ from service import store
 from service.broker import TASK_NAME, BrokerUnavailable, get_broker
 from service.config import Settings, get_settings
 from service.db import session_for
-from service.logs import JobLogHandler, job_id_var
+from service.logs import JobLogHandler, job_id_var, redact, server_roots
 from worker.celery_app import app
 from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
@@ -34,10 +33,12 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def job_logging(job_id: str, folder: Path) -> Iterator[None]:
-    """The job's id on every log line of its run, and those lines kept in its folder's job.log."""
+def job_logging(job_id: str, settings: Settings) -> Iterator[None]:
+    """The job's id on every log line of its run, and those lines kept in its folder's job.log (its
+    server paths written as DATA_DIR, ARTIFACTS_DIR...: the log is served over HTTP)."""
     token = job_id_var.set(job_id)
-    handler = JobLogHandler(job_id, folder)
+    roots = server_roots(settings.DATA_DIR, settings.ARTIFACTS_DIR)
+    handler = JobLogHandler(job_id, settings.ARTIFACTS_DIR.resolve() / job_id, roots=roots)
     logging.getLogger().addHandler(handler)
     try:
         yield
@@ -60,7 +61,7 @@ def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     if claim is None:
         logger.info("job %s: not claimed (ended, cancelled, or running elsewhere); skipped", job_id)
         return "skipped"
-    with job_logging(job_id, settings.ARTIFACTS_DIR.resolve() / job_id):
+    with job_logging(job_id, settings):
         logger.info("%s job claimed by worker %s (attempt %d)", kind, claim.worker, claim.attempt)
         status = _run(settings, claim, kind, params)
         logger.info("job ended: %s", status)
@@ -91,6 +92,7 @@ def _run(settings: Settings, claim: store.Claim, kind: str, params: dict[str, An
         job_run.salvage()
         error = describe(exc, epoch=reporter.epoch, params=params)
         logger.error("job failed: %s", error)
+        error = redact(error, server_roots(settings.DATA_DIR, settings.ARTIFACTS_DIR))  # shown over HTTP
         reporter.finish("failed", error=error, progress=reporter.progress)
         return "failed"
     reporter.finish(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -51,6 +52,9 @@ def test_a_failed_job_explains_itself_over_http(settings, configure, capsys: pyt
     assert log.status_code == 200 and log.headers["content-type"].startswith("text/plain")
     assert "train job claimed by worker" in log.text and "job failed" in log.text
     assert job["error"] in log.text and f"job={job_id}" in log.text
+    assert "DATA_DIR" in job["error"], job["error"]  # named by its setting ...
+    for server_path in (str(settings.DATA_DIR.resolve()), str(settings.ARTIFACTS_DIR.resolve()), sys.prefix):
+        assert server_path not in job["error"] and server_path not in log.text  # ... never by its path
 
 
 def test_a_job_log_is_bounded(tmp_path) -> None:
