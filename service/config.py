@@ -61,7 +61,14 @@ class Settings(BaseSettings):
     )
     MAX_QUEUED_JOBS: int = Field(default=100, ge=1, description="submissions beyond this many queued jobs get 429")
     MAX_CONCURRENT_PREDICTS: int = Field(
-        default=8, ge=1, description="POST /predict requests served at once (per API process); more get 429"
+        default=8, ge=1, description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE"
+    )
+    PREDICT_QUEUE: int = Field(
+        default=64, ge=0, le=10_000,
+        description="POST /predict requests that wait for a slot once MAX_CONCURRENT_PREDICTS run; more get 429",
+    )
+    PREDICT_WAIT_SECONDS: float = Field(
+        default=10, gt=0, le=300, description="how long a /predict request waits for a slot before it gets 429"
     )
     METRICS_CACHE_SECONDS: float = Field(
         default=0.5, ge=0, le=60,

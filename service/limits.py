@@ -1,52 +1,80 @@
-"""Caps on work the API takes on at once: concurrent predictions share the CPU (or GPU) with each
-other, so beyond MAX_CONCURRENT_PREDICTS a request is refused with 429 rather than queued behind
-the others until every one of them times out. And the API's CPU priority (API_NICE) where a worker
+"""Caps on work the API takes on at once, and the API's CPU priority.
+
+Predictions share the CPU (or GPU) with each other: MAX_CONCURRENT_PREDICTS run at once, up to
+PREDICT_QUEUE more wait for a slot in arrival order (their bodies not read yet: a waiting request
+holds no upload in memory), each for at most PREDICT_WAIT_SECONDS; a request beyond the queue, or one
+that waited that long, gets 429 with Retry-After. API_NICE lowers the API's priority where a worker
 trains on the same cores."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import HTTPException, status
-
-from service.config import SettingsDep
+from fastapi import HTTPException, Request, status
 
 RETRY_AFTER_SECONDS = 1  # a prediction takes well under a second on the small models
 
 
-class Slots:
-    """A counter of requests in flight. Used from the event loop only (no await between the check
-    and the increment), so it needs no lock."""
+def busy(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
-    def __init__(self) -> None:
+
+class PredictGate:
+    """`running` predictions at once, `queue` more waiting (first come, first served), each waiting at
+    most `wait` seconds. Used from the event loop only (no await between a check and its change)."""
+
+    def __init__(self, *, running: int, queue: int, wait: float) -> None:
+        self.running, self.queue, self.wait = running, queue, wait
         self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
 
-    def take(self, limit: int, *, what: str, setting: str) -> None:
-        if self.active >= limit:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"{self.active} {what} are running, the most allowed ({setting}={limit}); retry in a moment",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self.active += 1
+    async def enter(self) -> None:
+        if self.active < self.running and not self.waiters:
+            self.active += 1
+            return
+        if len(self.waiters) >= self.queue:
+            raise busy(f"{self.active} predictions are running and {len(self.waiters)} waiting, the most allowed "
+                       f"(MAX_CONCURRENT_PREDICTS={self.running}, PREDICT_QUEUE={self.queue}); retry in a moment")  # fmt: skip
+        turn = asyncio.get_running_loop().create_future()
+        self.waiters.append(turn)
+        try:
+            await asyncio.wait_for(turn, self.wait)  # a slot is handed over by `leave`
+        except TimeoutError:
+            raise busy(f"waited {self.wait:g} s for one of MAX_CONCURRENT_PREDICTS={self.running} prediction slots "
+                       "(PREDICT_WAIT_SECONDS); retry in a moment") from None  # fmt: skip
+        finally:
+            if not turn.done() or turn.cancelled():
+                self._forget(turn)
 
-    def give_back(self) -> None:
+    def leave(self) -> None:
+        """Hand the slot to the first request still waiting, else free it."""
+        while self.waiters:
+            turn = self.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
         self.active -= 1
 
+    def _forget(self, turn: asyncio.Future[None]) -> None:
+        try:
+            self.waiters.remove(turn)
+        except ValueError:  # already handed over and skipped
+            pass
 
-predict_slots = Slots()
 
-
-async def predict_slot(settings: SettingsDep) -> AsyncIterator[None]:
-    """Holds one of MAX_CONCURRENT_PREDICTS slots for the request's duration; 429 when none is free."""
-    predict_slots.take(settings.MAX_CONCURRENT_PREDICTS, what="predictions", setting="MAX_CONCURRENT_PREDICTS")
+async def predict_slot(request: Request) -> AsyncIterator[None]:
+    """Holds a prediction slot (the app's PredictGate) for the request's duration."""
+    gate: PredictGate = request.app.state.predict_gate
+    await gate.enter()
     try:
         yield
     finally:
-        predict_slots.give_back()
+        gate.leave()
 
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
-from service.limits import lower_priority, predict_slot
+from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
@@ -74,7 +74,10 @@ def create_app() -> FastAPI:
     protected = [Depends(require_api_key)]
     for router in (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router):
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
-    busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions are running already"}}
+    app.state.predict_gate = PredictGate(running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE,
+                                         wait=settings.PREDICT_WAIT_SECONDS)  # fmt: skip
+    busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
+                  "waited PREDICT_WAIT_SECONDS for a slot"}}  # fmt: skip
     app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],
                        responses=PROTECTED_ERRORS | busy)  # fmt: skip
     return app
