@@ -62,6 +62,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is written (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT)
 
@@ -71,7 +83,7 @@ def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "lrcam", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.lrcam = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
     handler.setFormatter(formatter(log_format))
