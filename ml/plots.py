@@ -189,8 +189,10 @@ def plot_lr_finder(
     path: Path | str,
     *,
     log_x: bool = True,
+    minimum_lr: float | None = None,
 ) -> Path:
-    """The LR range test: smoothed loss against LR, the raw loss faint, each suggestion marked."""
+    """The LR range test: smoothed loss against LR, the raw loss faint, each suggestion marked, and
+    the smoothed minimum (the end of the descending part the suggestions come from) as a dotted line."""
     x = np.asarray(lrs, dtype=float)
     raw = np.asarray(losses, dtype=float)
     smooth = np.asarray(smoothed_losses, dtype=float)
@@ -210,6 +212,8 @@ def plot_lr_finder(
             ax.plot([lr], [y], linestyle="none", marker=markers[i % len(markers)], markersize=max(6, 14 - 3 * i),
                     markeredgecolor="white", color=f"C{i + 1}", label=f"{name}: {lr:.1e}", zorder=3 + i)
             # later markers are smaller and on top: suggestions that coincide stay visible
+        if minimum_lr is not None:
+            ax.axvline(minimum_lr, color="grey", linestyle=":", label=f"smoothed minimum: {minimum_lr:.1e}")
         span = float(smooth.max() - smooth.min()) or abs(float(smooth.max())) or 1.0
         ax.set_ylim(float(smooth.min()) - 0.1 * span, float(smooth.max()) + 0.1 * span)
         if log_x and x.min() > 0:
