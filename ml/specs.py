@@ -117,7 +117,41 @@ class ReduceOnPlateauSpec(Spec):
     eps: float = Field(default=1e-8, ge=0)
 
 
-class OneCycleSpec(Spec):
+CYCLE_MOMENTUM_DESCRIPTION = (
+    "cycle the momentum inversely to the LR, from max_momentum down to base_momentum and back (torch's "
+    "OneCycleLR/CyclicLR behaviour, which otherwise forces 0.95 -> 0.85); false (default) = the momentum "
+    "stays optimizer.momentum throughout"
+)
+MAX_MOMENTUM_DESCRIPTION = "with cycle_momentum: the momentum at the lowest LR; null = optimizer.momentum"
+BASE_MOMENTUM_DESCRIPTION = (
+    "with cycle_momentum: the momentum at the highest LR; null = max_momentum - 0.1 (torch's span), at least 0"
+)
+MOMENTUM_SPAN = 0.1  # torch's defaults cycle 0.95 -> 0.85
+
+
+class CycleMomentumSpec(Spec):
+    """The momentum fields OneCycleLR and CyclicLR share; `momentum_range` resolves their defaults."""
+
+    cycle_momentum: bool = Field(default=False, description=CYCLE_MOMENTUM_DESCRIPTION)
+    base_momentum: float | None = Field(default=None, ge=0, lt=1, description=BASE_MOMENTUM_DESCRIPTION)
+    max_momentum: float | None = Field(default=None, ge=0, lt=1, description=MAX_MOMENTUM_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _base_below_max(self) -> CycleMomentumSpec:
+        if self.base_momentum is not None and self.max_momentum is not None and self.base_momentum > self.max_momentum:
+            raise ValueError(
+                f"scheduler.base_momentum ({self.base_momentum}) must be <= scheduler.max_momentum ({self.max_momentum})"
+            )
+        return self
+
+    def momentum_range(self, momentum: float) -> tuple[float, float]:
+        """(base_momentum, max_momentum) for an optimizer whose momentum is `momentum`."""
+        top = momentum if self.max_momentum is None else self.max_momentum
+        base = max(0.0, round(top - MOMENTUM_SPAN, 10)) if self.base_momentum is None else self.base_momentum
+        return min(base, top), top
+
+
+class OneCycleSpec(CycleMomentumSpec):
     """torch.optim.lr_scheduler.OneCycleLR, stepped every batch."""
 
     name: Literal["one_cycle"] = "one_cycle"
@@ -128,7 +162,6 @@ class OneCycleSpec(Spec):
     final_div_factor: float = Field(default=1e4, gt=0)
     anneal_strategy: Literal["cos", "linear"] = "cos"
     three_phase: bool = False
-    cycle_momentum: bool = True
 
     @model_validator(mode="after")
     def _one_of_pct_or_peak(self) -> OneCycleSpec:
@@ -144,7 +177,7 @@ class OneCycleSpec(Spec):
         return 0.3 if self.pct_start is None else self.pct_start
 
 
-class CyclicSpec(Spec):
+class CyclicSpec(CycleMomentumSpec):
     """torch.optim.lr_scheduler.CyclicLR, stepped every batch."""
 
     name: Literal["cyclic"] = "cyclic"
@@ -154,7 +187,6 @@ class CyclicSpec(Spec):
     step_size_down: int | None = Field(default=None, ge=1)
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
     gamma: float = Field(default=1.0, gt=0, le=1)
-    cycle_momentum: bool = True
 
 
 class NoSchedulerSpec(Spec):
@@ -207,6 +239,12 @@ class LRFinderSpec(CommonSpec):
     step_mode: Literal["exp", "linear"] = "exp"
     smooth_f: float = Field(default=0.05, ge=0, lt=1, description="exponential smoothing of the loss; 0 = none")
     diverge_th: float = Field(default=5.0, gt=1, description="stop once loss > diverge_th x best loss")
+    rise_stop: float | None = Field(
+        default=0.5, gt=0, le=1,
+        description="also stop once the smoothed loss, after falling at least 10% below its first value, "
+        "has climbed back this fraction of that fall (0.5 = half-way up again): the sweep has left its "
+        "minimum; null = only diverge_th (torch-lr-finder's rule)",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> LRFinderSpec:
