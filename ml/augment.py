@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import inspect
 import random
+import re
 import warnings
 from typing import Any, Sequence
 
@@ -15,7 +16,10 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-__all__ = ["TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "reseed", "validate_transforms"]
+__all__ = [
+    "TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "reseed", "transform_warnings",
+    "validate_transforms",
+]  # fmt: skip
 
 PAD = 4  # px on each side before the random crop back to size: the classic CIFAR recipe
 # Exported transforms a job cannot use, and why: they need targets other than the image
@@ -43,13 +47,24 @@ def _public_transforms() -> dict[str, type[A.BasicTransform]]:
 
 
 TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} may say
+# Warnings albumentations gives about a valid transform (deprecated, superseded by another, an alias,
+# slow): reported with the job. Any other warning is about a bad argument and refuses the list.
+ADVISORY = re.compile(r"deprecat|please use|consider using|is an alias|is very slow", re.IGNORECASE)
 
 
-def validate_transforms(transforms: list[dict]) -> None:
+def validate_transforms(transforms: list[dict]) -> list[str]:
     """Raise ValueError naming the transform and argument for anything `build_train_transform`
-    would refuse to build from this list."""
+    would refuse to build from this list; return albumentations' advice about the valid rest (e.g.
+    "ShiftScaleRotate is a special case of Affine ..."), one line per warning."""
+    notes: list[str] = []
     for index, item in enumerate(transforms):
-        _build_transform(item, index=index)
+        _build_transform(item, index=index, notes=notes)
+    return notes
+
+
+def transform_warnings(augmentation: str | list[dict]) -> list[str]:
+    """What albumentations advises about a spec's augmentation list (validate_transforms); [] for presets."""
+    return validate_transforms(augmentation) if isinstance(augmentation, list) else []
 
 
 def build_train_transform(
@@ -109,7 +124,7 @@ def describe(compose: A.Compose) -> dict[str, Any]:
     return A.to_dict(compose)
 
 
-def _build_transform(item: Any, *, index: int) -> A.BasicTransform:
+def _build_transform(item: Any, *, index: int, notes: list[str] | None = None) -> A.BasicTransform:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise ValueError(f'augmentation[{index}] must be an object like {{"name": "HorizontalFlip", "p": 0.5}}; '
                          f"got {item!r}")  # fmt: skip
@@ -124,13 +139,20 @@ def _build_transform(item: Any, *, index: int) -> A.BasicTransform:
     if unknown:
         raise ValueError(f"augmentation transform {name!r} has no argument(s) {unknown}; it takes {allowed}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # albumentations 2 only warns about many bad arguments
-            return cls(**arguments)
-    except (TypeError, ValueError, Warning) as exc:  # albumentations re-raises pydantic's errors as ValueError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # albumentations 2 only warns about many bad arguments
+            transform = cls(**arguments)
+    except (TypeError, ValueError) as exc:  # albumentations re-raises pydantic's errors as ValueError
         cause = exc if isinstance(exc, ValidationError) else exc.__cause__
         detail = _pydantic_message(cause) if isinstance(cause, ValidationError) else str(exc)
         raise ValueError(f"augmentation transform {name!r}: {detail}") from None
+    for warning in caught:
+        message = str(warning.message)
+        if not ADVISORY.search(message) and not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
+            raise ValueError(f"augmentation transform {name!r}: {message}")
+        if notes is not None:
+            notes.append(f"augmentation[{index}] {name}: {message}")
+    return transform
 
 
 def _init_parameters(cls: type) -> list[str]:
@@ -162,6 +184,7 @@ def _check_runs(compose: A.Compose, *, shape: tuple[int, int, int]) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
+                warnings.filterwarnings("ignore", message=f".*({ADVISORY.pattern})")  # matched case-insensitively
                 data = transform(image=data, force_apply=True)["image"]
         except (ValueError, TypeError, KeyError, IndexError, NotImplementedError, cv2.error, Warning) as exc:
             raise ValueError(f"augmentation transform {name!r} fails on {shape} images: {exc}") from None

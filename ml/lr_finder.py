@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.augment import transform_warnings
 from ml.data import load_dataset
 from ml.loaders import make_loaders
 from ml.models import build_model
@@ -336,6 +337,7 @@ def run_lr_finder(
         diverge_th=spec.diverge_th, rise_stop=spec.rise_stop, callbacks=callbacks,
     )
     metrics = build_metrics(curve, num_iter=spec.num_iter, seconds=time.perf_counter() - started)
+    metrics["warnings"] = transform_warnings(spec.augmentation)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics, allow_nan=False)

@@ -138,7 +138,8 @@ class CycleMomentumSpec(Spec):
 
     @model_validator(mode="after")
     def _base_below_max(self) -> CycleMomentumSpec:
-        if self.base_momentum is not None and self.max_momentum is not None and self.base_momentum > self.max_momentum:
+        base, top = self.base_momentum, self.max_momentum
+        if base is not None and top is not None and base > top:
             raise ValueError(
                 f"scheduler.base_momentum ({self.base_momentum}) must be <= scheduler.max_momentum ({self.max_momentum})"
             )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.augment import describe
+from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
 from ml.compilation import compile_model, resolve_mode
 from ml.data import DatasetBundle, load_dataset
@@ -226,7 +226,8 @@ class Trainer:
         )
 
     def metrics(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "best": self.best, "per_class_accuracy": None}
+        return {"epochs": self.epochs, "best": self.best, "per_class_accuracy": None,
+                "warnings": transform_warnings(self.spec.augmentation)}
 
     def _write_metrics(self, metrics: dict[str, Any] | None = None) -> None:
         write_json(self.out_dir / "metrics.json", metrics or self.metrics())

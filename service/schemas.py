@@ -11,6 +11,12 @@ JobKind = Literal["lr_finder", "train"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+WARNINGS_DESCRIPTION = (
+    "once the job has finished: what albumentations advised about the augmentation list, e.g. a deprecated "
+    "transform, one line each"
+)
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -51,6 +57,7 @@ class TrainMetricsPublic(BaseModel):
     best: BestEpochPublic | None
     per_class_accuracy: dict[str, float] | None = Field(default=None, description="once the job has finished")
     stop_reason: str | None = Field(default=None, description="completed | target_accuracy | cancelled")
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 
 class LRFinderMetricsPublic(BaseModel):
@@ -63,6 +70,7 @@ class LRFinderMetricsPublic(BaseModel):
     suggestions: dict[str, float | None]
     diverged_at_lr: float | None
     stop_reason: str | None = Field(default=None, description="completed | diverged | cancelled")
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 
 class ArtifactPublic(BaseModel):

@@ -84,6 +84,7 @@ class JobRun:
             "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
             "stop_reason": trained.stop_reason,
             "lr": spec.optimizer.lr,
+            "warnings": trained.metrics.get("warnings", []),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
 

@@ -165,6 +165,7 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
             suggestions=result.get("suggestions", {}),
             diverged_at_lr=result.get("diverged_at_lr"),
             stop_reason=result.get("stop_reason"),
+            warnings=result.get("warnings", []),
         )
     epochs = store.list_epochs(session, job.id)
     return TrainMetricsPublic(
@@ -174,6 +175,7 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
         best=result.get("best") or _best(epochs),
         per_class_accuracy=result.get("per_class_accuracy"),
         stop_reason=result.get("stop_reason"),
+        warnings=result.get("warnings", []),
     )
 
 

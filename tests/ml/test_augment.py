@@ -159,3 +159,20 @@ def test_build_refuses_a_list_that_cannot_run_on_grayscale_28px(transforms, expe
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="'default', 'none' or a list"):
         build_train_transform("strong", image_size=32, **RGB)
+
+
+SHIFT_SCALE_ROTATE = {"name": "ShiftScaleRotate", "shift_limit": 0.0625, "scale_limit": 0.1, "rotate_limit": 15}
+
+
+def test_a_deprecated_but_valid_transform_is_accepted_and_its_warning_returned():
+    notes = validate_transforms([{"name": "HorizontalFlip"}, SHIFT_SCALE_ROTATE])
+    assert notes == ["augmentation[1] ShiftScaleRotate: ShiftScaleRotate is a special case of Affine transform. "
+                     "Please use Affine transform instead."]  # fmt: skip
+    compose = build_train_transform([SHIFT_SCALE_ROTATE], image_size=32, **RGB)
+    assert [type(t).__name__ for t in compose.transforms] == ["ShiftScaleRotate", "Normalize"]
+    assert validate_transforms([{"name": "HorizontalFlip"}]) == []
+
+
+def test_a_bad_argument_warning_is_still_refused_next_to_a_deprecated_transform():
+    with pytest.raises(ValueError, match=r"'Blur': .*Values less than 3 are not allowed"):
+        validate_transforms([SHIFT_SCALE_ROTATE, {"name": "Blur", "blur_limit": [2, 4]}])
