@@ -7,10 +7,12 @@ as albumentations draws them (tests/ml/test_batch_augment.py compares the distri
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import albumentations as A
+import cv2
 import torch
 
 from ml.augment import PAD, build_train_transform, describe
@@ -36,19 +38,20 @@ class BatchAugment:
     def from_spec(cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float],
                   std: Sequence[float]) -> BatchAugment | None:  # fmt: skip
         """The batched equivalent of `augmentation`, or None when the batched path does not cover it
-        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists whose
-        pipeline serializes exactly as one of those or as a lone HorizontalFlip (any p)."""
+        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists that do
+        what one of those or a lone HorizontalFlip (any p) does, compared by `effect`, not by how
+        they were written."""
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if image_size <= PAD:  # reflect-101 padding needs more pixels than it pads
             return None
         compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
-        target = describe(compose)
-        flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip)]
+        target = effect(compose, channels=len(mean))
+        flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip) and t.p > 0]
         candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
         candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0) for p in flips[:1]]
         for spec, crop, flip_p, cutout_p in candidates:
             equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
-            if describe(equivalent) == target:
+            if effect(equivalent, channels=len(mean)) == target:
                 return cls(crop, flip_p, cutout_p, mean, std, equivalent)
         return None
 
@@ -89,6 +92,43 @@ class BatchAugment:
             "hy": torch.randint(height - hole[0] + 1, (batch,), generator=generator),
             "hx": torch.randint(width - hole[1] + 1, (batch,), generator=generator),
         }
+
+
+IGNORED = {"fill_mask"}  # arguments that only touch masks: a classification job has none
+
+
+def effect(compose: A.Compose, *, channels: int) -> list[dict[str, Any]]:
+    """What a pipeline does to (image_size, image_size, channels) images, as comparable data: each
+    transform's serialized arguments with the ways of writing one thing made one (tuples and lists,
+    a scalar fill and one per channel), arguments that cannot act
+    dropped (mask fills; a border's fill unless the border is constant; RandomCrop's padding
+    arguments unless it pads), and transforms that never fire (p = 0) left out."""
+    steps = []
+    for transform in compose.transforms:
+        if transform.p == 0:
+            continue
+        arguments = json.loads(json.dumps(describe(transform)["transform"]))  # tuples -> lists
+        for name in IGNORED & arguments.keys():
+            del arguments[name]
+        if arguments.get("border_mode") not in (None, cv2.BORDER_CONSTANT) or arguments.get("pad_if_needed") is False:
+            arguments.pop("fill", None)
+        if arguments.get("pad_if_needed") is False:
+            for name in ("border_mode", "pad_position"):
+                arguments.pop(name, None)
+        if isinstance(transform, A.CoarseDropout):
+            arguments = _cutout_effect(arguments, channels=channels)
+        steps.append(arguments)
+    return steps
+
+
+def _cutout_effect(arguments: dict[str, Any], *, channels: int) -> dict[str, Any]:
+    """CoarseDropout's fill as one float per channel, however it was written."""
+    fill = arguments.get("fill")
+    if isinstance(fill, (int, float)):
+        arguments["fill"] = [float(fill)] * channels
+    elif isinstance(fill, list):
+        arguments["fill"] = [float(v) for v in fill]
+    return arguments
 
 
 def pixels(images: torch.Tensor, mean: Sequence[float]) -> torch.Tensor:

@@ -141,7 +141,7 @@ class CycleMomentumSpec(Spec):
         base, top = self.base_momentum, self.max_momentum
         if base is not None and top is not None and base > top:
             raise ValueError(
-                f"scheduler.base_momentum ({self.base_momentum}) must be <= scheduler.max_momentum ({self.max_momentum})"
+                f"scheduler.base_momentum ({base}) must be <= scheduler.max_momentum ({top})"
             )
         return self
 
