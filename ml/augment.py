@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 
 __all__ = [
-    "TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "reseed", "transform_warnings",
-    "validate_transforms",
+    "TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "normalization", "reseed",
+    "transform_warnings", "validate_transforms",
 ]  # fmt: skip
 
 PAD = 4  # px on each side before the random crop back to size: the classic CIFAR recipe
@@ -57,9 +57,49 @@ def validate_transforms(transforms: list[dict]) -> list[str]:
     would refuse to build from this list; return albumentations' advice about the valid rest (e.g.
     "ShiftScaleRotate is a special case of Affine ..."), one line per warning."""
     notes: list[str] = []
-    for index, item in enumerate(transforms):
-        _build_transform(item, index=index, notes=notes)
+    built = [_build_transform(item, index=index, notes=notes) for index, item in enumerate(transforms)]
+    _check_normalize(built)
     return notes
+
+
+def _check_normalize(transforms: list[A.BasicTransform]) -> None:
+    """A user's Normalize becomes the model's normalization everywhere (evaluation, GradCAM, the
+    checkpoint, /predict), so it must be one fixed per-channel mean and std applied to every image."""
+    found = [(i, t) for i, t in enumerate(transforms) if isinstance(t, A.Normalize)]
+    if len(found) > 1:
+        raise ValueError(f"augmentation has {len(found)} Normalize transforms (at {[i for i, _ in found]}); "
+                         "give at most one: it is the model's input normalization")  # fmt: skip
+    for index, transform in found:
+        if transform.normalization != "standard" or transform.max_pixel_value is None:
+            raise ValueError(
+                f"augmentation[{index}] Normalize: normalization {transform.normalization!r} depends on each "
+                "image's own statistics and cannot be reproduced at evaluation and /predict; use 'standard' "
+                "(fixed mean and std), or leave Normalize out to use the dataset's statistics"
+            )
+        if transform.p != 1:
+            raise ValueError(f"augmentation[{index}] Normalize: p must be 1 (the model's input normalization "
+                             f"applies to every image); got {transform.p}")  # fmt: skip
+
+
+def normalization(augmentation: str | list[dict], *, mean: Sequence[float], std: Sequence[float]
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:  # fmt: skip
+    """The per-channel (mean, std), in [0, 1] pixel units, that the model's inputs are normalized
+    with: those of the user's Normalize when the augmentation list has one (scaled from its
+    max_pixel_value), else the dataset's `mean` and `std`. Training, evaluation, the checkpoint's
+    manifest, GradCAM, samples.png and /predict all use this one pair."""
+    channels = len(mean)
+    items = augmentation if isinstance(augmentation, list) else []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == "Normalize":
+            transform = _build_transform(item, index=index)
+            scale = float(transform.max_pixel_value) / 255.0
+            pair = [np.atleast_1d(np.asarray(v, dtype=float)) * scale for v in (transform.mean, transform.std)]
+            if any(v.size not in (1, channels) for v in pair):
+                raise ValueError(f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for "
+                                 f"{channels}-channel images; got mean={transform.mean}, std={transform.std}")  # fmt: skip
+            user_mean, user_std = (tuple(float(x) for x in np.broadcast_to(v, (channels,))) for v in pair)
+            return user_mean, user_std
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def transform_warnings(augmentation: str | list[dict]) -> list[str]:

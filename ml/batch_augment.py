@@ -100,7 +100,7 @@ IGNORED = {"fill_mask"}  # arguments that only touch masks: a classification job
 def effect(compose: A.Compose, *, channels: int) -> list[dict[str, Any]]:
     """What a pipeline does to (image_size, image_size, channels) images, as comparable data: each
     transform's serialized arguments with the ways of writing one thing made one (tuples and lists,
-    a scalar fill and one per channel), arguments that cannot act
+    a scalar fill, mean or std and one per channel), arguments that cannot act
     dropped (mask fills; a border's fill unless the border is constant; RandomCrop's padding
     arguments unless it pads), and transforms that never fire (p = 0) left out."""
     steps = []
@@ -117,6 +117,10 @@ def effect(compose: A.Compose, *, channels: int) -> list[dict[str, Any]]:
                 arguments.pop(name, None)
         if isinstance(transform, A.CoarseDropout):
             arguments = _cutout_effect(arguments, channels=channels)
+        if isinstance(transform, A.Normalize):  # one mean and std for all channels, or one per channel
+            for name in ("mean", "std"):
+                value = arguments[name]
+                arguments[name] = [float(value)] * channels if isinstance(value, (int, float)) else value
         steps.append(arguments)
     return steps
 

@@ -6,6 +6,7 @@ image through albumentations in a DataLoader."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import albumentations as A
@@ -13,12 +14,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from ml.augment import build_eval_transform, build_train_transform, reseed
+from ml.augment import build_eval_transform, build_train_transform, normalization, reseed
 from ml.batch_augment import BatchAugment, normalize, pixels
 from ml.data import DatasetBundle, ImageSet
 from ml.specs import Augmentation
 
-__all__ = ["AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "denormalize", "make_loaders", "pipeline"]
+__all__ = [
+    "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "make_loaders",
+    "pipeline",
+]  # fmt: skip
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
 
@@ -86,6 +90,14 @@ class TensorEvalLoader:
 
 
 Loader = DataLoader | TensorTrainLoader | TensorEvalLoader
+
+
+def as_normalized_by(bundle: DatasetBundle, augmentation: Augmentation) -> DatasetBundle:
+    """`bundle` with the mean and std the model's inputs are normalized with (ml.augment.normalization):
+    a user's Normalize replaces the dataset's statistics for evaluation, the manifest, GradCAM,
+    samples.png and /predict alike, so the model is tested and served on what it trained on."""
+    mean, std = normalization(augmentation, mean=bundle.mean, std=bundle.std)
+    return replace(bundle, mean=mean, std=std)
 
 
 def make_loaders(

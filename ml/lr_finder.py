@@ -29,7 +29,7 @@ from torch import nn
 
 from ml.augment import transform_warnings
 from ml.data import load_dataset
-from ml.loaders import make_loaders
+from ml.loaders import as_normalized_by, make_loaders
 from ml.models import build_model
 from ml.plots import plot_lr_finder
 from ml.progress import Callbacks, NullCallbacks
@@ -299,7 +299,7 @@ def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, A
 def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int) -> tuple:
     """(model, optimizer, train_loader) for a spec, the model on `device`."""
     seed_everything(spec.seed)
-    bundle = load_dataset(spec.dataset, Path(data_dir))
+    bundle = as_normalized_by(load_dataset(spec.dataset, Path(data_dir)), spec.augmentation)
     train_loader, _ = make_loaders(
         bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
         num_workers=num_workers, pin_memory=device.type == "cuda", device=device,

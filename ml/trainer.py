@@ -16,7 +16,7 @@ from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
 from ml.compilation import compile_model, resolve_mode
 from ml.data import DatasetBundle, load_dataset
-from ml.loaders import make_loaders, pipeline
+from ml.loaders import as_normalized_by, make_loaders, pipeline
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
@@ -163,6 +163,7 @@ class Trainer:
         self.step_lrs = step_lrs[: done * len(self.train_loader)]
         self.best = max(({"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in self.epochs),
                         key=lambda b: (b["test_acc"], -b["epoch"]), default=None)
+        self._restore_best(done)
         self.start_epoch = done + 1
         for record in self.epochs:
             self.callbacks.on_epoch(record)
@@ -170,6 +171,19 @@ class Trainer:
         self.schedule.after_epoch(test_acc=latest["test_acc"], test_loss=latest["test_loss"])
         target = self.spec.target_accuracy
         return "target_accuracy" if target is not None and latest["test_acc"] >= target else None
+
+    def _restore_best(self, done: int) -> None:
+        """Make `checkpoints/best` the best epoch of the resumed metrics: a run killed after saving
+        "last" but before "best" left best/ one improvement behind, and "last" (now loaded) is that epoch."""
+        assert self.best is not None, "resume restores at least one epoch"
+        best = self.out_dir / "checkpoints" / "best"
+        saved = load_manifest(best).get("epoch") if (best / "manifest.json").is_file() else None
+        if saved == self.best["epoch"]:
+            return
+        if self.best["epoch"] != done:
+            raise CheckpointError(f"{best} holds epoch {saved}, but the metrics' best is epoch {self.best['epoch']}"
+                                  f" and only the last checkpoint (epoch {done}) can be restored; cannot resume")
+        self._save_checkpoint("best", done, self.best["test_acc"])
 
     def run(self, *, resume: bool = False) -> TrainResult:
         stop_reason = "completed"
@@ -202,11 +216,17 @@ class Trainer:
         }
         self.epochs.append(record)
         self.step_lrs.extend(stats.lrs)
-        if self.best is None or test_acc > self.best["test_acc"]:
+        improved = self.best is None or test_acc > self.best["test_acc"]
+        if improved:
             self.best = {"epoch": epoch, "test_acc": test_acc}
-            self._save_checkpoint("best", epoch, test_acc)
-        self._write_metrics()  # before "last": a resume trims metrics to the checkpoint, never the reverse
+        # The order a crash can cut anywhere: metrics, then "last", then "best". A resume trims metrics to
+        # "last", so metrics never lack an epoch that a checkpoint holds; and "best" is only ever this
+        # epoch, which "last" holds by then, so a resume that finds it missing writes it from "last"
+        # (_restore_best) instead of trusting a best/ from an epoch the metrics lost.
+        self._write_metrics()
         self._save_checkpoint("last", epoch, test_acc)
+        if improved:
+            self._save_checkpoint("best", epoch, test_acc)
         self.callbacks.on_epoch(record)
 
     def manifest(self, epoch: int, test_acc: float) -> dict[str, Any]:
@@ -258,7 +278,7 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
     seed_everything(spec.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = load_dataset(spec.dataset, Path(data_dir))
+    bundle = as_normalized_by(load_dataset(spec.dataset, Path(data_dir)), spec.augmentation)
     if num_workers is None:
         num_workers = default_num_workers(dev)
     trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks or NullCallbacks(),
