@@ -332,7 +332,8 @@ def run_lr_finder(
     model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers)
     started = time.perf_counter()
     curve = range_test(
-        model, optimizer, train_loader, criterion=nn.CrossEntropyLoss(), start_lr=spec.start_lr,
+        model, optimizer, train_loader, criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
+        start_lr=spec.start_lr,
         end_lr=spec.end_lr, num_iter=spec.num_iter, step_mode=spec.step_mode, smooth_f=spec.smooth_f,
         diverge_th=spec.diverge_th, rise_stop=spec.rise_stop, callbacks=callbacks,
     )

@@ -68,18 +68,28 @@ def plot_accuracy(epochs: Sequence[Mapping], path: Path | str) -> Path:
     )
 
 
-def plot_loss(epochs: Sequence[Mapping], path: Path | str) -> Path:
-    """Train and test loss per epoch."""
+def loss_labels(label_smoothing: float) -> dict[str, str]:
+    """What each loss curve is: the train loss is the training criterion (label-smoothed when asked),
+    the test loss always plain cross-entropy; with smoothing the two are not on one scale."""
+    if label_smoothing == 0:
+        return {"train_loss": "train", "test_loss": "test"}
+    return {"train_loss": f"train (label-smoothed {label_smoothing:g} cross-entropy)",
+            "test_loss": "test (plain cross-entropy)"}  # fmt: skip
+
+
+def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: float = 0.0) -> Path:
+    """Train and test loss per epoch, each labelled with what it measures (loss_labels)."""
     return _plot_epochs(
-        epochs, path, keys={"train_loss": "train", "test_loss": "test"}, scale=1.0,
-        ylabel="cross-entropy loss", title="Loss per epoch",
+        epochs, path, keys=loss_labels(label_smoothing), scale=1.0, ylabel="cross-entropy loss",
+        title="Loss per epoch",
     )
 
 
-def plot_history(epochs: Sequence[Mapping], out_dir: Path | str) -> list[Path]:
+def plot_history(epochs: Sequence[Mapping], out_dir: Path | str, *, label_smoothing: float = 0.0) -> list[Path]:
     """accuracy.png and loss.png in out_dir (the two curves of a train run)."""
     out_dir = Path(out_dir)
-    return [plot_accuracy(epochs, out_dir / "accuracy.png"), plot_loss(epochs, out_dir / "loss.png")]
+    return [plot_accuracy(epochs, out_dir / "accuracy.png"),
+            plot_loss(epochs, out_dir / "loss.png", label_smoothing=label_smoothing)]  # fmt: skip
 
 
 def plot_lr(lrs: Sequence[float], path: Path | str) -> Path:

@@ -33,7 +33,7 @@ def write_report(trainer: Trainer, *, best_folder: Path, metrics: dict[str, Any]
     paths = {name: out / f"{name}.png" for name in (
         "accuracy", "loss", "lr", "confusion_matrix", "samples", "misclassified")}
     plots.plot_accuracy(trainer.epochs, paths["accuracy"])
-    plots.plot_loss(trainer.epochs, paths["loss"])
+    plots.plot_loss(trainer.epochs, paths["loss"], label_smoothing=trainer.spec.label_smoothing)
     plots.plot_lr(trainer.step_lrs, paths["lr"])
     plots.plot_confusion(confusion_matrix(predictions, labels, len(bundle.classes)), bundle.classes,
                          paths["confusion_matrix"])

@@ -223,6 +223,11 @@ class CommonSpec(Spec):
     batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE)
     augmentation: Augmentation = Field(default="default", description=AUGMENTATION_DESCRIPTION)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="cross-entropy label smoothing of the training loss (and of the LR range test's, so that it "
+        "measures the loss training will use); test losses are plain cross-entropy; 0 = none",
+    )
 
     @field_validator("augmentation")
     @classmethod
@@ -264,9 +269,6 @@ class TrainSpec(CommonSpec):
         default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
     )
     gradcam_misclassified: int = Field(default=25, ge=0, le=100)
-    label_smoothing: float = Field(
-        default=0.0, ge=0, lt=1, description="cross-entropy label smoothing of the training loss; 0 = none"
-    )
     compile: CompileMode = Field(
         default="auto",
         description=f"torch.compile: auto (compile runs of >= {COMPILE_MIN_STEPS} training steps, eager "

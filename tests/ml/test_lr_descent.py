@@ -110,3 +110,19 @@ def test_rise_stop_on_scripted_losses(raw, rise_stop, recorded):
                        start_lr=1e-3, end_lr=1.0, num_iter=len(raw), smooth_f=0.0, rise_stop=rise_stop)
     assert len(curve.losses) == recorded
     assert curve.stop_reason == ("diverged" if recorded < len(raw) else "completed")
+
+
+def test_the_range_test_measures_the_label_smoothed_loss_training_will_use(fmnist_data_dir, tmp_path, monkeypatch):
+    made = []
+
+    class Recorded(nn.CrossEntropyLoss):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            made.append(kwargs)
+
+    monkeypatch.setattr("ml.lr_finder.nn.CrossEntropyLoss", Recorded)
+    body = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "custom_resnet", "width": 2},
+            "batch_size": 16, "num_iter": 5, "augmentation": "none"}  # fmt: skip
+    run_lr_finder(LRFinderSpec(**body, label_smoothing=0.1), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    assert made == [{"label_smoothing": 0.1}]
+    assert LRFinderSpec(**body).label_smoothing == 0.0
