@@ -68,7 +68,7 @@ def explain(
     _check_images(images)
     if targets is not None:
         check_targets(targets, len(images))
-    features, head = split_at_cam_layer(model)
+    features, head = split_at_cam_layer(model, image_size=min(images.shape[-2:]))
     device = next(model.parameters()).device
     with torch.inference_mode(False), _eval_mode(model):
         with torch.no_grad():
@@ -114,7 +114,7 @@ def reference_cam(
     with (torch.inference_mode(False), torch.enable_grad(), _preserved(model),
           torch.backends.mkldnn.flags(enabled=False)):
         batch = images.detach().to(device).clone()
-        with METHODS[method](model=model, target_layers=[gradcam_layer(model)]) as cam:
+        with METHODS[method](model=model, target_layers=[gradcam_layer(model, min(images.shape[-2:]))]) as cam:
             try:
                 maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             except IndexError as exc:  # BaseCAM.__exit__ would print and swallow an IndexError
