@@ -21,7 +21,14 @@ __all__ = [
     "transform_warnings", "validate_transforms",
 ]  # fmt: skip
 
-PAD = 4  # px on each side before the random crop back to size: the classic CIFAR recipe
+PAD = 4  # px on each side before the random crop back to size at 32 px: the classic CIFAR recipe
+
+
+def default_pad(image_size: int) -> int:
+    """The default preset's padding for image_size inputs: PAD at 32 px (and 28), in proportion
+    otherwise (8 px at 64, 2 at 16), at least 1; rounded half up."""
+    return max(1, int(image_size * PAD / 32 + 0.5))
+
 # Exported transforms a job cannot use, and why: they need targets other than the image
 # (bboxes, masks, metadata, reference images), take callables, or turn the image into something else.
 EXCLUDED = {
@@ -133,11 +140,12 @@ def build_train_transform(
 
 
 def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.BasicTransform]:
-    """Pad-and-crop, horizontal flip and Cutout (a square hole half the image's side, 16x16 at 32 px,
-    filled with the dataset mean so that it normalizes to 0)."""
-    hole = image_size // 2
+    """Pad-and-crop (default_pad: 4 px at 32 px), horizontal flip and Cutout (a square hole half the
+    image's side, 16x16 at 32 px, filled with the dataset mean so that it normalizes to 0): both
+    scale with the image size."""
+    hole, pad = image_size // 2, default_pad(image_size)
     return [
-        A.PadIfNeeded(min_height=image_size + 2 * PAD, min_width=image_size + 2 * PAD,
+        A.PadIfNeeded(min_height=image_size + 2 * pad, min_width=image_size + 2 * pad,
                       border_mode=cv2.BORDER_REFLECT_101),
         A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),

@@ -15,7 +15,7 @@ import albumentations as A
 import cv2
 import torch
 
-from ml.augment import PAD, build_train_transform, describe
+from ml.augment import PAD, build_train_transform, default_pad, describe
 from ml.specs import Augmentation
 
 __all__ = ["BatchAugment", "normalize", "pixels"]
@@ -27,12 +27,13 @@ class BatchAugment:
     `augmentation.json` describes. Cutout is one square hole of half the side, inside the image, filled
     with the dataset mean (ml.augment.default_transforms)."""
 
-    crop: bool  # reflect-101 pad by PAD px per side, then a random crop back to size
+    crop: bool  # reflect-101 pad by `pad` px per side, then a random crop back to size
     flip_p: float  # probability of a horizontal flip
     cutout_p: float  # probability of the Cutout hole
     mean: tuple[float, ...]
     std: tuple[float, ...]
     compose: A.Compose = field(compare=False)  # equal plans are equal whatever Compose object they carry
+    pad: int = PAD  # px per side when `crop`: ml.augment.default_pad of the image size
 
     @classmethod
     def from_spec(cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float],
@@ -42,7 +43,7 @@ class BatchAugment:
         what one of those or a lone HorizontalFlip (any p) does, compared by `effect`, not by how
         they were written."""
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if image_size <= PAD:  # reflect-101 padding needs more pixels than it pads
+        if image_size <= default_pad(image_size):  # reflect-101 padding needs more pixels than it pads
             return None
         compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
         target = effect(compose, channels=len(mean))
@@ -52,7 +53,7 @@ class BatchAugment:
         for spec, crop, flip_p, cutout_p in candidates:
             equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
             if effect(equivalent, channels=len(mean)) == target:
-                return cls(crop, flip_p, cutout_p, mean, std, equivalent)
+                return cls(crop, flip_p, cutout_p, mean, std, equivalent, pad=default_pad(image_size))
         return None
 
     def apply(self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor,
@@ -67,8 +68,9 @@ class BatchAugment:
         batch, device = len(indices), source.device
         plane, image = height * width, channels * height * width
         draws = self._draws(batch, height, width, generator)
-        rows = _axis(draws["dy"], height, crop=self.crop).to(device, non_blocking=True)  # (B, H) source rows
-        cols = _axis(draws["dx"], width, crop=self.crop, flip=draws["flip"]).to(device, non_blocking=True)
+        pad = self.pad if self.crop else 0
+        rows = _axis(draws["dy"], height, pad=pad).to(device, non_blocking=True)  # (B, H) source rows
+        cols = _axis(draws["dx"], width, pad=pad, flip=draws["flip"]).to(device, non_blocking=True)
         channel = torch.arange(channels, device=device).view(1, -1, 1) * plane
         row_start = (indices.view(-1, 1, 1) * image + channel + rows.unsqueeze(1) * width).unsqueeze(3)
         flat = row_start + cols.view(batch, 1, 1, width)  # (B, C, H, W) into source
@@ -80,9 +82,9 @@ class BatchAugment:
 
     def _draws(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The per-sample random choices, drawn as albumentations draws them: crop offsets uniform in
-        [0, 2 * PAD], flips and Cutout each with their own probability, the hole's top-left corner
+        [0, 2 * pad], flips and Cutout each with their own probability, the hole's top-left corner
         uniform over the positions that keep the whole hole inside (CoarseDropout 2.0.8)."""
-        span = 2 * PAD + 1 if self.crop else 1
+        span = 2 * self.pad + 1 if self.crop else 1
         hole = height // 2, width // 2
         return {
             "dy": torch.randint(span, (batch,), generator=generator),
@@ -159,16 +161,16 @@ def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Seque
     return out.mul_(scale).add_(shift)
 
 
-def _axis(offset: torch.Tensor, size: int, *, crop: bool, flip: torch.Tensor | None = None) -> torch.Tensor:
+def _axis(offset: torch.Tensor, size: int, *, pad: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """(B, size) source coordinates along one axis: output i reads padded coordinate offset + i (or
     offset + size - 1 - i when flipped), mapped back into the image by reflect-101 (cv2's default
     border: -1 -> 1, size -> size - 2)."""
     steps = torch.arange(size)
     if flip is not None:
         steps = torch.where(flip.view(-1, 1), steps.flip(0), steps)
-    if not crop:
+    if not pad:
         return steps.expand(len(offset), size)
-    padded = offset.view(-1, 1) + steps - PAD
+    padded = offset.view(-1, 1) + steps - pad
     return torch.where(padded < 0, -padded, torch.where(padded >= size, 2 * (size - 1) - padded, padded))
 
 

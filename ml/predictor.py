@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ml.checkpoints import load_model
+from ml.data import fit_image
 from ml.gradcam import check_method, explain, overlay, to_png_bytes
 
 OVERLAY_MIN_SIZE = 128  # px: a 32x32 input is upscaled so that the overlay stays readable
@@ -102,17 +103,13 @@ class Predictor:
         """`image` as uint8 (S, S, C): upright, in the model's channel count, resized to its size."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image; got {type(image).__name__}")
-        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
         if image.mode in _HIGH_BIT_MODES:
             image = _high_bit_to_l(image)
         mode = "L" if self.in_channels == 1 else "RGB"
-        try:
-            image = image if image.mode == mode else image.convert(mode)
+        try:  # upright, alpha on white, aspect kept: as an image folder's training images (ml.data.fit_image)
+            image = fit_image(image, self.image_size, mode)
         except ValueError as exc:
             raise ValueError(f"cannot convert an image of mode {image.mode!r} to {mode!r}: {exc}") from exc
-        size = (self.image_size, self.image_size)
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
         return array.reshape(self.image_size, self.image_size, -1)
 

@@ -31,7 +31,10 @@ class DatasetSpec(Spec):
         description="image_folder only: a folder under DATA_DIR holding train/<class>/* and test/<class>/*",
     )
     image_size: int = Field(
-        default=32, ge=8, le=256, description="image_folder only: images are resized to this square size"
+        default=32, ge=8, le=256,
+        description="image_folder only: each image is scaled so that its shorter side is this size and "
+        "centre-cropped to a square (its aspect kept); transparent pixels are composited on white. /predict "
+        "prepares uploads the same way",
     )
     train_subset: int | None = Field(
         default=None, ge=10, description="use only N training images, stratified by class; null = all"

@@ -201,3 +201,15 @@ def test_lists_that_do_something_else_stay_on_albumentations():
                   [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
                   [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}]):  # fmt: skip
         assert BatchAugment.from_spec(other, **stats) is None, other
+
+
+@pytest.mark.parametrize(("size", "pad"), [(16, 2), (28, 4), (32, 4), (64, 8)])
+def test_the_default_pad_and_cutout_scale_with_the_image_size(size, pad):
+    compose = build_train_transform("default", image_size=size, mean=RGB_MEAN, std=STD)
+    padding, _, _, cutout, _ = compose.transforms
+    assert (padding.min_height, padding.min_width) == (size + 2 * pad, size + 2 * pad)
+    assert cutout.hole_height_range == (size // 2, size // 2)
+    augment = BatchAugment.from_spec("default", image_size=size, mean=RGB_MEAN, std=STD)
+    assert augment is not None and augment.pad == pad
+    offsets = augment._draws(4000, size, size, torch.Generator().manual_seed(0))["dy"]
+    assert offsets.min() == 0 and offsets.max() == 2 * pad
