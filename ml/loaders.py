@@ -20,8 +20,8 @@ from ml.data import DatasetBundle, ImageSet
 from ml.specs import Augmentation
 
 __all__ = [
-    "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "make_loaders",
-    "pipeline",
+    "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "epoch_seed",
+    "make_loaders", "pipeline", "start_epoch",
 ]  # fmt: skip
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
@@ -123,6 +123,26 @@ def make_loaders(
                          num_workers=num_workers, pin_memory=pin_memory)  # fmt: skip
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentations: a function of the job's seed and the epoch
+    alone, so that epoch 3 draws the same whether or not the run was interrupted after epoch 2."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def start_epoch(loader: Loader, *, seed: int, epoch: int) -> None:
+    """Seed `loader`'s shuffle and augmentations for `epoch` (call before iterating it): the order,
+    crops, flips and holes of an epoch depend only on (seed, epoch). DataLoader workers are seeded
+    from the loader's generator when each epoch starts (they are not persistent for this reason)."""
+    state = epoch_seed(seed, epoch)
+    if isinstance(loader, TensorTrainLoader):
+        loader.generator.manual_seed(state)
+    elif isinstance(loader, DataLoader) and loader.generator is not None:
+        loader.generator.manual_seed(state)
+        reseed(loader.dataset.transform, state % 2**32)
+    else:
+        raise TypeError(f"start_epoch takes a training loader; got {type(loader).__name__}")
+
+
 def pipeline(loader: Loader) -> A.Compose:
     """The albumentations pipeline a loader applies (or reproduces, batched): for augmentation.json."""
     return loader.dataset.transform if isinstance(loader, DataLoader) else loader.transform
@@ -136,7 +156,7 @@ def _data_loaders(bundle: DatasetBundle, *, augmentation: Augmentation, batch_si
     train_set = AugmentedImages(bundle.train, train_transform)
     workers = {
         "num_workers": num_workers,
-        "persistent_workers": num_workers > 0,  # workers keep their random streams across epochs
+        "persistent_workers": False,  # workers start each epoch, seeded from it (start_epoch): exact resumes
         "worker_init_fn": _seed_worker if num_workers > 0 else None,
         "pin_memory": pin_memory,
     }

@@ -16,7 +16,7 @@ from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
 from ml.compilation import compile_model, resolve_mode
 from ml.data import DatasetBundle, load_dataset
-from ml.loaders import as_normalized_by, make_loaders, pipeline
+from ml.loaders import as_normalized_by, make_loaders, pipeline, start_epoch
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
@@ -89,6 +89,7 @@ class Trainer:
         return self.callbacks.should_stop()
 
     def train_epoch(self, epoch: int) -> EpochStats:
+        start_epoch(self.train_loader, seed=self.spec.seed, epoch=epoch)  # resumed or not, epoch N draws the same
         self.model.train()
         steps = len(self.train_loader)
         loss_sum = torch.zeros((), device=self.device)  # accumulated on the device: no sync per batch
@@ -216,9 +217,9 @@ class Trainer:
         }
         self.epochs.append(record)
         self.step_lrs.extend(stats.lrs)
-        improved = self.best is None or test_acc > self.best["test_acc"]
-        if improved:
-            self.best = {"epoch": epoch, "test_acc": test_acc}
+        improved = self.best is None or record["test_acc"] > self.best["test_acc"]
+        if improved:  # the record's rounded figure: metrics.json, best and a resume's recomputation agree
+            self.best = {"epoch": epoch, "test_acc": record["test_acc"]}
         # The order a crash can cut anywhere: metrics, then "last", then "best". A resume trims metrics to
         # "last", so metrics never lack an epoch that a checkpoint holds; and "best" is only ever this
         # epoch, which "last" holds by then, so a resume that finds it missing writes it from "last"

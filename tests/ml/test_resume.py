@@ -169,3 +169,27 @@ def resumed_trainer(s: TrainSpec, data_dir: Path, out: Path) -> Trainer:
     trainer = Trainer(s, bundle, out_dir=out, device=torch.device("cpu"), callbacks=NullCallbacks(), num_workers=0)
     trainer.resume()
     return trainer
+
+
+LEARNED = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    ["default", [{"name": "HorizontalFlip"}, {"name": "Affine", "translate_px": [-2, 2], "p": 0.5}]],
+    ids=["batched", "albumentations"],
+)
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(fmnist_data_dir: Path, tmp_path: Path,
+                                                             augmentation) -> None:  # fmt: skip
+    """Each epoch's shuffle and augmentations come from (seed, epoch): before, a resume replayed epoch
+    1's order and augmentations as epoch 2's. Two runs of one spec and seed agree too (on a CPU)."""
+    s = spec(augmentation=augmentation, epochs=3)
+    whole = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "whole", device="cpu").metrics["epochs"]
+    again = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "again", device="cpu").metrics["epochs"]
+    with pytest.raises(Killed):
+        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1),
+              device="cpu")  # fmt: skip
+    resumed = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", device="cpu", resume=True)
+    learned = [[record[key] for key in LEARNED] for record in whole]
+    assert [[record[key] for key in LEARNED] for record in again] == learned
+    assert [[record[key] for key in LEARNED] for record in resumed.metrics["epochs"]] == learned
