@@ -127,6 +127,17 @@ def _subset(images: ImageSet, n: int | None) -> ImageSet:
     return ImageSet(images.images[keep], images.labels[keep])
 
 
+def hold_out(images: ImageSet, fraction: float, *, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(rest, validation): a random `fraction` of `images` (at least one), stratified by class with
+    stratified_indices' quotas, drawn from `seed`; both keep the original order."""
+    n = min(len(images) - 1, max(1, round(fraction * len(images))))
+    order = np.random.default_rng(seed).permutation(len(images))
+    held = np.zeros(len(images), dtype=bool)
+    held[order[stratified_indices(images.labels[order], n)]] = True
+    return (ImageSet(images.images[~held], images.labels[~held]),
+            ImageSet(images.images[held], images.labels[held]))  # fmt: skip
+
+
 def _frozen(images: np.ndarray, labels: np.ndarray) -> ImageSet:
     """An ImageSet for the cache: read-only, so no caller can change what later jobs get."""
     images, labels = np.ascontiguousarray(images, np.uint8), np.asarray(labels, np.int64)

@@ -21,7 +21,7 @@ from ml.specs import Augmentation
 
 __all__ = [
     "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "epoch_seed",
-    "make_loaders", "pipeline", "start_epoch",
+    "make_eval_loader", "make_loaders", "pipeline", "start_epoch",
 ]  # fmt: skip
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
@@ -121,6 +121,17 @@ def make_loaders(
         return train, test
     return _data_loaders(bundle, augmentation=augmentation, batch_size=batch_size, seed=seed,
                          num_workers=num_workers, pin_memory=pin_memory)  # fmt: skip
+
+
+def make_eval_loader(like: Loader, images: ImageSet, *, mean: Sequence[float], std: Sequence[float]) -> Loader:
+    """An evaluation loader over `images` of the kind `like` (a test loader from make_loaders) is:
+    tensors on its device, or a DataLoader with its batch size and workers."""
+    if isinstance(like, TensorEvalLoader):
+        return TensorEvalLoader(images, batch_size=like.batch_size, mean=mean, std=std, device=like.images.device)
+    assert isinstance(like, DataLoader), f"not a test loader: {type(like).__name__}"
+    dataset = AugmentedImages(images, build_eval_transform(mean=mean, std=std))
+    return DataLoader(dataset, batch_size=like.batch_size, shuffle=False, num_workers=like.num_workers,
+                      worker_init_fn=like.worker_init_fn, pin_memory=like.pin_memory)  # fmt: skip
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -107,7 +107,8 @@ class TrainOptimizerSpec(SGDSpec):
 
 
 class ReduceOnPlateauSpec(Spec):
-    """torch.optim.lr_scheduler.ReduceLROnPlateau, stepped on test accuracy every epoch."""
+    """torch.optim.lr_scheduler.ReduceLROnPlateau, stepped every epoch on validation accuracy (with
+    validation_split), else on test accuracy."""
 
     name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
     mode: Literal["min", "max"] = "max"
@@ -269,7 +270,15 @@ class TrainSpec(CommonSpec):
     optimizer: TrainOptimizerSpec = Field(default_factory=TrainOptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=ReduceOnPlateauSpec)
     target_accuracy: float | None = Field(
-        default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
+        default=None, gt=0, le=1,
+        description="stop once accuracy reaches this fraction, e.g. 0.88: validation accuracy with "
+        "validation_split, else test accuracy"
+    )
+    validation_split: float | None = Field(
+        default=None, gt=0, le=0.5,
+        description="hold out this fraction of the training set (stratified by class, drawn from seed) as a "
+        "validation set; then model selection (best), ReduceLROnPlateau and target_accuracy read validation "
+        "accuracy, and the test set only measures; null = off: they read the test set",
     )
     gradcam_misclassified: int = Field(default=25, ge=0, le=100)
     compile: CompileMode = Field(

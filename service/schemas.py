@@ -44,7 +44,8 @@ class JobsPublic(BaseModel):
 
 class BestEpochPublic(BaseModel):
     epoch: int
-    test_acc: float
+    test_acc: float = Field(description="the test accuracy of the chosen epoch's model")
+    val_acc: float | None = Field(default=None, description="with validation_split: what it was chosen on")
 
 
 class TrainMetricsPublic(BaseModel):
@@ -57,6 +58,11 @@ class TrainMetricsPublic(BaseModel):
     best: BestEpochPublic | None
     per_class_accuracy: dict[str, float] | None = Field(default=None, description="once the job has finished")
     stop_reason: str | None = Field(default=None, description="completed | target_accuracy | cancelled")
+    selected_on: Literal["validation", "test"] = Field(
+        default="test",
+        description="the set that chose `best` and drove ReduceLROnPlateau and target_accuracy: validation "
+        "(val_loss, val_acc in each epoch) with validation_split, else test",
+    )
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 

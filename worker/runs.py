@@ -85,6 +85,7 @@ class JobRun:
             "stop_reason": trained.stop_reason,
             "lr": spec.optimizer.lr,
             "warnings": trained.metrics.get("warnings", []),
+            "selected_on": trained.metrics.get("selected_on", "test"),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
 
