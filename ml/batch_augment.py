@@ -153,7 +153,8 @@ def normalize(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[floa
 def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, C, H, W), any strides, to normalized float32 with the standard NCHW strides. Not
     `.contiguous()`: with one channel a permuted NHWC batch already counts as contiguous, yet its
-    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path."""
+    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path (the defect of
+    ml.runtime.memory_format)."""
     out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
     out.copy_(images)
     scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).view(1, -1, 1, 1)

@@ -10,22 +10,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from ml.specs import MODELS, ModelSpec
-
-# The catalogue: pure data, the parameter counts at width 64, 10 classes, 3 input channels
-# (asserted against the real modules in tests/ml/test_models.py).
-MODEL_INFO: dict[str, dict[str, object]] = {
-    "resnet18": {
-        "description": "CIFAR ResNet18 (kuangliu): 3x3 stem without max-pool, BasicBlocks [2, 2, 2, 2], "
-        "widths w, 2w, 4w, 8w, global average pool, linear",
-        "parameters": 11_173_962,
-    },
-    "custom_resnet": {
-        "description": "ResNet9 of the OneCycle recipe (David Page): prep conv, three conv-pool-BN-ReLU "
-        "stages with residual blocks after the first and third, global max pool, linear",
-        "parameters": 6_573_130,
-    },
-}
+from ml.specs import MODEL_INFO, MODELS, ModelSpec  # MODEL_INFO re-exported: the catalogue
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, *, pool: bool = False) -> nn.Sequential:
@@ -60,7 +45,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """kuangliu/pytorch-cifar ResNet18: 11,173,962 parameters at width 64, 10 classes."""
+    """kuangliu/pytorch-cifar ResNet18 (ml.specs.MODEL_INFO["resnet18"])."""
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__()
@@ -115,7 +100,7 @@ class ResidualStage(nn.Module):
 
 
 class CustomResNet(nn.Module):
-    """The ResNet9 of the OneCycle recipe: 6,573,130 parameters at width 64, 10 classes."""
+    """The ResNet9 of the OneCycle recipe (ml.specs.MODEL_INFO["custom_resnet"])."""
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__()

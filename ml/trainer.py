@@ -14,13 +14,13 @@ from torch import nn
 
 from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
-from ml.compilation import compile_model, resolve_mode
+from ml.compilation import compile_model, compiled_calls, resolve_mode
 from ml.data import DatasetBundle, ImageSet, hold_out, load_dataset
 from ml.loaders import as_normalized_by, make_eval_loader, make_loaders, pipeline, start_epoch
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
-from ml.reports import write_report
+from ml.reports import Report, write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
 
@@ -95,6 +95,10 @@ class Trainer:
         return self.callbacks.should_stop()
 
     def train_epoch(self, epoch: int) -> EpochStats:
+        with compiled_calls(self.compile_mode):
+            return self._train_epoch(epoch)
+
+    def _train_epoch(self, epoch: int) -> EpochStats:
         start_epoch(self.train_loader, seed=self.spec.seed, epoch=epoch)  # resumed or not, epoch N draws the same
         self.model.train()
         steps = len(self.train_loader)
@@ -144,7 +148,7 @@ class Trainer:
         loss_sum, preds = torch.zeros((), device=self.device), []
         for x, y in loader:
             x, y = self._to_device(x, y)
-            with autocast(self.device):
+            with autocast(self.device), compiled_calls(self.compile_mode):
                 logits = model(x)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1))
@@ -277,12 +281,25 @@ class Trainer:
         write_json(self.out_dir / "metrics.json", metrics or self.metrics())
         write_json(self.out_dir / "lr_steps.json", self.step_lrs)
 
+    def _write_report(self, best_folder: Path) -> tuple[list[Path], dict[str, float | None]]:
+        """The report of the best checkpoint's model on the test set, from plain data."""
+        model, _ = load_model(best_folder, device=self.device)
+        _, _, predictions = self.evaluate(model)
+        b, spec = self.bundle, self.spec
+        report = Report(
+            out_dir=self.out_dir, epochs=self.epochs, step_lrs=self.step_lrs, classes=list(b.classes),
+            test_images=b.test.images, test_labels=b.test.labels, predictions=predictions,
+            samples=next(iter(self.train_loader)), mean=b.mean, std=b.std, label_smoothing=spec.label_smoothing,
+            gradcam_count=spec.gradcam_misclassified,
+        )
+        return write_report(report, model)
+
     def _finish(self, stop_reason: str) -> TrainResult:
         checkpoints = self.out_dir / "checkpoints"
         metrics = self.metrics() | {"stop_reason": stop_reason}
         artifacts: list[Path] = []
         if self.epochs:
-            artifacts = write_report(self, best_folder=checkpoints / "best", metrics=metrics)
+            artifacts, metrics["per_class_accuracy"] = self._write_report(checkpoints / "best")
         self._write_metrics(metrics)
         has = self.epochs != []
         return TrainResult(metrics, stop_reason, checkpoints / "best" if has else None,

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ml.gradcam import METHODS, cam_for_batch, explain, overlay, reference_cam, to_png_bytes
+from gradcam_reference import reference_cam
+from ml.gradcam import METHODS, cam_for_batch, explain, overlay, to_png_bytes
 from ml.models import build_model, gradcam_layer
 from ml.specs import MODELS, ModelSpec
 
