@@ -102,8 +102,10 @@ def normalization(augmentation: str | list[dict], *, mean: Sequence[float], std:
             scale = float(transform.max_pixel_value) / 255.0
             pair = [np.atleast_1d(np.asarray(v, dtype=float)) * scale for v in (transform.mean, transform.std)]
             if any(v.size not in (1, channels) for v in pair):
-                raise ValueError(f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for "
-                                 f"{channels}-channel images; got mean={transform.mean}, std={transform.std}")  # fmt: skip
+                raise ValueError(
+                    f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for {channels}-channel "
+                    f"images; got mean={transform.mean}, std={transform.std}"
+                )
             user_mean, user_std = (tuple(float(x) for x in np.broadcast_to(v, (channels,))) for v in pair)
             return user_mean, user_std
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
