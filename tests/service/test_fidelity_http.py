@@ -84,3 +84,14 @@ def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image[..., 0]).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_validation_split_job_says_which_set_each_number_comes_from(client: TestClient, settings: Settings) -> None:
+    job = run(client, "train", {**TINY, "epochs": 2, "validation_split": 0.2})
+    metrics = client.get(f"/jobs/{job['id']}/metrics").json()
+    assert metrics["selected_on"] == "validation"
+    assert all({"val_loss", "val_acc", "test_loss", "test_acc"} <= set(e) for e in metrics["epochs"])
+    chosen = max(metrics["epochs"], key=lambda e: (e["val_acc"], -e["epoch"]))  # by validation, not test
+    assert metrics["best"] == {"epoch": chosen["epoch"], "val_acc": chosen["val_acc"], "test_acc": chosen["test_acc"]}
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainSpec"]["properties"]
+    assert "validation_split" in schema and "label_smoothing" in schema
