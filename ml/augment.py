@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import inspect
 import random
+import re
 import warnings
 from typing import Any, Sequence
 
@@ -15,9 +16,19 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-__all__ = ["TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "reseed", "validate_transforms"]
+__all__ = [
+    "TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "normalization", "reseed",
+    "transform_warnings", "validate_transforms",
+]  # fmt: skip
 
-PAD = 4  # px on each side before the random crop back to size: the classic CIFAR recipe
+PAD = 4  # px on each side before the random crop back to size at 32 px: the classic CIFAR recipe
+
+
+def default_pad(image_size: int) -> int:
+    """The default preset's padding for image_size inputs: PAD at 32 px (and 28), in proportion
+    otherwise (8 px at 64, 2 at 16), at least 1; rounded half up."""
+    return max(1, int(image_size * PAD / 32 + 0.5))
+
 # Exported transforms a job cannot use, and why: they need targets other than the image
 # (bboxes, masks, metadata, reference images), take callables, or turn the image into something else.
 EXCLUDED = {
@@ -43,13 +54,66 @@ def _public_transforms() -> dict[str, type[A.BasicTransform]]:
 
 
 TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} may say
+# Warnings albumentations gives about a valid transform (deprecated, superseded by another, an alias,
+# slow): reported with the job. Any other warning is about a bad argument and refuses the list.
+ADVISORY = re.compile(r"deprecat|please use|consider using|is an alias|is very slow", re.IGNORECASE)
 
 
-def validate_transforms(transforms: list[dict]) -> None:
+def validate_transforms(transforms: list[dict]) -> list[str]:
     """Raise ValueError naming the transform and argument for anything `build_train_transform`
-    would refuse to build from this list."""
-    for index, item in enumerate(transforms):
-        _build_transform(item, index=index)
+    would refuse to build from this list; return albumentations' advice about the valid rest (e.g.
+    "ShiftScaleRotate is a special case of Affine ..."), one line per warning."""
+    notes: list[str] = []
+    built = [_build_transform(item, index=index, notes=notes) for index, item in enumerate(transforms)]
+    _check_normalize(built)
+    return notes
+
+
+def _check_normalize(transforms: list[A.BasicTransform]) -> None:
+    """A user's Normalize becomes the model's normalization everywhere (evaluation, GradCAM, the
+    checkpoint, /predict), so it must be one fixed per-channel mean and std applied to every image."""
+    found = [(i, t) for i, t in enumerate(transforms) if isinstance(t, A.Normalize)]
+    if len(found) > 1:
+        raise ValueError(f"augmentation has {len(found)} Normalize transforms (at {[i for i, _ in found]}); "
+                         "give at most one: it is the model's input normalization")  # fmt: skip
+    for index, transform in found:
+        if transform.normalization != "standard" or transform.max_pixel_value is None:
+            raise ValueError(
+                f"augmentation[{index}] Normalize: normalization {transform.normalization!r} depends on each "
+                "image's own statistics and cannot be reproduced at evaluation and /predict; use 'standard' "
+                "(fixed mean and std), or leave Normalize out to use the dataset's statistics"
+            )
+        if transform.p != 1:
+            raise ValueError(f"augmentation[{index}] Normalize: p must be 1 (the model's input normalization "
+                             f"applies to every image); got {transform.p}")  # fmt: skip
+
+
+def normalization(augmentation: str | list[dict], *, mean: Sequence[float], std: Sequence[float]
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:  # fmt: skip
+    """The per-channel (mean, std), in [0, 1] pixel units, that the model's inputs are normalized
+    with: those of the user's Normalize when the augmentation list has one (scaled from its
+    max_pixel_value), else the dataset's `mean` and `std`. Training, evaluation, the checkpoint's
+    manifest, GradCAM, samples.png and /predict all use this one pair."""
+    channels = len(mean)
+    items = augmentation if isinstance(augmentation, list) else []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == "Normalize":
+            transform = _build_transform(item, index=index)
+            scale = float(transform.max_pixel_value) / 255.0
+            pair = [np.atleast_1d(np.asarray(v, dtype=float)) * scale for v in (transform.mean, transform.std)]
+            if any(v.size not in (1, channels) for v in pair):
+                raise ValueError(
+                    f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for {channels}-channel "
+                    f"images; got mean={transform.mean}, std={transform.std}"
+                )
+            user_mean, user_std = (tuple(float(x) for x in np.broadcast_to(v, (channels,))) for v in pair)
+            return user_mean, user_std
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def transform_warnings(augmentation: str | list[dict]) -> list[str]:
+    """What albumentations advises about a spec's augmentation list (validate_transforms); [] for presets."""
+    return validate_transforms(augmentation) if isinstance(augmentation, list) else []
 
 
 def build_train_transform(
@@ -78,11 +142,12 @@ def build_train_transform(
 
 
 def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.BasicTransform]:
-    """Pad-and-crop, horizontal flip and Cutout (a square hole half the image's side, 16x16 at 32 px,
-    filled with the dataset mean so that it normalizes to 0)."""
-    hole = image_size // 2
+    """Pad-and-crop (default_pad: 4 px at 32 px), horizontal flip and Cutout (a square hole half the
+    image's side, 16x16 at 32 px, filled with the dataset mean so that it normalizes to 0): both
+    scale with the image size."""
+    hole, pad = image_size // 2, default_pad(image_size)
     return [
-        A.PadIfNeeded(min_height=image_size + 2 * PAD, min_width=image_size + 2 * PAD,
+        A.PadIfNeeded(min_height=image_size + 2 * pad, min_width=image_size + 2 * pad,
                       border_mode=cv2.BORDER_REFLECT_101),
         A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),
@@ -109,7 +174,7 @@ def describe(compose: A.Compose) -> dict[str, Any]:
     return A.to_dict(compose)
 
 
-def _build_transform(item: Any, *, index: int) -> A.BasicTransform:
+def _build_transform(item: Any, *, index: int, notes: list[str] | None = None) -> A.BasicTransform:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise ValueError(f'augmentation[{index}] must be an object like {{"name": "HorizontalFlip", "p": 0.5}}; '
                          f"got {item!r}")  # fmt: skip
@@ -124,13 +189,20 @@ def _build_transform(item: Any, *, index: int) -> A.BasicTransform:
     if unknown:
         raise ValueError(f"augmentation transform {name!r} has no argument(s) {unknown}; it takes {allowed}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # albumentations 2 only warns about many bad arguments
-            return cls(**arguments)
-    except (TypeError, ValueError, Warning) as exc:  # albumentations re-raises pydantic's errors as ValueError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # albumentations 2 only warns about many bad arguments
+            transform = cls(**arguments)
+    except (TypeError, ValueError) as exc:  # albumentations re-raises pydantic's errors as ValueError
         cause = exc if isinstance(exc, ValidationError) else exc.__cause__
         detail = _pydantic_message(cause) if isinstance(cause, ValidationError) else str(exc)
         raise ValueError(f"augmentation transform {name!r}: {detail}") from None
+    for warning in caught:
+        message = str(warning.message)
+        if not ADVISORY.search(message) and not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
+            raise ValueError(f"augmentation transform {name!r}: {message}")
+        if notes is not None:
+            notes.append(f"augmentation[{index}] {name}: {message}")
+    return transform
 
 
 def _init_parameters(cls: type) -> list[str]:
@@ -162,6 +234,7 @@ def _check_runs(compose: A.Compose, *, shape: tuple[int, int, int]) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
+                warnings.filterwarnings("ignore", message=f".*({ADVISORY.pattern})")  # matched case-insensitively
                 data = transform(image=data, force_apply=True)["image"]
         except (ValueError, TypeError, KeyError, IndexError, NotImplementedError, cv2.error, Warning) as exc:
             raise ValueError(f"augmentation transform {name!r} fails on {shape} images: {exc}") from None

@@ -7,13 +7,15 @@ as albumentations draws them (tests/ml/test_batch_augment.py compares the distri
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import albumentations as A
+import cv2
 import torch
 
-from ml.augment import PAD, build_train_transform, describe
+from ml.augment import PAD, build_train_transform, default_pad, describe
 from ml.specs import Augmentation
 
 __all__ = ["BatchAugment", "normalize", "pixels"]
@@ -25,31 +27,33 @@ class BatchAugment:
     `augmentation.json` describes. Cutout is one square hole of half the side, inside the image, filled
     with the dataset mean (ml.augment.default_transforms)."""
 
-    crop: bool  # reflect-101 pad by PAD px per side, then a random crop back to size
+    crop: bool  # reflect-101 pad by `pad` px per side, then a random crop back to size
     flip_p: float  # probability of a horizontal flip
     cutout_p: float  # probability of the Cutout hole
     mean: tuple[float, ...]
     std: tuple[float, ...]
     compose: A.Compose = field(compare=False)  # equal plans are equal whatever Compose object they carry
+    pad: int = PAD  # px per side when `crop`: ml.augment.default_pad of the image size
 
     @classmethod
     def from_spec(cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float],
                   std: Sequence[float]) -> BatchAugment | None:  # fmt: skip
         """The batched equivalent of `augmentation`, or None when the batched path does not cover it
-        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists whose
-        pipeline serializes exactly as one of those or as a lone HorizontalFlip (any p)."""
+        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists that do
+        what one of those or a lone HorizontalFlip (any p) does, compared by `effect`, not by how
+        they were written."""
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if image_size <= PAD:  # reflect-101 padding needs more pixels than it pads
+        if image_size <= default_pad(image_size):  # reflect-101 padding needs more pixels than it pads
             return None
         compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
-        target = describe(compose)
-        flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip)]
+        target = effect(compose, channels=len(mean))
+        flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip) and t.p > 0]
         candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
         candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0) for p in flips[:1]]
         for spec, crop, flip_p, cutout_p in candidates:
             equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
-            if describe(equivalent) == target:
-                return cls(crop, flip_p, cutout_p, mean, std, equivalent)
+            if effect(equivalent, channels=len(mean)) == target:
+                return cls(crop, flip_p, cutout_p, mean, std, equivalent, pad=default_pad(image_size))
         return None
 
     def apply(self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor,
@@ -64,8 +68,9 @@ class BatchAugment:
         batch, device = len(indices), source.device
         plane, image = height * width, channels * height * width
         draws = self._draws(batch, height, width, generator)
-        rows = _axis(draws["dy"], height, crop=self.crop).to(device, non_blocking=True)  # (B, H) source rows
-        cols = _axis(draws["dx"], width, crop=self.crop, flip=draws["flip"]).to(device, non_blocking=True)
+        pad = self.pad if self.crop else 0
+        rows = _axis(draws["dy"], height, pad=pad).to(device, non_blocking=True)  # (B, H) source rows
+        cols = _axis(draws["dx"], width, pad=pad, flip=draws["flip"]).to(device, non_blocking=True)
         channel = torch.arange(channels, device=device).view(1, -1, 1) * plane
         row_start = (indices.view(-1, 1, 1) * image + channel + rows.unsqueeze(1) * width).unsqueeze(3)
         flat = row_start + cols.view(batch, 1, 1, width)  # (B, C, H, W) into source
@@ -77,9 +82,9 @@ class BatchAugment:
 
     def _draws(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The per-sample random choices, drawn as albumentations draws them: crop offsets uniform in
-        [0, 2 * PAD], flips and Cutout each with their own probability, the hole's top-left corner
+        [0, 2 * pad], flips and Cutout each with their own probability, the hole's top-left corner
         uniform over the positions that keep the whole hole inside (CoarseDropout 2.0.8)."""
-        span = 2 * PAD + 1 if self.crop else 1
+        span = 2 * self.pad + 1 if self.crop else 1
         hole = height // 2, width // 2
         return {
             "dy": torch.randint(span, (batch,), generator=generator),
@@ -89,6 +94,47 @@ class BatchAugment:
             "hy": torch.randint(height - hole[0] + 1, (batch,), generator=generator),
             "hx": torch.randint(width - hole[1] + 1, (batch,), generator=generator),
         }
+
+
+IGNORED = {"fill_mask"}  # arguments that only touch masks: a classification job has none
+
+
+def effect(compose: A.Compose, *, channels: int) -> list[dict[str, Any]]:
+    """What a pipeline does to (image_size, image_size, channels) images, as comparable data: each
+    transform's serialized arguments with the ways of writing one thing made one (tuples and lists,
+    a scalar fill, mean or std and one per channel), arguments that cannot act
+    dropped (mask fills; a border's fill unless the border is constant; RandomCrop's padding
+    arguments unless it pads), and transforms that never fire (p = 0) left out."""
+    steps = []
+    for transform in compose.transforms:
+        if transform.p == 0:
+            continue
+        arguments = json.loads(json.dumps(describe(transform)["transform"]))  # tuples -> lists
+        for name in IGNORED & arguments.keys():
+            del arguments[name]
+        if arguments.get("border_mode") not in (None, cv2.BORDER_CONSTANT) or arguments.get("pad_if_needed") is False:
+            arguments.pop("fill", None)
+        if arguments.get("pad_if_needed") is False:
+            for name in ("border_mode", "pad_position"):
+                arguments.pop(name, None)
+        if isinstance(transform, A.CoarseDropout):
+            arguments = _cutout_effect(arguments, channels=channels)
+        if isinstance(transform, A.Normalize):  # one mean and std for all channels, or one per channel
+            for name in ("mean", "std"):
+                value = arguments[name]
+                arguments[name] = [float(value)] * channels if isinstance(value, (int, float)) else value
+        steps.append(arguments)
+    return steps
+
+
+def _cutout_effect(arguments: dict[str, Any], *, channels: int) -> dict[str, Any]:
+    """CoarseDropout's fill as one float per channel, however it was written."""
+    fill = arguments.get("fill")
+    if isinstance(fill, (int, float)):
+        arguments["fill"] = [float(fill)] * channels
+    elif isinstance(fill, list):
+        arguments["fill"] = [float(v) for v in fill]
+    return arguments
 
 
 def pixels(images: torch.Tensor, mean: Sequence[float]) -> torch.Tensor:
@@ -107,7 +153,8 @@ def normalize(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[floa
 def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, C, H, W), any strides, to normalized float32 with the standard NCHW strides. Not
     `.contiguous()`: with one channel a permuted NHWC batch already counts as contiguous, yet its
-    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path."""
+    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path (the defect of
+    ml.runtime.memory_format)."""
     out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
     out.copy_(images)
     scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).view(1, -1, 1, 1)
@@ -115,16 +162,16 @@ def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Seque
     return out.mul_(scale).add_(shift)
 
 
-def _axis(offset: torch.Tensor, size: int, *, crop: bool, flip: torch.Tensor | None = None) -> torch.Tensor:
+def _axis(offset: torch.Tensor, size: int, *, pad: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """(B, size) source coordinates along one axis: output i reads padded coordinate offset + i (or
     offset + size - 1 - i when flipped), mapped back into the image by reflect-101 (cv2's default
     border: -1 -> 1, size -> size - 2)."""
     steps = torch.arange(size)
     if flip is not None:
         steps = torch.where(flip.view(-1, 1), steps.flip(0), steps)
-    if not crop:
+    if not pad:
         return steps.expand(len(offset), size)
-    padded = offset.view(-1, 1) + steps - PAD
+    padded = offset.view(-1, 1) + steps - pad
     return torch.where(padded < 0, -padded, torch.where(padded >= size, 2 * (size - 1) - padded, padded))
 
 

@@ -10,6 +10,7 @@ with a warning instead of failing the job."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -42,12 +43,23 @@ def resolve_mode(compile: str, *, device: torch.device, steps: int) -> str | Non
 
 
 def compile_model(model: nn.Module, mode: str | None) -> nn.Module:
-    """`model` compiled in `mode` (static shapes: one graph per batch shape), or itself for None."""
+    """`model` compiled in `mode` (static shapes: one graph per batch shape), or itself for None.
+    Compilation is lazy: run the compiled model inside `compiled_calls(mode)`."""
     if mode is None:
         return model
-    dynamo = torch._dynamo.config
-    dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
-    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
-    dynamo.suppress_errors = True  # a backend failure runs that frame eagerly, logged, instead of failing
     logger.info("compiling the model with torch.compile(mode=%r)", mode)
     return torch.compile(model, mode=mode, dynamic=False)
+
+
+def compiled_calls(mode: str | None) -> contextlib.AbstractContextManager:
+    """The Dynamo settings a compiled model's calls run under, scoped to the `with` block rather than
+    set for the whole process: more recompiles kept (RECOMPILE_LIMIT), and a backend failure runs that
+    frame eagerly, logged, instead of failing the job (suppress_errors). Nothing for eager runs."""
+    if mode is None:
+        return contextlib.nullcontext()
+    dynamo = torch._dynamo.config
+    return dynamo.patch(
+        recompile_limit=max(dynamo.recompile_limit, RECOMPILE_LIMIT),
+        accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT),
+        suppress_errors=True,
+    )

@@ -131,6 +131,17 @@ def _subset(images: ImageSet, n: int | None) -> ImageSet:
     return ImageSet(images.images[keep], images.labels[keep])
 
 
+def hold_out(images: ImageSet, fraction: float, *, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(rest, validation): a random `fraction` of `images` (at least one), stratified by class with
+    stratified_indices' quotas, drawn from `seed`; both keep the original order."""
+    n = min(len(images) - 1, max(1, round(fraction * len(images))))
+    order = np.random.default_rng(seed).permutation(len(images))
+    held = np.zeros(len(images), dtype=bool)
+    held[order[stratified_indices(images.labels[order], n)]] = True
+    return (ImageSet(images.images[~held], images.labels[~held]),
+            ImageSet(images.images[held], images.labels[held]))  # fmt: skip
+
+
 def _frozen(images: np.ndarray, labels: np.ndarray) -> ImageSet:
     """An ImageSet for the cache: read-only, so no caller can change what later jobs get."""
     images, labels = np.ascontiguousarray(images, np.uint8), np.asarray(labels, np.int64)
@@ -327,15 +338,34 @@ def _cached_image_folder(folder: Path, image_size: int, classes: tuple[str, ...]
     return _Splits(splits[0], splits[1], classes)
 
 
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on: white, as a viewer shows them
+
+
+def fit_image(image: Image.Image, size: int, mode: str = "RGB") -> Image.Image:
+    """`image` as the model takes it: upright (EXIF), transparency composited on BACKGROUND, in
+    `mode` ("RGB" or "L"), scaled so that its shorter side is `size` and centre-cropped to a square,
+    keeping its aspect (ImageOps.fit, bilinear). Image folders and /predict both use it."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image if image.mode == mode else image.convert(mode)
+    if image.size == (size, size):
+        return image
+    return ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+
+
 def _decode_image(path: Path, size: int) -> np.ndarray:
-    """An image file of any mode as uint8 RGB (size, size, 3), resized bilinearly; refusing
-    anything Pillow cannot read and decompression bombs."""
+    """An image file of any mode as uint8 RGB (size, size, 3) by `fit_image`; refusing anything
+    Pillow cannot read and decompression bombs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
-                image = ImageOps.exif_transpose(image).convert("RGB")
-                return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+                return np.asarray(fit_image(image, size), np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode image {path}: {exc}; remove or replace the file") from exc

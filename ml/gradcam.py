@@ -1,9 +1,8 @@
 """GradCAM and GradCAM++ heat maps and their overlays on the input images.
 
 `explain` computes pytorch-grad-cam's maps with the backward pass stopped at the CAM layer, no hooks
-and no `.grad` written; `reference_cam` is the library itself (hooks scoped to its `with` block).
-Either way the model leaves with the train/eval modes, `requires_grad` flags and `.grad` tensors
-it came with.
+and no `.grad` written; the model leaves with the train/eval modes, `requires_grad` flags and
+`.grad` tensors it came with. tests/ml/gradcam_reference.py holds it to pytorch-grad-cam itself.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ import torch
 from PIL import Image
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from ml.models import gradcam_layer, split_at_cam_layer
+from ml.models import split_at_cam_layer
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
 IMAGE_WEIGHT = 0.5  # share of the image in the overlay; the heat map gets the rest
@@ -60,15 +58,15 @@ def explain(
 ) -> tuple[torch.Tensor, np.ndarray, list[int]]:
     """(logits (N, K) float32, maps (N, H, W) float32 in [0, 1], the class of each map) in one forward pass.
 
-    `targets` None explains each image's predicted class. The maps equal pytorch-grad-cam's (the
-    reference, `reference_cam`) but the backward pass stops at the CAM layer: the conv stack runs once,
-    without autograd, and only the head (pool + linear) is differentiated. That also keeps the backward
-    away from the convolutions where torch 2.14.1's CPU oneDNN corrupts memory (see `reference_cam`)."""
+    `targets` None explains each image's predicted class. The maps equal pytorch-grad-cam's but the
+    backward pass stops at the CAM layer: the conv stack runs once, without autograd, and only the head
+    (pool + linear) is differentiated, which also keeps the backward away from the CPU convolutions
+    of the oneDNN defect (ml.runtime.memory_format)."""
     check_method(method)
     _check_images(images)
     if targets is not None:
         check_targets(targets, len(images))
-    features, head = split_at_cam_layer(model)
+    features, head = split_at_cam_layer(model, image_size=min(images.shape[-2:]))
     device = next(model.parameters()).device
     with torch.inference_mode(False), _eval_mode(model):
         with torch.no_grad():
@@ -100,28 +98,6 @@ def _maps(method: str, activations: np.ndarray, grads: np.ndarray, shape: torch.
     return np.clip(scale_cam_image(np.maximum(scaled, 0)), 0.0, 1.0).astype(np.float32)  # aggregate_multi_layers
 
 
-def reference_cam(
-    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int], method: str = "gradcam"
-) -> np.ndarray:
-    """`cam_for_batch` by pytorch-grad-cam itself (hooks, a full backward): the reference `explain` is held to."""
-    check_method(method)
-    _check_images(images)
-    check_targets(targets, len(images))
-    device = next(model.parameters()).device
-    # A clone outside inference mode: an inference tensor cannot take part in the backward pass.
-    # oneDNN off for this backward: in torch 2.14.1 on CPU, an eval-mode backward after a training run in
-    # the same process segfaults at small odd batch sizes (3, 25...: tests/ml/test_trainer.py has the case).
-    with (torch.inference_mode(False), torch.enable_grad(), _preserved(model),
-          torch.backends.mkldnn.flags(enabled=False)):
-        batch = images.detach().to(device).clone()
-        with METHODS[method](model=model, target_layers=[gradcam_layer(model)]) as cam:
-            try:
-                maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-            except IndexError as exc:  # BaseCAM.__exit__ would print and swallow an IndexError
-                raise ValueError(f"a target in {list(targets)} is not a class index of this model: {exc}") from exc
-    return np.clip(maps, 0.0, 1.0).astype(np.float32)
-
-
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode (BN with running statistics, as pytorch-grad-cam uses), then each module's own mode back."""
@@ -134,26 +110,16 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-@contextmanager
-def _preserved(model: nn.Module) -> Iterator[None]:
-    """Let GradCAM switch to eval mode and compute gradients, then put everything back."""
-    modes = {module: module.training for module in model.modules()}
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(True)  # a frozen model still needs gradients at its target layer
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
-        for p, flag, grad in zip(params, flags, grads):
-            p.requires_grad_(flag)
-            p.grad = grad
+OVERLAY_SIZE = 128  # px: a 32x32 input is upscaled 4x so that a person can see what the map points at
 
 
-def overlay(image: np.ndarray, cam: np.ndarray, *, size: int = 128) -> np.ndarray:
+def overlay_size(image_size: int) -> int:
+    """The side of an overlay for image_size inputs (report grids and /predict alike): OVERLAY_SIZE,
+    or the image's own size when it is larger."""
+    return max(OVERLAY_SIZE, image_size)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, *, size: int = OVERLAY_SIZE) -> np.ndarray:
     """The heat map `cam` (H', W') in [0, 1] over `image` (H, W, C) uint8, C in {1, 3}: (size, size, 3) uint8.
 
     The image is upscaled first so that a 32x32 one stays readable; the map is resized to match."""

@@ -6,6 +6,7 @@ image through albumentations in a DataLoader."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import albumentations as A
@@ -13,12 +14,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from ml.augment import build_eval_transform, build_train_transform, reseed
+from ml.augment import build_eval_transform, build_train_transform, normalization, reseed
 from ml.batch_augment import BatchAugment, normalize, pixels
 from ml.data import DatasetBundle, ImageSet
 from ml.specs import Augmentation
 
-__all__ = ["AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "denormalize", "make_loaders", "pipeline"]
+__all__ = [
+    "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "epoch_seed",
+    "make_eval_loader", "make_loaders", "pipeline", "start_epoch",
+]  # fmt: skip
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
 
@@ -88,6 +92,14 @@ class TensorEvalLoader:
 Loader = DataLoader | TensorTrainLoader | TensorEvalLoader
 
 
+def as_normalized_by(bundle: DatasetBundle, augmentation: Augmentation) -> DatasetBundle:
+    """`bundle` with the mean and std the model's inputs are normalized with (ml.augment.normalization):
+    a user's Normalize replaces the dataset's statistics for evaluation, the manifest, GradCAM,
+    samples.png and /predict alike, so the model is tested and served on what it trained on."""
+    mean, std = normalization(augmentation, mean=bundle.mean, std=bundle.std)
+    return replace(bundle, mean=mean, std=std)
+
+
 def make_loaders(
     bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int, num_workers: int = 0,
     pin_memory: bool = False, device: str | torch.device = "cpu", batched: bool = True,
@@ -111,6 +123,37 @@ def make_loaders(
                          num_workers=num_workers, pin_memory=pin_memory)  # fmt: skip
 
 
+def make_eval_loader(like: Loader, images: ImageSet, *, mean: Sequence[float], std: Sequence[float]) -> Loader:
+    """An evaluation loader over `images` of the kind `like` (a test loader from make_loaders) is:
+    tensors on its device, or a DataLoader with its batch size and workers."""
+    if isinstance(like, TensorEvalLoader):
+        return TensorEvalLoader(images, batch_size=like.batch_size, mean=mean, std=std, device=like.images.device)
+    assert isinstance(like, DataLoader), f"not a test loader: {type(like).__name__}"
+    dataset = AugmentedImages(images, build_eval_transform(mean=mean, std=std))
+    return DataLoader(dataset, batch_size=like.batch_size, shuffle=False, num_workers=like.num_workers,
+                      worker_init_fn=like.worker_init_fn, pin_memory=like.pin_memory)  # fmt: skip
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentations: a function of the job's seed and the epoch
+    alone, so that epoch 3 draws the same whether or not the run was interrupted after epoch 2."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def start_epoch(loader: Loader, *, seed: int, epoch: int) -> None:
+    """Seed `loader`'s shuffle and augmentations for `epoch` (call before iterating it): the order,
+    crops, flips and holes of an epoch depend only on (seed, epoch). DataLoader workers are seeded
+    from the loader's generator when each epoch starts (they are not persistent for this reason)."""
+    state = epoch_seed(seed, epoch)
+    if isinstance(loader, TensorTrainLoader):
+        loader.generator.manual_seed(state)
+    elif isinstance(loader, DataLoader) and loader.generator is not None:
+        loader.generator.manual_seed(state)
+        reseed(loader.dataset.transform, state % 2**32)
+    else:
+        raise TypeError(f"start_epoch takes a training loader; got {type(loader).__name__}")
+
+
 def pipeline(loader: Loader) -> A.Compose:
     """The albumentations pipeline a loader applies (or reproduces, batched): for augmentation.json."""
     return loader.dataset.transform if isinstance(loader, DataLoader) else loader.transform
@@ -124,7 +167,7 @@ def _data_loaders(bundle: DatasetBundle, *, augmentation: Augmentation, batch_si
     train_set = AugmentedImages(bundle.train, train_transform)
     workers = {
         "num_workers": num_workers,
-        "persistent_workers": num_workers > 0,  # workers keep their random streams across epochs
+        "persistent_workers": False,  # workers start each epoch, seeded from it (start_epoch): exact resumes
         "worker_init_fn": _seed_worker if num_workers > 0 else None,
         "pin_memory": pin_memory,
     }

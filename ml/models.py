@@ -10,22 +10,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from ml.specs import MODELS, ModelSpec
-
-# The catalogue: pure data, the parameter counts at width 64, 10 classes, 3 input channels
-# (asserted against the real modules in tests/ml/test_models.py).
-MODEL_INFO: dict[str, dict[str, object]] = {
-    "resnet18": {
-        "description": "CIFAR ResNet18 (kuangliu): 3x3 stem without max-pool, BasicBlocks [2, 2, 2, 2], "
-        "widths w, 2w, 4w, 8w, global average pool, linear",
-        "parameters": 11_173_962,
-    },
-    "custom_resnet": {
-        "description": "ResNet9 of the OneCycle recipe (David Page): prep conv, three conv-pool-BN-ReLU "
-        "stages with residual blocks after the first and third, global max pool, linear",
-        "parameters": 6_573_130,
-    },
-}
+from ml.specs import MODEL_INFO, MODELS, ModelSpec  # MODEL_INFO re-exported: the catalogue
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, *, pool: bool = False) -> nn.Sequential:
@@ -60,7 +45,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """kuangliu/pytorch-cifar ResNet18: 11,173,962 parameters at width 64, 10 classes."""
+    """kuangliu/pytorch-cifar ResNet18 (ml.specs.MODEL_INFO["resnet18"])."""
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__()
@@ -75,6 +60,16 @@ class ResNet18(nn.Module):
     @staticmethod
     def _stage(in_ch: int, out_ch: int, *, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1))
+
+    def stages(self) -> list[nn.Module]:
+        """The feature stages in order; forward_head follows the last."""
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    @staticmethod
+    def sides(image_size: int) -> list[int]:
+        """The side of each stage's output for image_size inputs: layer2-4 halve it (stride 2, padding 1)."""
+        halve = lambda side: (side - 1) // 2 + 1  # noqa: E731
+        return [image_size, image_size, halve(image_size), halve(halve(image_size)), halve(halve(halve(image_size)))]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Up to and including GradCAM's layer (layer4): (N, 8w, S/8, S/8)."""
@@ -105,7 +100,7 @@ class ResidualStage(nn.Module):
 
 
 class CustomResNet(nn.Module):
-    """The ResNet9 of the OneCycle recipe: 6,573,130 parameters at width 64, 10 classes."""
+    """The ResNet9 of the OneCycle recipe (ml.specs.MODEL_INFO["custom_resnet"])."""
 
     def __init__(self, *, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__()
@@ -115,6 +110,15 @@ class CustomResNet(nn.Module):
         self.layer3 = ResidualStage(4 * width, 8 * width, residual=True)
         self.pool = nn.AdaptiveMaxPool2d(1)  # adaptive: 28 px inputs end at 3x3, 32 px at 4x4
         self.fc = nn.Linear(8 * width, num_classes)
+
+    def stages(self) -> list[nn.Module]:
+        """The feature stages in order; forward_head follows the last."""
+        return [self.prep, self.layer1, self.layer2, self.layer3]
+
+    @staticmethod
+    def sides(image_size: int) -> list[int]:
+        """The side of each stage's output for image_size inputs: layer1-3 halve it (max-pool 2)."""
+        return [image_size, image_size // 2, image_size // 4, image_size // 8]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Up to and including GradCAM's layer (layer3 with its residual): (N, 8w, S/8, S/8)."""
@@ -151,22 +155,61 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def split_at_cam_layer(model: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """(features, head) with head(features(x)) == model(x), features ending at `gradcam_layer(model)`.
+CAM_MIN_SIDE = 2  # px of the CAM layer's output: a 1x1 map is one number, and min-max scaling blanks it
 
-    Bound methods of the unwrapped module: a `torch.compile` wrapper's compiled graph is not split."""
-    gradcam_layer(model)  # raises for a model without a known CAM layer
+
+def split_at_cam_layer(
+    model: nn.Module, image_size: int | None = None
+) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(features, head) with head(features(x)) == model(x), features ending at
+    `gradcam_layer(model, image_size)`.
+
+    Bound methods of the unwrapped module when that is the last stage: a `torch.compile` wrapper's
+    compiled graph is not split."""
+    inner, index = _known(model), cam_stage(model, image_size)
+    stages = inner.stages()
+    if index == len(stages) - 1:
+        return inner.forward_features, inner.forward_head
+
+    def features(x: Tensor) -> Tensor:
+        for stage in stages[: index + 1]:
+            x = stage(x)
+        return x
+
+    def head(x: Tensor) -> Tensor:
+        for stage in stages[index + 1 :]:
+            x = stage(x)
+        return inner.forward_head(x)
+
+    return features, head
+
+
+def cam_stage(model: nn.Module, image_size: int | None = None) -> int:
+    """The index in `stages()` of GradCAM's layer: the last stage, or for inputs so small that its
+    output would be under CAM_MIN_SIDE (ResNet18 at 8 px, CustomResNet below 16 px) the last one
+    with a spatial extent. None: the last stage, whatever the size."""
+    inner = _known(model)
+    last = len(inner.stages()) - 1
+    if image_size is None:
+        return last
+    usable = [i for i, side in enumerate(inner.sides(image_size)) if side >= CAM_MIN_SIDE]
+    if not usable:
+        raise ValueError(f"{image_size} px images are too small to explain: no layer of {type(inner).__name__} keeps "
+                         f"{CAM_MIN_SIDE}x{CAM_MIN_SIDE} pixels")  # fmt: skip
+    return usable[-1]
+
+
+def gradcam_layer(model: nn.Module, image_size: int | None = None) -> nn.Module:
+    """GradCAM's target layer: the last block at the lowest resolution that keeps a spatial extent
+    for `image_size` inputs (cam_stage)."""
+    stage = _known(model).stages()[cam_stage(model, image_size)]
+    return stage[-1] if isinstance(stage, nn.Sequential) else stage  # ResNet18: layer4's last block
+
+
+def _known(model: nn.Module) -> ResNet18 | CustomResNet:
     inner = unwrap(model)
-    return inner.forward_features, inner.forward_head
-
-
-def gradcam_layer(model: nn.Module) -> nn.Module:
-    """The last block at the lowest resolution: GradCAM's target layer."""
-    inner = unwrap(model)
-    if isinstance(inner, ResNet18):
-        return inner.layer4[-1]
-    if isinstance(inner, CustomResNet):
-        return inner.layer3  # its output is layer3 + its residual
+    if isinstance(inner, (ResNet18, CustomResNet)):
+        return inner
     raise ValueError(
         f"no GradCAM layer known for {type(inner).__name__}; expected one of "
         f"{sorted(cls.__name__ for cls in _BUILDERS.values())}"

@@ -68,18 +68,28 @@ def plot_accuracy(epochs: Sequence[Mapping], path: Path | str) -> Path:
     )
 
 
-def plot_loss(epochs: Sequence[Mapping], path: Path | str) -> Path:
-    """Train and test loss per epoch."""
+def loss_labels(label_smoothing: float) -> dict[str, str]:
+    """What each loss curve is: the train loss is the training criterion (label-smoothed when asked),
+    the test loss always plain cross-entropy; with smoothing the two are not on one scale."""
+    if label_smoothing == 0:
+        return {"train_loss": "train", "test_loss": "test"}
+    return {"train_loss": f"train (label-smoothed {label_smoothing:g} cross-entropy)",
+            "test_loss": "test (plain cross-entropy)"}  # fmt: skip
+
+
+def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: float = 0.0) -> Path:
+    """Train and test loss per epoch, each labelled with what it measures (loss_labels)."""
     return _plot_epochs(
-        epochs, path, keys={"train_loss": "train", "test_loss": "test"}, scale=1.0,
-        ylabel="cross-entropy loss", title="Loss per epoch",
+        epochs, path, keys=loss_labels(label_smoothing), scale=1.0, ylabel="cross-entropy loss",
+        title="Loss per epoch",
     )
 
 
-def plot_history(epochs: Sequence[Mapping], out_dir: Path | str) -> list[Path]:
+def plot_history(epochs: Sequence[Mapping], out_dir: Path | str, *, label_smoothing: float = 0.0) -> list[Path]:
     """accuracy.png and loss.png in out_dir (the two curves of a train run)."""
     out_dir = Path(out_dir)
-    return [plot_accuracy(epochs, out_dir / "accuracy.png"), plot_loss(epochs, out_dir / "loss.png")]
+    return [plot_accuracy(epochs, out_dir / "accuracy.png"),
+            plot_loss(epochs, out_dir / "loss.png", label_smoothing=label_smoothing)]  # fmt: skip
 
 
 def plot_lr(lrs: Sequence[float], path: Path | str) -> Path:
@@ -189,8 +199,10 @@ def plot_lr_finder(
     path: Path | str,
     *,
     log_x: bool = True,
+    minimum_lr: float | None = None,
 ) -> Path:
-    """The LR range test: smoothed loss against LR, the raw loss faint, each suggestion marked."""
+    """The LR range test: smoothed loss against LR, the raw loss faint, each suggestion marked, and
+    the smoothed minimum (the end of the descending part the suggestions come from) as a dotted line."""
     x = np.asarray(lrs, dtype=float)
     raw = np.asarray(losses, dtype=float)
     smooth = np.asarray(smoothed_losses, dtype=float)
@@ -210,6 +222,8 @@ def plot_lr_finder(
             ax.plot([lr], [y], linestyle="none", marker=markers[i % len(markers)], markersize=max(6, 14 - 3 * i),
                     markeredgecolor="white", color=f"C{i + 1}", label=f"{name}: {lr:.1e}", zorder=3 + i)
             # later markers are smaller and on top: suggestions that coincide stay visible
+        if minimum_lr is not None:
+            ax.axvline(minimum_lr, color="grey", linestyle=":", label=f"smoothed minimum: {minimum_lr:.1e}")
         span = float(smooth.max() - smooth.min()) or abs(float(smooth.max())) or 1.0
         ax.set_ylim(float(smooth.min()) - 0.1 * span, float(smooth.max()) + 0.1 * span)
         if log_x and x.min() > 0:

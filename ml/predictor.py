@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ml.checkpoints import load_model
-from ml.gradcam import check_method, explain, overlay, to_png_bytes
+from ml.data import fit_image
+from ml.batch_augment import normalize
+from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
 
-OVERLAY_MIN_SIZE = 128  # px: a 32x32 input is upscaled so that the overlay stays readable
 # Overlays are resized and PNG-encoded in C code that releases the GIL: a batch's spread over the cores
 # (one image is rendered in the caller's thread; the pool's threads start on first use).
 _ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="overlay")
@@ -76,7 +77,7 @@ class Predictor:
 
     def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict]:
         """The `gradcam` field of each result: the map over its image as a base64 PNG."""
-        size = max(OVERLAY_MIN_SIZE, self.image_size)
+        size = overlay_size(self.image_size)
 
         def render(image: np.ndarray, cam: np.ndarray) -> bytes:
             return to_png_bytes(overlay(image, cam, size=size))
@@ -102,25 +103,21 @@ class Predictor:
         """`image` as uint8 (S, S, C): upright, in the model's channel count, resized to its size."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image; got {type(image).__name__}")
-        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
         if image.mode in _HIGH_BIT_MODES:
             image = _high_bit_to_l(image)
         mode = "L" if self.in_channels == 1 else "RGB"
-        try:
-            image = image if image.mode == mode else image.convert(mode)
+        try:  # upright, alpha on white, aspect kept: as an image folder's training images (ml.data.fit_image)
+            image = fit_image(image, self.image_size, mode)
         except ValueError as exc:
             raise ValueError(f"cannot convert an image of mode {image.mode!r} to {mode!r}: {exc}") from exc
-        size = (self.image_size, self.image_size)
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
         return array.reshape(self.image_size, self.image_size, -1)
 
     def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W) on the model's device."""
-        scaled = (pixels.astype(np.float32) / 255.0 - self.mean) / self.std
+        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W) on the model's device (the evaluation's
+        normalization: ml.batch_augment.normalize)."""
         device = next(self.model.parameters()).device
-        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))).to(device)
+        return normalize(torch.from_numpy(pixels).to(device), mean=self.mean.tolist(), std=self.std.tolist())
 
 
 def _high_bit_to_l(image: Image.Image) -> Image.Image:

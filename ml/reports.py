@@ -1,54 +1,65 @@
 """What a finished training run leaves for a person: curves, confusion matrix, misclassified images
-and GradCAM grids, all computed with the best checkpoint."""
+and GradCAM grids, all from the best checkpoint's model. The report receives plain data (`Report`)
+and knows nothing of the trainer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ml import plots
-from ml.checkpoints import load_model
-from ml.gradcam import cam_for_batch, overlay
+from ml.batch_augment import normalize
+from ml.gradcam import cam_for_batch, overlay, overlay_size
 from ml.loaders import denormalize
-
-if TYPE_CHECKING:
-    from ml.trainer import Trainer
 
 GRID_SIZE = 25  # tiles in the samples and misclassified grids (5x5)
 CORRECT_CAMS = 10  # correctly classified images shown with GradCAM, for contrast
-CAM_TILE_PX = 128  # a 32x32 image upscaled 4x so a person can see what the CAM points at
 
 
-def write_report(trainer: Trainer, *, best_folder: Path, metrics: dict[str, Any]) -> list[Path]:
-    """Writes every PNG artifact into `trainer.out_dir`; fills `metrics["per_class_accuracy"]`."""
-    out, bundle = trainer.out_dir, trainer.bundle
-    model, _ = load_model(best_folder, device=trainer.device)
-    _, _, predictions = trainer.evaluate(model)
-    labels = bundle.test.labels
-    metrics["per_class_accuracy"] = per_class_accuracy(predictions, labels, bundle.classes)
+@dataclass(frozen=True)
+class Report:
+    """Everything the report shows, as plain data."""
 
+    out_dir: Path
+    epochs: list[dict]  # the per-epoch records
+    step_lrs: list[float]  # the LR of every training step
+    classes: list[str]
+    test_images: np.ndarray  # uint8 (N, H, W, C)
+    test_labels: np.ndarray  # (N,)
+    predictions: np.ndarray  # the best model's class for each test image
+    samples: tuple[torch.Tensor, torch.Tensor]  # one training batch as the model saw it: normalized x, y
+    mean: Sequence[float]  # the model's input normalization (ml.augment.normalization)
+    std: Sequence[float]
+    label_smoothing: float = 0.0
+    gradcam_count: int = 0  # misclassified test images explained with GradCAM
+
+
+def write_report(report: Report, model: torch.nn.Module) -> tuple[list[Path], dict[str, float | None]]:
+    """Writes every PNG artifact into `report.out_dir`; returns them and the per-class accuracy.
+    `model` is the best checkpoint's, on the device GradCAM should run on."""
+    out, predictions, labels, classes = report.out_dir, report.predictions, report.test_labels, report.classes
     paths = {name: out / f"{name}.png" for name in (
-        "accuracy", "loss", "lr", "confusion_matrix", "samples", "misclassified")}
-    plots.plot_accuracy(trainer.epochs, paths["accuracy"])
-    plots.plot_loss(trainer.epochs, paths["loss"])
-    plots.plot_lr(trainer.step_lrs, paths["lr"])
-    plots.plot_confusion(confusion_matrix(predictions, labels, len(bundle.classes)), bundle.classes,
-                         paths["confusion_matrix"])
-    _plot_samples(trainer, paths["samples"])
+        "accuracy", "loss", "lr", "confusion_matrix", "samples", "misclassified")}  # fmt: skip
+    plots.plot_accuracy(report.epochs, paths["accuracy"])
+    plots.plot_loss(report.epochs, paths["loss"], label_smoothing=report.label_smoothing)
+    plots.plot_lr(report.step_lrs, paths["lr"])
+    plots.plot_confusion(confusion_matrix(predictions, labels, len(classes)), classes, paths["confusion_matrix"])
+    _plot_samples(report, paths["samples"])
     wrong = np.flatnonzero(predictions != labels)
-    titles = [_title(bundle.classes, predictions[i], labels[i]) for i in wrong[:GRID_SIZE]]
-    plots.plot_image_grid(bundle.test.images[wrong[:GRID_SIZE]], titles, paths["misclassified"],
-                          suptitle=f"Misclassified test images ({len(wrong)} of {len(labels)})")
+    titles = [_title(classes, predictions[i], labels[i]) for i in wrong[:GRID_SIZE]]
+    plots.plot_image_grid(report.test_images[wrong[:GRID_SIZE]], titles, paths["misclassified"],
+                          suptitle=f"Misclassified test images ({len(wrong)} of {len(labels)})")  # fmt: skip
     written = list(paths.values())
-    if trainer.spec.gradcam_misclassified > 0:
-        written += _gradcam_grids(trainer, model, predictions)
-    return written
+    if report.gradcam_count > 0:
+        written += _gradcam_grids(report, model)
+    return written, per_class_accuracy(predictions, labels, classes)
 
 
-def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     result = {}
     for index, name in enumerate(classes):
         mask = labels == index
@@ -66,46 +77,38 @@ def _title(classes: list[str], pred: int, true: int) -> str:
     return f"pred: {classes[pred]} / true: {classes[true]}"
 
 
-def _plot_samples(trainer: Trainer, path: Path) -> None:
+def _plot_samples(report: Report, path: Path) -> None:
     """A batch exactly as the model sees it in training, so a user can judge the augmentation."""
-    x, y = next(iter(trainer.train_loader))
-    bundle = trainer.bundle
-    images = denormalize(x[:GRID_SIZE], mean=bundle.mean, std=bundle.std)
-    titles = [bundle.classes[int(label)] for label in y[:GRID_SIZE]]
+    x, y = report.samples
+    images = denormalize(x[:GRID_SIZE], mean=report.mean, std=report.std)
+    titles = [report.classes[int(label)] for label in y[:GRID_SIZE]]
     plots.plot_image_grid(images, titles, path, suptitle="Augmented training samples")
 
 
-def normalize_images(images: np.ndarray, *, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> normalized float32 (N,C,H,W), as the eval transform does."""
-    # contiguous: a permuted (channels_last-strided) batch sends torch 2.14.1's CPU oneDNN convolution
-    # down a path that corrupts memory at odd batch sizes (see ml.runtime.memory_format)
-    x = torch.from_numpy(images).float().div_(255).permute(0, 3, 1, 2).contiguous()
-    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-
-
-def _cam_grid(trainer: Trainer, model: torch.nn.Module, indices: np.ndarray, targets: np.ndarray,
-              predictions: np.ndarray, path: Path, suptitle: str) -> Path:
-    bundle = trainer.bundle
-    images = bundle.test.images[indices]
-    x = normalize_images(images, mean=bundle.mean, std=bundle.std).to(trainer.device)
+def _cam_grid(report: Report, model: torch.nn.Module, indices: np.ndarray, targets: np.ndarray, path: Path,
+              suptitle: str) -> Path:  # fmt: skip
+    images = report.test_images[indices]
+    device = next(model.parameters()).device
+    x = normalize(torch.from_numpy(images), mean=report.mean, std=report.std).to(device)
     cams = cam_for_batch(model, x, targets=[int(t) for t in targets], method="gradcam")
-    tiles = np.stack([overlay(image, cam, size=CAM_TILE_PX) for image, cam in zip(images, cams)])
-    titles = [_title(bundle.classes, predictions[i], bundle.test.labels[i]) for i in indices]
+    size = overlay_size(images.shape[1])
+    tiles = np.stack([overlay(image, cam, size=size) for image, cam in zip(images, cams)])
+    titles = [_title(report.classes, report.predictions[i], report.test_labels[i]) for i in indices]
     plots.plot_image_grid(tiles, titles, path, suptitle=suptitle)
     return path
 
 
-def _gradcam_grids(trainer: Trainer, model: torch.nn.Module, predictions: np.ndarray) -> list[Path]:
-    out, labels = trainer.out_dir, trainer.bundle.test.labels
-    wrong = np.flatnonzero(predictions != labels)[: trainer.spec.gradcam_misclassified]
+def _gradcam_grids(report: Report, model: torch.nn.Module) -> list[Path]:
+    out, predictions, labels = report.out_dir, report.predictions, report.test_labels
+    wrong = np.flatnonzero(predictions != labels)[: report.gradcam_count]
     right = np.flatnonzero(predictions == labels)[:CORRECT_CAMS]
     written = []
     if len(wrong):
-        written.append(_cam_grid(trainer, model, wrong, predictions[wrong], predictions,
-                                 out / "gradcam_misclassified.png", "GradCAM for the predicted class"))
-        written.append(_cam_grid(trainer, model, wrong, labels[wrong], predictions,
-                                 out / "gradcam_misclassified_true.png", "GradCAM for the true class"))
+        written.append(_cam_grid(report, model, wrong, predictions[wrong], out / "gradcam_misclassified.png",
+                                 "GradCAM for the predicted class"))  # fmt: skip
+        written.append(_cam_grid(report, model, wrong, labels[wrong], out / "gradcam_misclassified_true.png",
+                                 "GradCAM for the true class"))  # fmt: skip
     if len(right):
-        written.append(_cam_grid(trainer, model, right, predictions[right], predictions,
-                                 out / "gradcam_correct.png", "GradCAM on correctly classified images"))
+        written.append(_cam_grid(report, model, right, predictions[right], out / "gradcam_correct.png",
+                                 "GradCAM on correctly classified images"))  # fmt: skip
     return written

@@ -32,9 +32,15 @@ def default_num_workers(device: torch.device) -> int:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (tensor cores want NHWC). On CPU it would gain 10-20%, but torch 2.14.1's
-    oneDNN path corrupts memory with channels_last at odd batch sizes (3, 5, 25, 77...; a segfault
-    or "corrupted size vs. prev_size"), and the last batch of a test set can be any size."""
+    """channels_last on CUDA (tensor cores want NHWC). On CPU it would gain 10-20%, but:
+
+    The oneDNN defect, explained here once: torch 2.14.1's CPU oneDNN convolution corrupts memory when
+    it takes its channels_last path at odd batch sizes (3, 5, 25, 77...; a segfault or "corrupted size
+    vs. prev_size"), in the forward and in an eval-mode backward after a training run in the process;
+    the last batch of a test set can be any size. The workaround is applied in three places, each
+    pointing here: this function (contiguous on CPU), ml.batch_augment._normalize_planar (standard NCHW
+    strides, which a permuted one-channel batch lacks while counting as contiguous), and
+    tests/ml/gradcam_reference.py (oneDNN off for pytorch-grad-cam's full backward)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 

@@ -42,18 +42,27 @@ def build_schedule(spec: TrainSpec, optimizer: torch.optim.Optimizer, *, steps_p
             optimizer, max_lr=sched.max_lr or lr, epochs=spec.epochs, steps_per_epoch=steps_per_epoch,
             pct_start=sched.resolved_pct_start(spec.epochs), anneal_strategy=sched.anneal_strategy,
             div_factor=sched.div_factor, final_div_factor=sched.final_div_factor,
-            three_phase=sched.three_phase, cycle_momentum=sched.cycle_momentum and spec.optimizer.momentum > 0,
+            three_phase=sched.three_phase, **_momentum(sched, spec.optimizer.momentum),
         )
         return Schedule(one_cycle, per_batch=True)
     if isinstance(sched, CyclicSpec):
         cyclic = CyclicLR(
             optimizer, base_lr=sched.base_lr, max_lr=sched.max_lr or lr, step_size_up=sched.step_size_up,
             step_size_down=sched.step_size_down, mode=sched.mode, gamma=sched.gamma,
-            cycle_momentum=sched.cycle_momentum and spec.optimizer.momentum > 0,
+            **_momentum(sched, spec.optimizer.momentum),
         )
         return Schedule(cyclic, per_batch=True)
     assert isinstance(sched, NoSchedulerSpec), f"unhandled scheduler {sched!r}"
     return Schedule(None, per_batch=False)
+
+
+def _momentum(sched: OneCycleSpec | CyclicSpec, momentum: float) -> dict[str, float | bool]:
+    """torch's momentum arguments: cycling only when asked and when there is momentum to cycle, between
+    the spec's range (whose defaults follow the optimizer's momentum); otherwise torch leaves it alone."""
+    base, top = sched.momentum_range(momentum)
+    if not sched.cycle_momentum or top == 0:
+        return {"cycle_momentum": False}
+    return {"cycle_momentum": True, "base_momentum": base, "max_momentum": top}
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -16,6 +16,23 @@ COMPILE_MIN_STEPS = 500  # "auto" compiles runs with at least this many training
 CompileMode = Literal["auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 
 
+# The catalogue: pure data, the parameter counts at width 64, 10 classes, 3 input channels
+# (asserted against the real modules in tests/ml/test_models.py). The one source of both: the spec
+# description, ml.models and the API catalogue read them here (torch-free).
+MODEL_INFO: dict[str, dict[str, object]] = {
+    "resnet18": {
+        "description": "CIFAR ResNet18 (kuangliu): 3x3 stem without max-pool, BasicBlocks [2, 2, 2, 2], "
+        "widths w, 2w, 4w, 8w, global average pool, linear",
+        "parameters": 11_173_962,
+    },
+    "custom_resnet": {
+        "description": "ResNet9 of the OneCycle recipe (David Page): prep conv, three conv-pool-BN-ReLU "
+        "stages with residual blocks after the first and third, global max pool, linear",
+        "parameters": 6_573_130,
+    },
+}
+
+
 class Spec(BaseModel):
     """Base for every spec: unknown fields are a 422, not silently ignored."""
 
@@ -31,7 +48,10 @@ class DatasetSpec(Spec):
         description="image_folder only: a folder under DATA_DIR holding train/<class>/* and test/<class>/*",
     )
     image_size: int = Field(
-        default=32, ge=8, le=256, description="image_folder only: images are resized to this square size"
+        default=32, ge=8, le=256,
+        description="image_folder only: each image is scaled so that its shorter side is this size and "
+        "centre-cropped to a square (its aspect kept); transparent pixels are composited on white. /predict "
+        "prepares uploads the same way",
     )
     train_subset: int | None = Field(
         default=None, ge=10, description="use only N training images, stratified by class; null = all"
@@ -62,8 +82,8 @@ class DatasetSpec(Spec):
 class ModelSpec(Spec):
     name: Literal["resnet18", "custom_resnet"] = Field(
         default="resnet18",
-        description="resnet18 (CIFAR ResNet18, 11,173,962 parameters at width 64) | "
-        "custom_resnet (ResNet9 of the OneCycle recipe, 6,573,130 parameters at width 64)",
+        description=" | ".join(f"{name} ({info['description']}; {info['parameters']:,} parameters at width 64)"
+                               for name, info in MODEL_INFO.items()),  # fmt: skip
     )
     width: int = Field(default=64, ge=2, le=256, description="channels of the first stage; 64 is the paper's")
 
@@ -104,7 +124,8 @@ class TrainOptimizerSpec(SGDSpec):
 
 
 class ReduceOnPlateauSpec(Spec):
-    """torch.optim.lr_scheduler.ReduceLROnPlateau, stepped on test accuracy every epoch."""
+    """torch.optim.lr_scheduler.ReduceLROnPlateau, stepped every epoch on validation accuracy (with
+    validation_split), else on test accuracy."""
 
     name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
     mode: Literal["min", "max"] = "max"
@@ -117,7 +138,42 @@ class ReduceOnPlateauSpec(Spec):
     eps: float = Field(default=1e-8, ge=0)
 
 
-class OneCycleSpec(Spec):
+CYCLE_MOMENTUM_DESCRIPTION = (
+    "cycle the momentum inversely to the LR, from max_momentum down to base_momentum and back (torch's "
+    "OneCycleLR/CyclicLR behaviour, which otherwise forces 0.95 -> 0.85); false (default) = the momentum "
+    "stays optimizer.momentum throughout"
+)
+MAX_MOMENTUM_DESCRIPTION = "with cycle_momentum: the momentum at the lowest LR; null = optimizer.momentum"
+BASE_MOMENTUM_DESCRIPTION = (
+    "with cycle_momentum: the momentum at the highest LR; null = max_momentum - 0.1 (torch's span), at least 0"
+)
+MOMENTUM_SPAN = 0.1  # torch's defaults cycle 0.95 -> 0.85
+
+
+class CycleMomentumSpec(Spec):
+    """The momentum fields OneCycleLR and CyclicLR share; `momentum_range` resolves their defaults."""
+
+    cycle_momentum: bool = Field(default=False, description=CYCLE_MOMENTUM_DESCRIPTION)
+    base_momentum: float | None = Field(default=None, ge=0, lt=1, description=BASE_MOMENTUM_DESCRIPTION)
+    max_momentum: float | None = Field(default=None, ge=0, lt=1, description=MAX_MOMENTUM_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _base_below_max(self) -> CycleMomentumSpec:
+        base, top = self.base_momentum, self.max_momentum
+        if base is not None and top is not None and base > top:
+            raise ValueError(
+                f"scheduler.base_momentum ({base}) must be <= scheduler.max_momentum ({top})"
+            )
+        return self
+
+    def momentum_range(self, momentum: float) -> tuple[float, float]:
+        """(base_momentum, max_momentum) for an optimizer whose momentum is `momentum`."""
+        top = momentum if self.max_momentum is None else self.max_momentum
+        base = max(0.0, round(top - MOMENTUM_SPAN, 10)) if self.base_momentum is None else self.base_momentum
+        return min(base, top), top
+
+
+class OneCycleSpec(CycleMomentumSpec):
     """torch.optim.lr_scheduler.OneCycleLR, stepped every batch."""
 
     name: Literal["one_cycle"] = "one_cycle"
@@ -128,7 +184,6 @@ class OneCycleSpec(Spec):
     final_div_factor: float = Field(default=1e4, gt=0)
     anneal_strategy: Literal["cos", "linear"] = "cos"
     three_phase: bool = False
-    cycle_momentum: bool = True
 
     @model_validator(mode="after")
     def _one_of_pct_or_peak(self) -> OneCycleSpec:
@@ -144,7 +199,7 @@ class OneCycleSpec(Spec):
         return 0.3 if self.pct_start is None else self.pct_start
 
 
-class CyclicSpec(Spec):
+class CyclicSpec(CycleMomentumSpec):
     """torch.optim.lr_scheduler.CyclicLR, stepped every batch."""
 
     name: Literal["cyclic"] = "cyclic"
@@ -154,7 +209,6 @@ class CyclicSpec(Spec):
     step_size_down: int | None = Field(default=None, ge=1)
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
     gamma: float = Field(default=1.0, gt=0, le=1)
-    cycle_momentum: bool = True
 
 
 class NoSchedulerSpec(Spec):
@@ -193,6 +247,11 @@ class CommonSpec(Spec):
     batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE, description="training images per step")
     augmentation: Augmentation = Field(default="default", description=AUGMENTATION_DESCRIPTION)
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds data order, augmentation and weights")
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="cross-entropy label smoothing of the training loss (and of the LR range test's, so that it "
+        "measures the loss training will use); test losses are plain cross-entropy; 0 = none",
+    )
 
     @field_validator("augmentation")
     @classmethod
@@ -216,6 +275,12 @@ class LRFinderSpec(CommonSpec):
     step_mode: Literal["exp", "linear"] = Field(default="exp", description="how the LR grows between them")
     smooth_f: float = Field(default=0.05, ge=0, lt=1, description="exponential smoothing of the loss; 0 = none")
     diverge_th: float = Field(default=5.0, gt=1, description="stop once loss > diverge_th x best loss")
+    rise_stop: float | None = Field(
+        default=0.5, gt=0, le=1,
+        description="also stop once the smoothed loss, after falling at least 10% below its first value, "
+        "has climbed back this fraction of that fall (0.5 = half-way up again): the sweep has left its "
+        "minimum; null = only diverge_th (torch-lr-finder's rule)",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> LRFinderSpec:
@@ -239,13 +304,18 @@ class TrainSpec(CommonSpec):
     optimizer: TrainOptimizerSpec = Field(default_factory=TrainOptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=ReduceOnPlateauSpec)
     target_accuracy: float | None = Field(
-        default=None, gt=0, le=1, description="stop once test accuracy reaches this fraction, e.g. 0.88"
+        default=None, gt=0, le=1,
+        description="stop once accuracy reaches this fraction, e.g. 0.88: validation accuracy with "
+        "validation_split, else test accuracy"
+    )
+    validation_split: float | None = Field(
+        default=None, gt=0, le=0.5,
+        description="hold out this fraction of the training set (stratified by class, drawn from seed) as a "
+        "validation set; then model selection (best), ReduceLROnPlateau and target_accuracy read validation "
+        "accuracy, and the test set only measures; null = off: they read the test set",
     )
     gradcam_misclassified: int = Field(
         default=25, ge=0, le=100, description="after training, GradCAM for this many misclassified test images"
-    )
-    label_smoothing: float = Field(
-        default=0.0, ge=0, lt=1, description="cross-entropy label smoothing of the training loss; 0 = none"
     )
     compile: CompileMode = Field(
         default="auto",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.augment import describe
+from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
-from ml.compilation import compile_model, resolve_mode
-from ml.data import DatasetBundle, load_dataset
-from ml.loaders import make_loaders, pipeline
+from ml.compilation import compile_model, compiled_calls, resolve_mode
+from ml.data import DatasetBundle, ImageSet, hold_out, load_dataset
+from ml.loaders import as_normalized_by, make_eval_loader, make_loaders, pipeline, start_epoch
 from ml.models import build_model, unwrap
 from ml.progress import Callbacks, NullCallbacks, download_progress
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
-from ml.reports import write_report
+from ml.reports import Report, write_report
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
 
@@ -50,13 +50,19 @@ class Trainer:
     """One training run. `train()` below is the public entrypoint."""
 
     def __init__(self, spec: TrainSpec, bundle: DatasetBundle, *, out_dir: Path, device: torch.device,
-                 callbacks: Callbacks, num_workers: int) -> None:
+                 callbacks: Callbacks, num_workers: int, validation: ImageSet | None = None) -> None:
         self.spec, self.bundle, self.out_dir, self.device = spec, bundle, out_dir, device
         self.callbacks = callbacks
         self.train_loader, self.test_loader = make_loaders(
             bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
             num_workers=num_workers, device=device,
         )
+        # Selection, scheduling and target_accuracy read "val_*" when a validation set is held out, else "test_*"
+        self.validation, self.val_loader, self.selected_on = validation, None, "test"
+        if validation is not None:
+            self.val_loader = make_eval_loader(self.test_loader, validation, mean=bundle.mean, std=bundle.std)
+            self.selected_on = "validation"
+        self.key = "val" if validation is not None else "test"
         write_json(out_dir / "augmentation.json", describe(pipeline(self.train_loader)))
         model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
         self.memory_format = memory_format(device)
@@ -89,6 +95,11 @@ class Trainer:
         return self.callbacks.should_stop()
 
     def train_epoch(self, epoch: int) -> EpochStats:
+        with compiled_calls(self.compile_mode):
+            return self._train_epoch(epoch)
+
+    def _train_epoch(self, epoch: int) -> EpochStats:
+        start_epoch(self.train_loader, seed=self.spec.seed, epoch=epoch)  # resumed or not, epoch N draws the same
         self.model.train()
         steps = len(self.train_loader)
         loss_sum = torch.zeros((), device=self.device)  # accumulated on the device: no sync per batch
@@ -125,19 +136,24 @@ class Trainer:
             )
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float, np.ndarray]:
-        """Test loss, test accuracy and the predicted class of every test image (in dataset order)."""
+    def evaluate(
+        self, model: nn.Module | None = None, *, validation: bool = False
+    ) -> tuple[float, float, np.ndarray]:
+        """Loss, accuracy and the predicted class of every image (in dataset order) of the test set,
+        or of the validation set."""
         model = model or self.model
         model.eval()
+        loader = self.val_loader if validation else self.test_loader
+        assert loader is not None, "no validation set held out"
         loss_sum, preds = torch.zeros((), device=self.device), []
-        for x, y in self.test_loader:
+        for x, y in loader:
             x, y = self._to_device(x, y)
-            with autocast(self.device):
+            with autocast(self.device), compiled_calls(self.compile_mode):
                 logits = model(x)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1))
         predictions = torch.cat(preds).cpu().numpy()
-        labels = self.bundle.test.labels
+        labels = self.validation.labels if validation and self.validation is not None else self.bundle.test.labels
         return float(loss_sum) / len(labels), float((predictions == labels).mean()), predictions
 
     def resume(self) -> str | None:
@@ -161,15 +177,29 @@ class Trainer:
         steps_path = self.out_dir / "lr_steps.json"
         step_lrs = json.loads(steps_path.read_text()) if steps_path.is_file() else []
         self.step_lrs = step_lrs[: done * len(self.train_loader)]
-        self.best = max(({"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in self.epochs),
-                        key=lambda b: (b["test_acc"], -b["epoch"]), default=None)
+        best = max(self.epochs, key=lambda r: (r[f"{self.key}_acc"], -r["epoch"]), default=None)
+        self.best = None if best is None else self._best_of(best)
+        self._restore_best(done)
         self.start_epoch = done + 1
         for record in self.epochs:
             self.callbacks.on_epoch(record)
         latest = self.epochs[-1]  # the checkpoint holds the scheduler before this epoch's step
-        self.schedule.after_epoch(test_acc=latest["test_acc"], test_loss=latest["test_loss"])
+        self.schedule.after_epoch(test_acc=latest[f"{self.key}_acc"], test_loss=latest[f"{self.key}_loss"])
         target = self.spec.target_accuracy
-        return "target_accuracy" if target is not None and latest["test_acc"] >= target else None
+        return "target_accuracy" if target is not None and latest[f"{self.key}_acc"] >= target else None
+
+    def _restore_best(self, done: int) -> None:
+        """Make `checkpoints/best` the best epoch of the resumed metrics: a run killed after saving
+        "last" but before "best" left best/ one improvement behind, and "last" (now loaded) is that epoch."""
+        assert self.best is not None, "resume restores at least one epoch"
+        best = self.out_dir / "checkpoints" / "best"
+        saved = load_manifest(best).get("epoch") if (best / "manifest.json").is_file() else None
+        if saved == self.best["epoch"]:
+            return
+        if self.best["epoch"] != done:
+            raise CheckpointError(f"{best} holds epoch {saved}, but the metrics' best is epoch {self.best['epoch']}"
+                                  f" and only the last checkpoint (epoch {done}) can be restored; cannot resume")
+        self._save_checkpoint("best", done, self.best["test_acc"])
 
     def run(self, *, resume: bool = False) -> TrainResult:
         stop_reason = "completed"
@@ -180,34 +210,52 @@ class Trainer:
             if stats.stopped:  # mid-epoch: a partial epoch is not an epoch; keep what finished
                 stop_reason = "cancelled"
                 break
-            test_loss, test_acc, _ = self.evaluate()
-            self._record(epoch, stats, test_loss, test_acc)
+            measured = {"test": self.evaluate()[:2]}
+            if self.val_loader is not None:
+                measured["val"] = self.evaluate(validation=True)[:2]
+            self._record(epoch, stats, measured)
             if self.callbacks.should_stop():
                 stop_reason = "cancelled"
                 break
-            self.schedule.after_epoch(test_acc=test_acc, test_loss=test_loss)
+            loss, acc = measured[self.key]  # validation when held out: the test set only measures
+            self.schedule.after_epoch(test_acc=acc, test_loss=loss)
             target = self.spec.target_accuracy
-            if target is not None and test_acc >= target:
+            if target is not None and acc >= target:
                 stop_reason = "target_accuracy"
                 break
         return self._finish(stop_reason)
 
-    def _record(self, epoch: int, stats: EpochStats, test_loss: float, test_acc: float) -> None:
+    def _record(self, epoch: int, stats: EpochStats, measured: dict[str, tuple[float, float]]) -> None:
         record = {
             "epoch": epoch, "lr": stats.lrs[0] if stats.lrs else current_lr(self.optimizer),
             "train_loss": round(stats.loss, 6), "train_acc": round(stats.acc, 6),
-            "test_loss": round(test_loss, 6), "test_acc": round(test_acc, 6),
+            **{f"{name}_{kind}": round(value, 6) for name, pair in measured.items()
+               for kind, value in zip(("loss", "acc"), pair)},
             "seconds": round(stats.seconds, 3),
             "images_per_second": round(stats.images / stats.seconds, 1) if stats.seconds else None,
-        }
+        }  # fmt: skip
+        test_acc = record["test_acc"]
         self.epochs.append(record)
         self.step_lrs.extend(stats.lrs)
-        if self.best is None or test_acc > self.best["test_acc"]:
-            self.best = {"epoch": epoch, "test_acc": test_acc}
-            self._save_checkpoint("best", epoch, test_acc)
-        self._write_metrics()  # before "last": a resume trims metrics to the checkpoint, never the reverse
+        key = f"{self.key}_acc"
+        improved = self.best is None or record[key] > self.best[key]
+        if improved:  # the record's rounded figures: metrics.json, best and a resume's recomputation agree
+            self.best = self._best_of(record)
+        # The order a crash can cut anywhere: metrics, then "last", then "best". A resume trims metrics to
+        # "last", so metrics never lack an epoch that a checkpoint holds; and "best" is only ever this
+        # epoch, which "last" holds by then, so a resume that finds it missing writes it from "last"
+        # (_restore_best) instead of trusting a best/ from an epoch the metrics lost.
+        self._write_metrics()
         self._save_checkpoint("last", epoch, test_acc)
+        if improved:
+            self._save_checkpoint("best", epoch, test_acc)
         self.callbacks.on_epoch(record)
+
+    def _best_of(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The best-epoch summary of a record: its test accuracy (the chosen model's), and the
+        validation accuracy it was chosen on when a validation set is held out."""
+        best = {"epoch": record["epoch"], "test_acc": record["test_acc"]}
+        return best | ({"val_acc": record["val_acc"]} if self.key == "val" else {})
 
     def manifest(self, epoch: int, test_acc: float) -> dict[str, Any]:
         b = self.bundle
@@ -226,18 +274,32 @@ class Trainer:
         )
 
     def metrics(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "best": self.best, "per_class_accuracy": None}
+        return {"epochs": self.epochs, "best": self.best, "per_class_accuracy": None,
+                "selected_on": self.selected_on, "warnings": transform_warnings(self.spec.augmentation)}
 
     def _write_metrics(self, metrics: dict[str, Any] | None = None) -> None:
         write_json(self.out_dir / "metrics.json", metrics or self.metrics())
         write_json(self.out_dir / "lr_steps.json", self.step_lrs)
+
+    def _write_report(self, best_folder: Path) -> tuple[list[Path], dict[str, float | None]]:
+        """The report of the best checkpoint's model on the test set, from plain data."""
+        model, _ = load_model(best_folder, device=self.device)
+        _, _, predictions = self.evaluate(model)
+        b, spec = self.bundle, self.spec
+        report = Report(
+            out_dir=self.out_dir, epochs=self.epochs, step_lrs=self.step_lrs, classes=list(b.classes),
+            test_images=b.test.images, test_labels=b.test.labels, predictions=predictions,
+            samples=next(iter(self.train_loader)), mean=b.mean, std=b.std, label_smoothing=spec.label_smoothing,
+            gradcam_count=spec.gradcam_misclassified,
+        )
+        return write_report(report, model)
 
     def _finish(self, stop_reason: str) -> TrainResult:
         checkpoints = self.out_dir / "checkpoints"
         metrics = self.metrics() | {"stop_reason": stop_reason}
         artifacts: list[Path] = []
         if self.epochs:
-            artifacts = write_report(self, best_folder=checkpoints / "best", metrics=metrics)
+            artifacts, metrics["per_class_accuracy"] = self._write_report(checkpoints / "best")
         self._write_metrics(metrics)
         has = self.epochs != []
         return TrainResult(metrics, stop_reason, checkpoints / "best" if has else None,
@@ -258,8 +320,16 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     callbacks = callbacks or NullCallbacks()
-    bundle = load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name))
+    bundle = as_normalized_by(
+        load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name)),
+        spec.augmentation,
+    )
+    validation = None
+    if spec.validation_split is not None:
+        rest, validation = hold_out(bundle.train, spec.validation_split, seed=spec.seed)
+        bundle = replace(bundle, train=rest)
     if num_workers is None:
         num_workers = default_num_workers(dev)
-    trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers)
+    trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers,
+                      validation=validation)
     return trainer.run(resume=resume)

@@ -68,6 +68,12 @@ def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress
             "checkpoint_id": None, "attempts": 1, "cancel_requested": False}  # fmt: skip
 
 
+WARNINGS_DESCRIPTION = (
+    "once the job has finished: what albumentations advised about the augmentation list, e.g. a deprecated "
+    "transform, one line each"
+)
+
+
 class JobBase(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -122,10 +128,11 @@ class JobsPublic(BaseModel):
 
 class BestEpochPublic(BaseModel):
     epoch: int
-    test_acc: float
+    test_acc: float = Field(description="the test accuracy of the chosen epoch's model")
+    val_acc: float | None = Field(default=None, description="with validation_split: what it was chosen on")
 
 
-class EpochPublic(BaseModel):
+class EpochPublic(Sparse):
     """One epoch of a train job."""
 
     model_config = ConfigDict(
@@ -143,6 +150,8 @@ class EpochPublic(BaseModel):
     test_acc: float = Field(description="a fraction, 0..1")
     seconds: float = Field(description="the epoch's training time")
     images_per_second: float | None = Field(description="training images per second")
+    val_loss: float | None = Field(default=None, description="with validation_split: on the held-out set")
+    val_acc: float | None = Field(default=None, description="with validation_split: a fraction, 0..1")
 
 
 class TrainMetricsPublic(BaseModel):
@@ -165,6 +174,12 @@ class TrainMetricsPublic(BaseModel):
     stop_reason: Literal["completed", "target_accuracy", "cancelled"] | None = Field(
         default=None, description="why the run ended; null while it runs"
     )
+    selected_on: Literal["validation", "test"] = Field(
+        default="test",
+        description="the set that chose `best` and drove ReduceLROnPlateau and target_accuracy: validation "
+        "(val_loss, val_acc in each epoch) with validation_split, else test",
+    )
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 
 class SuggestionsPublic(Sparse):
@@ -196,6 +211,7 @@ class LRFinderMetricsPublic(BaseModel):
     stop_reason: Literal["completed", "diverged", "cancelled"] | None = Field(
         default=None, description="why the test ended; null while it runs"
     )
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 
 class ArtifactPublic(BaseModel):

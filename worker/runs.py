@@ -91,6 +91,8 @@ class JobRun:
             "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
             "stop_reason": trained.stop_reason,
             "lr": spec.optimizer.lr,
+            "warnings": trained.metrics.get("warnings", []),
+            "selected_on": trained.metrics.get("selected_on", "test"),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
 

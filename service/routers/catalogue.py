@@ -11,22 +11,15 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ml.presets import PRESETS
-from ml.specs import ModelSpec
+from ml.specs import MODEL_INFO, ModelSpec
 from service.config import SettingsDep
 
 router = APIRouter(tags=["catalogue"])
 
-# Counted with ml.models.count_parameters at width 64, 3 input channels, 10 classes
-# (tests/service/test_catalogue.py checks them against the real models).
+# ml.specs.MODEL_INFO, counted at width 64, 3 input channels, 10 classes (tests/ml/test_models.py)
 MODELS: dict[str, dict[str, Any]] = {
-    "resnet18": {
-        "description": "the CIFAR ResNet18 (3x3 stem, no max-pool; 4 stages of 2 basic blocks)",
-        "parameters_at_width_64": 11_173_962,
-    },
-    "custom_resnet": {
-        "description": "the ResNet9 of the OneCycle recipe (prep, 3 stages, 2 residual blocks, max-pool head)",
-        "parameters_at_width_64": 6_573_130,
-    },
+    name: {"description": info["description"], "parameters_at_width_64": info["parameters"]}
+    for name, info in MODEL_INFO.items()
 }
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -187,21 +187,30 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
             suggestions=result.get("suggestions", {}),
             diverged_at_lr=result.get("diverged_at_lr"),
             stop_reason=result.get("stop_reason"),
+            warnings=result.get("warnings", []),
         )
     epochs = store.list_epochs(session, job.id)
     return TrainMetricsPublic(
         job_id=job.id,
         status=job.status,  # type: ignore[arg-type]
         epochs=[record for record in epochs if record["epoch"] > since_epoch],
-        best=result.get("best") or _best(epochs),
+        best=result.get("best") or _best(epochs, _selected_on(job.params)),
         per_class_accuracy=result.get("per_class_accuracy"),
         stop_reason=result.get("stop_reason"),
+        selected_on=result.get("selected_on") or _selected_on(job.params),
+        warnings=result.get("warnings", []),
     )
 
 
-def _best(epochs: list[dict[str, Any]]) -> BestEpochPublic | None:
-    scored = [record for record in epochs if record.get("test_acc") is not None]
+def _selected_on(params: dict[str, Any]) -> str:
+    return "validation" if params.get("validation_split") else "test"
+
+
+def _best(epochs: list[dict[str, Any]], selected_on: str = "test") -> BestEpochPublic | None:
+    """The best epoch so far of a running job, by the accuracy its trainer selects on."""
+    key = "val_acc" if selected_on == "validation" else "test_acc"
+    scored = [record for record in epochs if record.get(key) is not None and record.get("test_acc") is not None]
     if not scored:
         return None
-    best = max(scored, key=lambda record: (record["test_acc"], -record["epoch"]))
-    return BestEpochPublic(epoch=best["epoch"], test_acc=best["test_acc"])
+    best = max(scored, key=lambda record: (record[key], -record["epoch"]))
+    return BestEpochPublic(epoch=best["epoch"], test_acc=best["test_acc"], val_acc=best.get("val_acc"))

@@ -198,6 +198,12 @@ def test_a_worker_stopped_with_sigterm_requeues_its_job_and_the_next_worker_resu
     epochs = stack.get(f"/jobs/{job_id}/metrics").json()["epochs"]
     assert [e["epoch"] for e in epochs] == list(range(1, GRACEFUL["epochs"] + 1))  # each once, none lost
     assert epochs[: len(before)] == before  # resumed from its last finished epoch, not trained again
+    # and it learned exactly what an uninterrupted run of the same spec and seed learns (on one CPU machine)
+    again = stack.wait(stack.submit("train", GRACEFUL), timeout=240)
+    assert again["status"] == "succeeded", again
+    uninterrupted = stack.get(f"/jobs/{again['id']}/metrics").json()["epochs"]
+    learned = ("lr", "train_loss", "train_acc", "test_loss", "test_acc")
+    assert [[e[k] for k in learned] for e in epochs] == [[e[k] for k in learned] for e in uninterrupted]
     assert job["checkpoint_id"] and stack.get("/jobs", params={"status": "running"}).json()["total"] == 0
 
 

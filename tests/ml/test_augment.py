@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from ml.augment import (TRANSFORMS, build_eval_transform, build_train_transform, default_transforms, describe,
-                        reseed, validate_transforms)  # fmt: skip
+                        normalization, reseed, validate_transforms)  # fmt: skip
 from ml.specs import LRFinderSpec, TrainSpec
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
@@ -159,3 +159,49 @@ def test_build_refuses_a_list_that_cannot_run_on_grayscale_28px(transforms, expe
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="'default', 'none' or a list"):
         build_train_transform("strong", image_size=32, **RGB)
+
+
+SHIFT_SCALE_ROTATE = {"name": "ShiftScaleRotate", "shift_limit": 0.0625, "scale_limit": 0.1, "rotate_limit": 15}
+
+
+def test_a_deprecated_but_valid_transform_is_accepted_and_its_warning_returned():
+    notes = validate_transforms([{"name": "HorizontalFlip"}, SHIFT_SCALE_ROTATE])
+    assert notes == ["augmentation[1] ShiftScaleRotate: ShiftScaleRotate is a special case of Affine transform. "
+                     "Please use Affine transform instead."]  # fmt: skip
+    compose = build_train_transform([SHIFT_SCALE_ROTATE], image_size=32, **RGB)
+    assert [type(t).__name__ for t in compose.transforms] == ["ShiftScaleRotate", "Normalize"]
+    assert validate_transforms([{"name": "HorizontalFlip"}]) == []
+
+
+def test_a_bad_argument_warning_is_still_refused_next_to_a_deprecated_transform():
+    with pytest.raises(ValueError, match=r"'Blur': .*Values less than 3 are not allowed"):
+        validate_transforms([SHIFT_SCALE_ROTATE, {"name": "Blur", "blur_limit": [2, 4]}])
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"name": "Normalize", "mean": 0.9, "std": 0.05}, ((0.9, 0.9, 0.9), (0.05, 0.05, 0.05))),
+        ({"name": "Normalize", "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}, ((0.1, 0.2, 0.3), (0.5,) * 3)),
+        ({"name": "Normalize", "mean": 51, "std": 102, "max_pixel_value": 1.0}, ((0.2,) * 3, (0.4,) * 3)),
+    ],
+)
+def test_the_users_normalize_is_the_models_normalization(item, expected):
+    mean, std = normalization([{"name": "HorizontalFlip"}, item], **RGB)
+    assert mean == pytest.approx(expected[0]) and std == pytest.approx(expected[1])
+    assert normalization("default", **RGB) == (tuple(RGB["mean"]), tuple(RGB["std"]))
+    assert normalization([{"name": "HorizontalFlip"}], **RGB) == (tuple(RGB["mean"]), tuple(RGB["std"]))
+
+
+@pytest.mark.parametrize(
+    ("transforms", "expected"),
+    [
+        ([{"name": "Normalize", "normalization": "image"}], r"augmentation\[0\] Normalize: normalization 'image' "
+                                                            r"depends on each image's own statistics"),
+        ([{"name": "Normalize", "p": 0.5}], r"augmentation\[0\] Normalize: p must be 1 .*got 0.5"),
+        ([{"name": "Normalize"}, {"name": "Normalize"}], r"2 Normalize transforms \(at \[0, 1\]\)"),
+    ],
+)
+def test_a_normalize_that_cannot_hold_at_evaluation_is_refused(transforms, expected):
+    with pytest.raises(ValueError, match=expected):
+        validate_transforms(transforms)

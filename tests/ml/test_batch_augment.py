@@ -166,3 +166,50 @@ def test_flip_only_list_matches_its_probability():
     flipped = np.array([np.array_equal(o, image[:, ::-1]) for o in out])
     unchanged = np.array([np.array_equal(o, image) for o in out])
     assert np.all(flipped ^ unchanged) and abs(flipped.mean() - 0.25) < 0.04
+
+
+FLIP_03 = {"name": "HorizontalFlip", "p": 0.3}
+SPELLED_DEFAULT = [
+    {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
+    {"name": "RandomCrop", "height": 32, "width": 32}, {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [16, 16], "hole_width_range": [16, 16],
+     "fill": [26.0, 26.0, 26.0], "p": 0.5},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spelled", "same_as"),
+    [
+        ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 26}], "default"),  # one fill for every channel
+        ([{**SPELLED_DEFAULT[0], "fill": 9}, *SPELLED_DEFAULT[1:]], "default"),  # a fill a reflect border never uses
+        ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill_mask": 3}], "default"),  # no masks here
+        ([*SPELLED_DEFAULT, {"name": "Normalize", "mean": list(RGB_MEAN), "std": list(STD)}], "default"),
+        ([{"name": "VerticalFlip", "p": 0}], "none"),  # never fires
+        ([{"name": "HorizontalFlip", "p": 0.0}, {"name": "VerticalFlip", "p": 0.0}], "none"),
+        ([{"name": "VerticalFlip", "p": 0}, FLIP_03], [FLIP_03]),
+    ],
+)
+def test_lists_that_do_what_a_covered_pipeline_does_take_the_batched_path(spelled, same_as):
+    stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
+    augment = BatchAugment.from_spec(spelled, **stats)
+    assert augment is not None and augment == BatchAugment.from_spec(same_as, **stats)
+
+
+def test_lists_that_do_something_else_stay_on_albumentations():
+    stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
+    for other in ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 0}],  # Cutout filled with black
+                  [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
+                  [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}]):  # fmt: skip
+        assert BatchAugment.from_spec(other, **stats) is None, other
+
+
+@pytest.mark.parametrize(("size", "pad"), [(16, 2), (28, 4), (32, 4), (64, 8)])
+def test_the_default_pad_and_cutout_scale_with_the_image_size(size, pad):
+    compose = build_train_transform("default", image_size=size, mean=RGB_MEAN, std=STD)
+    padding, _, _, cutout, _ = compose.transforms
+    assert (padding.min_height, padding.min_width) == (size + 2 * pad, size + 2 * pad)
+    assert cutout.hole_height_range == (size // 2, size // 2)
+    augment = BatchAugment.from_spec("default", image_size=size, mean=RGB_MEAN, std=STD)
+    assert augment is not None and augment.pad == pad
+    offsets = augment._draws(4000, size, size, torch.Generator().manual_seed(0))["dy"]
+    assert offsets.min() == 0 and offsets.max() == 2 * pad

@@ -64,3 +64,17 @@ def test_a_compiled_run_learns_saves_eager_weights_and_a_second_job_reuses_its_g
     second = train(compiled_spec(1), data_dir=fmnist_data_dir, out_dir=tmp_path / "b", device="cpu")
     assert counters["stats"]["unique_graphs"] == graphs, "the second job of the same shape compiled again"
     assert second.metrics["epochs"][-1]["test_acc"] > 0.3
+
+
+def test_dynamo_settings_hold_only_around_the_compiled_calls():
+    import torch
+
+    from ml.compilation import RECOMPILE_LIMIT, compile_model, compiled_calls
+
+    dynamo = torch._dynamo.config
+    before = (dynamo.suppress_errors, dynamo.recompile_limit)
+    compile_model(torch.nn.Linear(2, 2), "default")
+    assert (dynamo.suppress_errors, dynamo.recompile_limit) == before  # no process-wide side effect
+    with compiled_calls("default"):
+        assert dynamo.suppress_errors and dynamo.recompile_limit >= RECOMPILE_LIMIT
+    assert (dynamo.suppress_errors, dynamo.recompile_limit) == before

@@ -255,3 +255,35 @@ def test_image_folder_empty_train_class_is_refused(tmp_path, image_folder_data_d
 
 def test_dataset_error_is_a_value_error():
     assert issubclass(DatasetError, ValueError)  # so callers that map ValueError to "bad input" see it
+
+
+def one_image_folder(tmp_path, image: Image.Image, *, name: str = "x.png"):
+    """A folder dataset of one class whose train and test sets hold `image` (twice, for the subsets)."""
+    for split in ("train", "test"):
+        folder = tmp_path / "one" / split / "only"
+        folder.mkdir(parents=True)
+        for copy in ("a", "b"):
+            image.save(folder / f"{copy}-{name}")
+    return DatasetSpec(name="image_folder", path="one", image_size=16)
+
+
+def test_transparent_pixels_are_composited_on_white_not_their_hidden_colour(tmp_path):
+    image = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent black: what many PNG icons hold
+    image.paste((200, 30, 30, 255), (4, 4, 12, 12))  # an opaque red square
+    pixels = load_dataset(one_image_folder(tmp_path, image), tmp_path).train.images[0]
+    assert pixels[0, 0].tolist() == [255, 255, 255]  # alpha dropped would leave black
+    assert pixels[8, 8].tolist() == [200, 30, 30]
+
+
+def test_half_transparent_pixels_are_blended_with_the_white_background(tmp_path):
+    image = Image.new("LA", (16, 16), (0, 128))  # black at half opacity over white
+    pixels = load_dataset(one_image_folder(tmp_path, image), tmp_path).train.images[0]
+    assert abs(int(pixels[5, 5, 0]) - 127) <= 1
+
+
+def test_non_square_images_keep_their_aspect_centre_cropped(tmp_path):
+    image = Image.new("RGB", (48, 16))  # red | green | blue squares: the centre crop keeps green
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        image.paste(colour, (16 * i, 0, 16 * (i + 1), 16))
+    pixels = load_dataset(one_image_folder(tmp_path, image), tmp_path).train.images[0]
+    assert (pixels[:, 1:-1] == [0, 255, 0]).all()  # a squeeze to 16x16 would show all three colours

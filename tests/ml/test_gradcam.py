@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ml.gradcam import METHODS, cam_for_batch, explain, overlay, reference_cam, to_png_bytes
+from gradcam_reference import reference_cam
+from ml.gradcam import METHODS, cam_for_batch, explain, overlay, to_png_bytes
 from ml.models import build_model, gradcam_layer
 from ml.specs import MODELS, ModelSpec
 
@@ -170,3 +171,21 @@ def test_explain_refuses_a_target_beyond_the_classes() -> None:
     with pytest.raises(ValueError, match=r"not a class index of this model \(10 classes\)"):
         explain(tiny("custom_resnet"), batch(2), targets=[1, 10])
 
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [8, 12, 15, 16])
+def test_tiny_images_get_maps_from_a_layer_with_spatial_extent(name: str, size: int) -> None:
+    """At 8 px ResNet18's layer4 is 1x1, below 16 px CustomResNet's layer3: one number per map, which
+    min-max scaling turned into a blank map. An earlier layer with at least 2x2 pixels is used instead,
+    and the maps still equal pytorch-grad-cam's on that layer."""
+    model, images = tiny(name), batch(size=size)
+    maps = cam_for_batch(model, images, targets=[0, 1, 2])
+    assert maps.shape == (3, size, size)
+    assert any(m.max() - m.min() > 0.5 for m in maps)  # on a 1x1 layer every map is blank
+    seen = []
+    handle = gradcam_layer(model, size).register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    model(images)
+    handle.remove()
+    assert min(seen[0][-2:]) >= 2
+    np.testing.assert_allclose(maps, reference_cam(model, images, targets=[0, 1, 2]), atol=1e-5)

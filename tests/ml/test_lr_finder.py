@@ -306,12 +306,12 @@ def test_steepest_is_the_lr_of_steepest_descent():
     assert suggestions["steepest"] == pytest.approx(1e-2, rel=1e-9)
 
 
-def test_steepest_skips_the_first_10_and_last_5_points():
+def test_steepest_skips_the_first_10_points_and_everything_past_the_minimum():
     lrs = np.logspace(-4, 0, 40)
-    losses = np.linspace(3.0, 2.0, 40)
+    losses = np.concatenate([np.linspace(3.0, 1.0, 31), np.linspace(1.2, 4.0, 9)])  # lowest at index 30
     losses[3] -= 1.0  # a cliff inside the first 10 points: pytorch-lr-finder ignores it
-    losses[37] -= 5.0  # and one inside the last 5
-    losses[20] -= 0.5  # the steepest drop it sees lands on index 19 (np.gradient is centred)
+    losses[34] -= 1.2  # a steeper drop past the minimum, in the diverging tail: torch-lr-finder's pick
+    losses[20] -= 0.3  # the steepest drop on the descending part lands on index 19 (np.gradient is centred)
     assert suggest(lrs, losses, num_iter=40)["steepest"] == pytest.approx(lrs[19])
 
 

@@ -170,3 +170,9 @@ def test_lr_finder_plot_of_an_empty_or_linear_sweep(tmp_path, figures):
     assert figures[1].axes[0].get_xscale() == "linear"
     with pytest.raises(ValueError, match="one length; got 5, 5, 4"):
         plots.plot_lr_finder(lrs, lrs, lrs[:4], {}, tmp_path / "bad.png")
+
+
+def test_with_label_smoothing_each_loss_says_what_it_is(tmp_path, figures):
+    plots.plot_loss(EPOCHS, tmp_path / "loss.png", label_smoothing=0.1)
+    legend = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
+    assert legend == ["train (label-smoothed 0.1 cross-entropy)", "test (plain cross-entropy)"]

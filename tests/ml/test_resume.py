@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ml.checkpoints import CheckpointError, load_model
+from ml.checkpoints import CheckpointError, load_manifest, load_model
 from ml.schedulers import build_schedule, current_lr
 from ml.specs import TrainSpec
 from ml.trainer import Trainer, train
@@ -118,3 +118,78 @@ def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(
     state.write_bytes(state.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(CheckpointError, match="sha256"):
         train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", resume=True)
+
+
+@pytest.mark.parametrize("cut", ["metrics", "last", "best"])
+def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
+    fmnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    """Epoch 2 improves on epoch 1 (test accuracy is made to rise) and the worker dies just before
+    one of its three writes; the resumed run's best/ is the best epoch of its resumed metrics."""
+    s = spec(epochs=2, scheduler={"name": "none"})
+    evaluate, write_metrics, save = Trainer.evaluate, Trainer._write_metrics, Trainer._save_checkpoint
+
+    def rising(self: Trainer, model=None):
+        loss, _, predictions = evaluate(self, model)
+        return loss, 0.1 * (len(self.epochs) + 1), predictions
+
+    def killing(which: str, write):
+        def wrapper(self: Trainer, *args, **kwargs):
+            if which == cut and len(self.epochs) == 2:
+                raise Killed(f"killed before writing {which} of epoch 2")
+            return write(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Trainer, "evaluate", rising)
+    monkeypatch.setattr(Trainer, "_write_metrics", killing("metrics", write_metrics))
+    monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, which, *a: killing(which, save)(self, which, *a))
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(s, data_dir=fmnist_data_dir, out_dir=out, device="cpu")
+    monkeypatch.setattr(Trainer, "_write_metrics", write_metrics)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+
+    trainer = resumed_trainer(s, fmnist_data_dir, out)
+    assert trainer.best is not None
+    best = load_manifest(out / "checkpoints" / "best")
+    assert best["epoch"] == trainer.best["epoch"] <= trainer.epochs[-1]["epoch"]
+    best_model, _ = load_model(out / "checkpoints" / "best")
+    if best["epoch"] == trainer.epochs[-1]["epoch"]:  # then it is the model of that epoch: the last checkpoint's
+        last_model, _ = load_model(out / "checkpoints" / "last")
+        for name, value in last_model.state_dict().items():
+            assert torch.equal(best_model.state_dict()[name], value), name
+
+
+def resumed_trainer(s: TrainSpec, data_dir: Path, out: Path) -> Trainer:
+    from ml.data import load_dataset
+    from ml.loaders import as_normalized_by
+    from ml.progress import NullCallbacks
+
+    bundle = as_normalized_by(load_dataset(s.dataset, data_dir), s.augmentation)
+    trainer = Trainer(s, bundle, out_dir=out, device=torch.device("cpu"), callbacks=NullCallbacks(), num_workers=0)
+    trainer.resume()
+    return trainer
+
+
+LEARNED = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    ["default", [{"name": "HorizontalFlip"}, {"name": "Affine", "translate_px": [-2, 2], "p": 0.5}]],
+    ids=["batched", "albumentations"],
+)
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(fmnist_data_dir: Path, tmp_path: Path,
+                                                             augmentation) -> None:  # fmt: skip
+    """Each epoch's shuffle and augmentations come from (seed, epoch): before, a resume replayed epoch
+    1's order and augmentations as epoch 2's. Two runs of one spec and seed agree too (on a CPU)."""
+    s = spec(augmentation=augmentation, epochs=3)
+    whole = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "whole", device="cpu").metrics["epochs"]
+    again = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "again", device="cpu").metrics["epochs"]
+    with pytest.raises(Killed):
+        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1),
+              device="cpu")  # fmt: skip
+    resumed = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", device="cpu", resume=True)
+    learned = [[record[key] for key in LEARNED] for record in whole]
+    assert [[record[key] for key in LEARNED] for record in again] == learned
+    assert [[record[key] for key in LEARNED] for record in resumed.metrics["epochs"]] == learned

@@ -220,7 +220,8 @@ def test_train_metrics_while_running_and_once_finished(client: TestClient, sessi
     metrics = client.get(f"/jobs/{job.id}/metrics").json()
     assert metrics["job_id"] == job.id and metrics["status"] == "running"
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3] and metrics["epochs"][2]["test_acc"] == 0.5
-    assert metrics["best"] == {"epoch": 2, "test_acc": 0.6} and metrics["per_class_accuracy"] is None
+    assert metrics["best"] == {"epoch": 2, "test_acc": 0.6, "val_acc": None} and metrics["per_class_accuracy"] is None
+    assert metrics["selected_on"] == "test" and metrics["warnings"] == []
     later = client.get(f"/jobs/{job.id}/metrics", params={"since_epoch": 2}).json()
     assert [r["epoch"] for r in later["epochs"]] == [3] and later["best"] == metrics["best"]
     assert client.get(f"/jobs/{job.id}/metrics", params={"since_epoch": -1}).status_code == 422
@@ -294,7 +295,7 @@ def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -
     assert empty["lrs"] == [] and empty["suggested_lr"] is None and empty["status"] == "running"
     job = put_job(session, kind="lr_finder", status="succeeded", result=curve)
     metrics = client.get(f"/jobs/{job.id}/metrics").json()
-    assert metrics == {"job_id": job.id, "status": "succeeded", **curve}
+    assert metrics == {"job_id": job.id, "status": "succeeded", **curve, "warnings": []}
 
 
 def test_reads_do_not_write(configure, session: Session) -> None:

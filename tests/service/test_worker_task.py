@@ -49,7 +49,8 @@ def reload(session: Session, job_id: str) -> Job:
 
 
 def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, session: Session) -> None:
-    finder_id, params = submit(session, "lr_finder", {**TINY, "num_iter": 8, "end_lr": 1.0})
+    # from 1e-3: a sweep whose loss descends (from 1e-7 its 8 steps only rise, and then nothing is suggested)
+    finder_id, params = submit(session, "lr_finder", {**TINY, "num_iter": 8, "start_lr": 1e-3, "end_lr": 1.0})
     assert run_job(finder_id, "lr_finder", params) == "succeeded"
     finder = reload(session, finder_id)
     assert finder.status == "succeeded" and finder.error is None and finder.attempts == 1 and finder.worker
