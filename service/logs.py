@@ -78,8 +78,12 @@ def formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT)
 
 
+OWN_LOGGERS = ("service", "worker", "ml", "celery")  # at `level`; every other library's at WARNING
+
+
 def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
-    """One handler on the root logger (stderr), its records stamped; replaces an earlier one."""
+    """One handler on the root logger (stderr), its records stamped; replaces an earlier one. Our
+    loggers (and Celery's) log at `level`, other libraries' (httpx, ...) from WARNING up."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "lrcam", False)]:
         root.removeHandler(handler)
@@ -88,7 +92,9 @@ def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
     handler.addFilter(ContextFilter())
     handler.setFormatter(formatter(log_format))
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 class JobLogHandler(logging.Handler):
