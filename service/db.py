@@ -75,6 +75,11 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
 
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """A finished train job's best epoch ({"epoch", "test_acc"}), from its result."""
+        return (self.result or {}).get("best")
+
 
 class EpochMetric(Base):
     __tablename__ = "epoch_metrics"

@@ -11,6 +11,11 @@ JobKind = Literal["lr_finder", "train"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+class BestEpochPublic(BaseModel):
+    epoch: int
+    test_acc: float
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -29,16 +34,14 @@ class JobPublic(BaseModel):
     checkpoint_id: str | None
     attempts: int = Field(description="how many deliveries have started this job")
     cancel_requested: bool
+    best: BestEpochPublic | None = Field(
+        default=None, description="train jobs that ended: their best epoch (as in the metrics); null before"
+    )
 
 
 class JobsPublic(BaseModel):
     jobs: list[JobPublic]
     total: int
-
-
-class BestEpochPublic(BaseModel):
-    epoch: int
-    test_acc: float
 
 
 class TrainMetricsPublic(BaseModel):
