@@ -80,6 +80,12 @@ class Job(Base):
         """A finished train job's best epoch ({"epoch", "test_acc"}), from its result."""
         return (self.result or {}).get("best")
 
+    @property
+    def lr(self) -> float | None:
+        """A finished train job's learning rate, "auto" resolved to the LR finder's suggestion."""
+        lr = (self.result or {}).get("lr") if self.kind == "train" else None
+        return lr if isinstance(lr, (int, float)) else None
+
 
 class EpochMetric(Base):
     __tablename__ = "epoch_metrics"

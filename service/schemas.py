@@ -37,6 +37,7 @@ class JobPublic(BaseModel):
     best: BestEpochPublic | None = Field(
         default=None, description="train jobs that ended: their best epoch (as in the metrics); null before"
     )
+    lr: float | None = Field(default=None, description='train jobs that ended: the learning rate used ("auto" resolved)')
 
 
 class JobsPublic(BaseModel):

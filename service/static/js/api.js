@@ -49,7 +49,7 @@ async function send(path, { method = "GET", json, body } = {}) {
     const response = await fetch(path, { method, headers, body: payload });
     if (response.status !== 401) return response;
     const detail = (await response.json().catch(() => ({}))).detail || "API key needed";
-    await askKey(`${detail}. The key is kept in this browser's storage and sent as "Authorization: Bearer".`);
+    await askKey(`${detail}. Enter the server's API_KEY: it is kept in this browser's storage, never in a URL.`);
   }
 }
 

@@ -3,6 +3,19 @@
 
 export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]; // epochs, steps
+
+function expText(value) {
+  return value == null ? "" : value.toExponential(0); // uPlot passes null for ticks it leaves unlabelled
+}
+
+/** An accuracy axis: the data's span padded, at least 5 points wide, within 0-100%. */
+function percentRange(u, min, max) {
+  if (min == null || max == null) return [0, 1];
+  const pad = Math.max(0.025, (max - min) * 0.08);
+  return [Math.max(0, min - pad), Math.min(1, max + pad)];
+}
+
 function markerPlugin(markers) {
   return {
     hooks: {
@@ -33,7 +46,7 @@ function markerPlugin(markers) {
 
 /**
  * A chart in `box`: `series` = [{label, color, dash}], data = [xs, ys1, ys2...].
- * options: {title, xLabel, yLabel, logX, logY, percentY, markers, points}. Returns {update(data), destroy()}.
+ * options: {title, xLabel, yLabel, logX, logY, percentY, integerX, markers, points, height}. Returns {update(data), destroy()}.
  */
 export function lineChart(box, series, data, options = {}) {
   const height = options.height || 240;
@@ -45,10 +58,11 @@ export function lineChart(box, series, data, options = {}) {
     plugins: options.markers ? [markerPlugin(options.markers)] : [],
     scales: {
       x: { time: false, distr: options.logX ? 3 : 1 },
-      y: { distr: options.logY ? 3 : 1 },
+      y: { distr: options.logY ? 3 : 1, range: options.percentY ? percentRange : undefined },
     },
     axes: [
-      { label: options.xLabel, values: options.logX ? (u, vals) => vals.map((v) => v.toExponential(0)) : undefined },
+      { label: options.xLabel, values: options.logX ? (u, vals) => vals.map(expText) : undefined,
+        incrs: options.integerX ? INTEGER_STEPS : undefined },
       { label: options.yLabel, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined, size: 60 },
     ],
     legend: { live: true },

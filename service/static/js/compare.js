@@ -79,7 +79,7 @@ export async function render(root, { page, query }) {
     specTable(jobs));
   CURVES.forEach(([key, title, percent], index) => {
     const data = [xs, ...metrics.map((m) => xs.map((epoch) => (m.epochs || []).find((r) => r.epoch === epoch)?.[key] ?? null))];
-    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent });
+    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent, integerX: true });
     page.onLeave(chart.destroy);
   });
 }

@@ -47,7 +47,8 @@ export function fieldPath(loc, spec) {
   const keys = [];
   let value = spec;
   for (const segment of loc.slice(loc[0] === "body" ? 1 : 0)) {
-    const isObject = value !== null && typeof value === "object";
+    if (value !== undefined && (value === null || typeof value !== "object")) break; // a leaf: the rest names union members
+    const isObject = value !== undefined;
     if (isObject && !(segment in value) && value.name === segment) continue; // a union's tag
     keys.push(segment);
     value = isObject ? value[segment] : undefined;

@@ -25,7 +25,7 @@ function row(job, selected, onToggle) {
     ? h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.id} to compare`,
         onchange: (event) => onToggle(job.id, event.target.checked) })
     : null;
-  const lr = job.params.optimizer?.lr;
+  const lr = job.lr ?? job.params.optimizer?.lr; // "auto" resolved once the job ended
   return h("tr", { dataset: { job: job.id } },
     h("td", {}, checkbox),
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id.slice(0, 8))),

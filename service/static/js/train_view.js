@@ -88,9 +88,9 @@ export function mount(box, job, page) {
   const records = [];
   const charts = {
     acc: lineChart(acc, [{ label: "train" }, { label: "test" }], [[], [], []],
-      { title: "Accuracy", xLabel: "epoch", percentY: true }),
-    loss: lineChart(loss, [{ label: "train" }, { label: "test" }], [[], [], []], { title: "Loss", xLabel: "epoch" }),
-    lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate (per epoch while running)", xLabel: "epoch" }),
+      { title: "Accuracy", xLabel: "epoch", percentY: true, integerX: true }),
+    loss: lineChart(loss, [{ label: "train" }, { label: "test" }], [[], [], []], { title: "Loss", xLabel: "epoch", integerX: true }),
+    lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate per epoch", xLabel: "epoch", integerX: true }),
   };
   page.onLeave(() => Object.values(charts).forEach((c) => c.destroy()));
 
@@ -100,7 +100,7 @@ export function mount(box, job, page) {
     if (!page.alive || !steps.length) return;
     charts.lr.destroy();
     charts.lr = lineChart(lr, [{ label: "lr" }], [steps.map((_, i) => i + 1), steps],
-      { title: "Learning rate per step", xLabel: "step", points: false });
+      { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
   };
 
   return {
