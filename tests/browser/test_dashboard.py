@@ -27,6 +27,9 @@ TRAIN_EDITS = {"dataset.train_subset": "1200", "dataset.test_subset": "300", "ep
 OTHER = {"dataset": {"name": "fashion_mnist", "train_subset": 600, "test_subset": 200},
          "model": {"name": "resnet18", "width": 4}, "epochs": 2, "batch_size": 64, "gradcam_misclassified": 4,
          "optimizer": {"lr": 0.02}}  # fmt: skip
+LONG = {"dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
+        "model": {"name": "resnet18", "width": 4}, "epochs": 200, "batch_size": 32, "gradcam_misclassified": 0,
+        "compile": "off"}  # 1,400 steps would compile ("auto"): minutes on a busy CPU before the first epoch  # fmt: skip
 LAPTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -195,12 +198,26 @@ def test_compare_two_training_jobs(page, stack: Stack, shoot, state) -> None:  #
     shoot(page, "09-compare")
 
 
+def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:  # noqa: ANN001
+    job_id = stack.submit("train", LONG)
+    goto(page, stack, f"/jobs/{job_id}")
+    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'running'"
+                           " && Number(document.querySelector('.view').dataset.epochs) >= 1", timeout=120_000)
+    page.click("#progress button.danger")
+    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'cancelled'",
+                           timeout=120_000)
+    assert stack.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    page.wait_for_selector("#checkpoint a")  # a cancelled run keeps its epochs and best checkpoint
+    assert "stopped: cancelled" in page.locator(".view").inner_text()
+    shoot(page, "10-cancelled")
+
+
 def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # noqa: ANN001
     assert "train" in state, "needs the training job"
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
     phone = context.new_page()
     try:
-        for route, name in ((f"/jobs/{state['train']}", "10-phone-training"), ("/jobs", "11-phone-jobs")):
+        for route, name in ((f"/jobs/{state['train']}", "11-phone-training"), ("/jobs", "12-phone-jobs")):
             phone.goto(f"{stack.url}/#{route}")
             phone.wait_for_selector("#per-class .bar-row, table.jobs tbody tr[data-job]")
             overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -218,7 +235,7 @@ def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, shoot) -> N
         dialog = keyed.locator("#key-dialog")
         dialog.wait_for(state="visible")
         assert "missing API key" in keyed.locator("#key-reason").inner_text()
-        shoot(keyed, "12-key-prompt", full_page=False)
+        shoot(keyed, "13-key-prompt", full_page=False)
         keyed.fill("#key-input", "not-the-key")
         keyed.click("#key-form button[type=submit]")
         keyed.wait_for_function("() => document.querySelector('#key-reason').textContent.includes('wrong API key')")

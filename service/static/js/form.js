@@ -19,7 +19,6 @@ export function convert(spec, kind) {
     out.optimizer = kind === "train" && lr !== undefined ? { ...sgd, lr } : sgd;
     if (kind === "train" && job) out.optimizer.lr_finder_job = job;
   }
-  if (kind === "lr_finder" && out.dataset?.test_subset !== undefined) delete out.dataset.test_subset;
   return out;
 }
 
@@ -34,7 +33,6 @@ async function initialSpec(query, kind, presets) {
     const finder = await api(`/jobs/${query.lr_finder_job}`);
     const spec = convert(finder.params, "train");
     spec.optimizer = { ...spec.optimizer, lr: "auto", lr_finder_job: finder.id };
-    spec.epochs = 4;
     return spec;
   }
   const preset = presets.find((p) => p.name === query.preset) || presets[0];

@@ -2,7 +2,7 @@
 // and the spec that ran, copyable as JSON or as a CLI command.
 
 import { api } from "./api.js";
-import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, modelText, seconds, statusBadge } from "./dom.js";
+import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
 import * as lrView from "./lr_view.js";
 import * as trainView from "./train_view.js";
 
@@ -42,6 +42,14 @@ function renderProgress(box, job, onCancel) {
     job.error ? errorBox(job.error) : null);
 }
 
+function lrNote(job) {
+  const optimizer = job.params.optimizer || {};
+  if (job.kind !== "train") return null;
+  if (optimizer.lr !== "auto") return ` · lr ${lrText(optimizer.lr)}`;
+  return h("span", {}, " · lr auto from ", h("a", { href: `#/jobs/${optimizer.lr_finder_job}` }, "its LR finder"),
+    job.lr ? ` (${lrText(job.lr)})` : "");
+}
+
 export function cliText(job) {
   const command = job.kind === "train" ? "train" : "lr-find";
   const spec = JSON.stringify(job.params, null, 2);
@@ -72,7 +80,7 @@ export async function render(root, { page, args }) {
     h("div", { class: "page-head" },
       h("h1", {}, `${title} `, h("span", { class: "mono" }, id.slice(0, 8))),
       h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
-        job.attempts > 1 ? ` · attempt ${job.attempts}` : "")),
+        job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrNote(job))),
     progressBox, viewBox, specSection(job));
 
   const cancel = async () => {

@@ -110,8 +110,12 @@ function unionFields(path, name, prop, spec) {
   return [selector, ...inner];
 }
 
+const FIRST = ["lr", "lr_finder_job"]; // the optimizer's learning rate before its other settings
+
 function objectFields(prefix, schema, spec, skip = []) {
-  return Object.entries(schema.properties).flatMap(([name, prop]) => {
+  const entries = Object.entries(schema.properties);
+  entries.sort(([a], [b]) => (FIRST.includes(b) ? 1 : 0) - (FIRST.includes(a) ? 1 : 0));
+  return entries.flatMap(([name, prop]) => {
     const path = prefix ? `${prefix}.${name}` : name;
     if (skip.includes(name) || prop.const !== undefined) return [];
     if (prop.$ref) return objectFields(path, schemas[refName(prop.$ref)], spec);

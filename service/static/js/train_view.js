@@ -80,6 +80,18 @@ async function results(box, job, metrics) {
   return names;
 }
 
+const LOG_LOSS_RATIO = 20; // a loss that spans more than this factor is drawn on a log axis (spikes flatten the rest)
+
+function lossChart(box, log) {
+  const title = log ? "Loss (log scale)" : "Loss";
+  return lineChart(box, [{ label: "train" }, { label: "test" }], [[], [], []], { title, xLabel: "epoch", integerX: true, logY: log });
+}
+
+function needsLog(records) {
+  const losses = records.flatMap((r) => [r.train_loss, r.test_loss]).filter((v) => v > 0);
+  return losses.length > 0 && Math.max(...losses) / Math.min(...losses) > LOG_LOSS_RATIO;
+}
+
 export function mount(box, job, page) {
   const acc = chartBox("chart-accuracy"), loss = chartBox("chart-loss"), lr = chartBox("chart-lr");
   const resultsBox = h("div");
@@ -89,10 +101,10 @@ export function mount(box, job, page) {
   const charts = {
     acc: lineChart(acc, [{ label: "train" }, { label: "test" }], [[], [], []],
       { title: "Accuracy", xLabel: "epoch", percentY: true, integerX: true }),
-    loss: lineChart(loss, [{ label: "train" }, { label: "test" }], [[], [], []], { title: "Loss", xLabel: "epoch", integerX: true }),
+    loss: lossChart(loss, false),
     lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate per epoch", xLabel: "epoch", integerX: true }),
   };
-  page.onLeave(() => Object.values(charts).forEach((c) => c.destroy()));
+  page.onLeave(() => [charts.acc, charts.loss, charts.lr].forEach((c) => c.destroy()));
 
   const showSteps = async (names) => {
     if (!names.has("lr_steps.json")) return;
@@ -109,6 +121,10 @@ export function mount(box, job, page) {
       const metrics = await api(`/jobs/${current.id}/metrics?since_epoch=${since}`);
       records.push(...metrics.epochs.filter((r) => r.epoch > since));
       charts.acc.update(epochSeries(records, ["train_acc", "test_acc"]));
+      if (!charts.logLoss && needsLog(records)) {
+        charts.loss.destroy();
+        charts.loss = lossChart(loss, (charts.logLoss = true));
+      }
       charts.loss.update(epochSeries(records, ["train_loss", "test_loss"]));
       charts.lr.update(epochSeries(records, ["lr"]));
       box.dataset.epochs = String(records.length);
