@@ -69,11 +69,11 @@ def job_id_of(page) -> str:  # noqa: ANN001
     return page.url.rsplit("/", 1)[1]
 
 
-def fashion_png() -> bytes:
-    """A real Fashion-MNIST-like upload: a light trouser shape on black, 28x28 greyscale."""
+def fashion_png(columns: list[int]) -> bytes:
+    """A Fashion-MNIST-like upload: light columns on black, 28x28 greyscale (two legs: a trouser)."""
     image = Image.new("L", (28, 28), 0)
     for y in range(3, 26):
-        for x in list(range(8, 13)) + list(range(15, 20)):
+        for x in columns:
             image.putpixel((x, y), 200)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -168,17 +168,19 @@ def test_predict_with_this_checkpoint_on_an_uploaded_file(page, stack: Stack, sh
     page.wait_for_selector("#files", state="attached")
     checkpoint = stack.get(f"/jobs/{state['train']}").json()["checkpoint_id"]
     assert page.locator("#checkpoint").input_value() == checkpoint
-    upload = tmp_path / "trouser.png"
-    upload.write_bytes(fashion_png())
-    page.set_input_files("#files", str(upload))
+    trouser, block = tmp_path / "trouser.png", tmp_path / "block.png"
+    trouser.write_bytes(fashion_png([*range(8, 13), *range(15, 20)]))
+    block.write_bytes(fashion_png(list(range(6, 22))))
+    page.set_input_files("#files", [str(trouser), str(block)])
     page.wait_for_selector(".prediction")
-    assert page.locator(".prediction .bar-row").count() == 3  # top-3
-    assert page.locator(".prediction img.overlay").count() == 1
+    assert page.locator(".prediction").count() == 2  # one card per image, one request
+    assert page.locator(".prediction .bar-row").count() == 6  # top-3 each
+    assert page.locator(".prediction img.overlay").count() == 2
     assert "gradcam for" in page.locator(".prediction figcaption").nth(1).inner_text()
     page.select_option("#method", "gradcam++")
     page.select_option("#target", "Trouser")
-    page.wait_for_function("() => document.querySelectorAll('.prediction figcaption')[1]"
-                           "?.textContent.includes('gradcam++ for \"Trouser\"')")
+    page.wait_for_function("() => [...document.querySelectorAll('.prediction figcaption')].filter("
+                           "c => c.textContent.includes('gradcam++ for \"Trouser\"')).length === 2")
     shoot(page, "07-predict")
 
 
@@ -217,9 +219,12 @@ def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # no
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
     phone = context.new_page()
     try:
-        for route, name in ((f"/jobs/{state['train']}", "11-phone-training"), ("/jobs", "12-phone-jobs")):
+        pages = ((f"/jobs/{state['train']}", "#per-class .bar-row", "11-phone-training"),
+                 ("/jobs", "table.jobs tbody tr[data-job]", "12-phone-jobs"),
+                 ("/new", "#spec-editor", "13-phone-new-job"))  # fmt: skip
+        for route, ready, name in pages:
             phone.goto(f"{stack.url}/#{route}")
-            phone.wait_for_selector("#per-class .bar-row, table.jobs tbody tr[data-job]")
+            phone.wait_for_selector(ready)
             overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{route} is {overflow}px wider than the phone"
             shoot(phone, name)
@@ -235,7 +240,7 @@ def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, shoot) -> N
         dialog = keyed.locator("#key-dialog")
         dialog.wait_for(state="visible")
         assert "missing API key" in keyed.locator("#key-reason").inner_text()
-        shoot(keyed, "13-key-prompt", full_page=False)
+        shoot(keyed, "14-key-prompt", full_page=False)
         keyed.fill("#key-input", "not-the-key")
         keyed.click("#key-form button[type=submit]")
         keyed.wait_for_function("() => document.querySelector('#key-reason').textContent.includes('wrong API key')")

@@ -85,7 +85,9 @@ export async function render(root, { query }) {
 
   const drawForm = () => clear(formBox, specFieldsets(KINDS[kind].schema, spec));
   const drawEditor = () => (editor.value = JSON.stringify(spec, null, 2));
+  const presetNote = h("p", { class: "hint", id: "preset-note" });
   const applyPreset = (preset) => {
+    presetNote.textContent = `${preset.name}: ${preset.description}`;
     spec = kind === "train" ? structuredClone(preset.spec) : convert(preset.spec, kind);
     drawForm();
     drawEditor();
@@ -132,9 +134,11 @@ export async function render(root, { query }) {
   const presetBar = h("div", { class: "presets" }, h("span", { class: "muted" }, "Presets: "),
     presets.map((p) => h("button", { type: "button", class: "small", title: p.description, dataset: { preset: p.name },
       onclick: () => applyPreset(p) }, p.name)));
-  clear(root, h("h1", {}, "New job"), kindSwitch, presetBar,
+  clear(root, h("h1", {}, "New job"), kindSwitch, presetBar, presetNote,
     getPath(spec, "optimizer.lr") === "auto"
-      ? h("p", { class: "note" }, `Learning rate "auto": the suggestion of LR-finder job ${spec.optimizer.lr_finder_job}.`) : null,
+      ? h("p", { class: "note" }, 'Learning rate "auto": the suggestion of ',
+        h("a", { href: `#/jobs/${spec.optimizer.lr_finder_job}` }, `LR-finder job ${spec.optimizer.lr_finder_job.slice(0, 8)}`),
+        ", taken when the job starts.") : null,
     generalBox,
     h("div", { class: "form-layout" }, form,
       h("div", { class: "editor card" }, h("h2", {}, "Spec (JSON)"),

@@ -76,11 +76,12 @@ export async function render(root, { page, args }) {
   const title = job.kind === "train" ? "Training" : "LR finder";
   const progressBox = h("section", { class: "card progress", id: "progress" });
   const viewBox = h("div", { class: "view" });
+  const lrBox = h("span", {}, lrNote(job));
   clear(root,
     h("div", { class: "page-head" },
       h("h1", {}, `${title} `, h("span", { class: "mono" }, id.slice(0, 8))),
       h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
-        job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrNote(job))),
+        job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
     progressBox, viewBox, specSection(job));
 
   const cancel = async () => {
@@ -96,6 +97,7 @@ export async function render(root, { page, args }) {
     job = await api(`/jobs/${id}`);
     if (!page.alive) return false;
     renderProgress(progressBox, job, cancel);
+    clear(lrBox, lrNote(job)); // "auto" is resolved when the job ends
     const ended = await view.refresh(job);
     return !ended;
   }, POLL_MS);
