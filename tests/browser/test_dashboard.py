@@ -87,12 +87,15 @@ def test_the_form_puts_422_messages_beside_their_fields(page, stack: Stack, shoo
     goto(page, stack, "/new")
     field(page, "batch_size").locator("input").fill("0")
     field(page, "optimizer.lr").locator("input").fill("fast")
+    field(page, "scheduler.name").locator("select").select_option("one_cycle")  # the fields follow the union
+    field(page, "scheduler.pct_start").locator("input").fill("2")
     assert json.loads(page.locator("#spec-editor").input_value())["batch_size"] == 0  # the JSON follows the form
     page.click("#submit")
     batch_error = field(page, "batch_size").locator(".field-error")
     batch_error.wait_for()
     assert "greater than or equal to 1" in batch_error.inner_text()
     assert "fast" in field(page, "optimizer.lr").locator(".field-error").inner_text()
+    assert "less than 1" in field(page, "scheduler.pct_start").locator(".field-error").inner_text()  # loc has "one_cycle"
     assert "#/new" in page.url, "nothing was submitted"
     shoot(page, "01-new-job-form-errors")
 

@@ -20,6 +20,7 @@ export function askKey(reason) {
   if (!asking) {
     asking = new Promise((resolve) => {
       const dialog = document.getElementById("key-dialog");
+      dialog.oncancel = (event) => event.preventDefault(); // Escape would leave every waiting call hanging
       document.getElementById("key-reason").textContent = reason;
       const form = document.getElementById("key-form");
       const input = document.getElementById("key-input");

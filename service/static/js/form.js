@@ -22,9 +22,8 @@ export function convert(spec, kind) {
   return out;
 }
 
-async function initialSpec(query, kind, presets) {
-  if (query.from) {
-    const source = await api(`/jobs/${query.from}`);
+async function initialSpec(query, kind, presets, source) {
+  if (source) {
     const spec = source.kind === kind ? structuredClone(source.params) : convert(source.params, kind);
     if (query.lr) setPath(spec, "optimizer.lr", Number(query.lr));
     return spec;
@@ -75,9 +74,10 @@ function showErrors(formBox, generalBox, detail, spec) {
 }
 
 export async function render(root, { query }) {
-  const kind = KINDS[query.kind] ? query.kind : "train";
+  const source = query.from ? await api(`/jobs/${query.from}`) : null; // "edit and run again", "train with X"
+  const kind = KINDS[query.kind] ? query.kind : source?.kind ?? "train";
   const [{ presets }] = await Promise.all([api("/models"), loadSchemas()]);
-  let spec = await initialSpec(query, kind, presets);
+  let spec = await initialSpec(query, kind, presets, source);
   const formBox = h("div", { class: "form-groups" });
   const generalBox = h("div");
   const editor = h("textarea", { id: "spec-editor", spellcheck: "false", rows: 24, "aria-label": "spec as JSON" });
