@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.db import session_for, utcnow
+from service.store import ArtifactFile
 from worker import shutdown
 
 PROGRESS_INTERVAL_SECONDS = 1.0  # at most one progress write per second
@@ -41,6 +42,9 @@ class StoreReporter:
         self.clock = clock
         self.progress: dict[str, Any] = {}
         self.lost = False  # the store says the job is no longer running
+        # files the run rewrites every epoch, registered with each epoch so that they can be read while
+        # it runs (JobRun.train: lr_steps.json, the dashboard's LR per step)
+        self.live_files: Callable[[], list[ArtifactFile]] | None = None
         self._stop = False
         self._last_write = self._last_poll = float("-inf")
 
@@ -67,7 +71,12 @@ class StoreReporter:
             self.beat(self.progress)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
-        self._store(lambda s: store.add_epoch(s, self.job_id, record), None)
+        def write(session: Session) -> None:
+            store.add_epoch(session, self.job_id, record)
+            if self.live_files is not None:
+                store.add_artifacts(session, self.job_id, self.live_files())
+
+        self._store(write, None)
         self._last_write = self.clock()
         self.beat(self.progress)
 

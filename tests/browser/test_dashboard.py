@@ -128,11 +128,13 @@ def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot,
     state["train"] = job_id_of(page)
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
 
-    seen, shot = [], False
+    seen, lr_titles, shot = [], set(), False
     deadline = time.monotonic() + 240
     while (status := page.locator("#progress .badge").inner_text()) not in ("succeeded", "failed", "cancelled"):
         epochs = int(page.locator(".view").get_attribute("data-epochs") or 0)
         seen.append(epochs)
+        if status == "running":
+            lr_titles.add(page.locator("#chart-lr .u-title").inner_text())
         if status == "running" and epochs >= 1 and not shot:
             assert "ETA" in page.locator(".progress-text").inner_text()
             shoot(page, "04-training-live")
@@ -142,6 +144,7 @@ def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot,
     assert status == "succeeded", page.locator("#progress").inner_text()
     assert len({n for n in seen if n < 3}) >= 2, f"the curves never grew while the job ran: {sorted(set(seen))}"
     assert page.evaluate("window.__sameDocument") is True
+    assert "Learning rate per step" in lr_titles, f"no LR per step while the job ran: {lr_titles}"
     page.wait_for_selector("#per-class .bar-row")
     assert page.locator("#per-class .bar-row").count() == 10
     assert page.locator(".view").get_attribute("data-epochs") == "3"

@@ -77,7 +77,6 @@ async function results(box, job, metrics) {
           : h("p", { class: "muted" }, "not rendered"))),
     h("section", { class: "card", id: "galleries" }, h("h2", {}, "Mistakes and GradCAM"), gallery(job, names)),
     h("section", { class: "card", id: "checkpoint" }, h("h2", {}, "Checkpoint"), await checkpointCard(job)));
-  return names;
 }
 
 const LOG_LOSS_RATIO = 20; // a loss that spans more than this factor is drawn on a log axis (spikes flatten the rest)
@@ -106,18 +105,29 @@ export function mount(box, job, page) {
   };
   page.onLeave(() => [charts.acc, charts.loss, charts.lr].forEach((c) => c.destroy()));
 
-  const showSteps = async (names) => {
-    if (!names.has("lr_steps.json")) return;
-    const steps = await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
-    if (!page.alive || !steps.length) return;
-    charts.lr.destroy();
-    charts.lr = lineChart(lr, [{ label: "lr" }], [steps.map((_, i) => i + 1), steps],
-      { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
+  // The LR per step from lr_steps.json (the worker registers it with every epoch); per epoch before that.
+  const showLr = async () => {
+    let steps = null;
+    try {
+      steps = await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
+    } catch (error) {
+      if (error.status !== 404) throw error;
+    }
+    if (!page.alive) return;
+    if (!steps?.length) return charts.lr.update(epochSeries(records, ["lr"]));
+    if (!charts.lrPerStep) {
+      charts.lr.destroy();
+      charts.lr = lineChart(lr, [{ label: "lr" }], [[], []],
+        { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
+      charts.lrPerStep = true;
+    }
+    charts.lr.update([steps.map((_, i) => i + 1), steps]);
   };
 
   return {
     async refresh(current) {
       const since = records.length ? records[records.length - 1].epoch : 0;
+      const before = records.length;
       const metrics = await api(`/jobs/${current.id}/metrics?since_epoch=${since}`);
       records.push(...metrics.epochs.filter((r) => r.epoch > since));
       charts.acc.update(epochSeries(records, ["train_acc", "test_acc"]));
@@ -126,12 +136,12 @@ export function mount(box, job, page) {
         charts.loss = lossChart(loss, (charts.logLoss = true));
       }
       charts.loss.update(epochSeries(records, ["train_loss", "test_loss"]));
-      charts.lr.update(epochSeries(records, ["lr"]));
       box.dataset.epochs = String(records.length);
-      if (!ENDED.includes(metrics.status) || !ENDED.includes(current.status)) return false;
+      const ended = ENDED.includes(metrics.status) && ENDED.includes(current.status);
+      if (records.length !== before || ended) await showLr(); // new epochs: new steps
+      if (!ended) return false;
       try {
-        const names = await results(resultsBox, current, metrics);
-        await showSteps(names);
+        await results(resultsBox, current, metrics);
       } catch (error) {
         resultsBox.append(errorBox(error));
       }
