@@ -26,14 +26,20 @@ API_KEY = "dash-s3cret"
 SHOTS: list[Path] = []
 
 
-@pytest.fixture(scope="session")
+# Module scope: the stack (a worker training on these CPUs) is gone before tests/e2e starts its own.
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with postgres_schema_url(POSTGRES_URL, prefix="browser") as url:
         with running_stack(tmp_path_factory.mktemp("browser"), url) as running:
             yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture(scope="module")
 def keyed_api(stack: Stack) -> Iterator[Stack]:
     """A second API process on the same store and queue, with API_KEY set."""
     keyed = Stack(url=f"http://127.0.0.1:{free_port()}", env={**stack.env, "API_KEY": API_KEY}, tmp=stack.tmp / "keyed")

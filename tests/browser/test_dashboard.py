@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import API_KEY
 from e2e_support import Stack
 
 pytestmark = pytest.mark.browser
@@ -238,7 +237,7 @@ def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # no
         context.close()
 
 
-def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, shoot) -> None:  # noqa: ANN001
+def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, api_key: str, shoot) -> None:  # noqa: ANN001
     context = browser.new_context(viewport=LAPTOP)
     keyed = context.new_page()
     try:
@@ -250,11 +249,11 @@ def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, shoot) -> N
         keyed.fill("#key-input", "not-the-key")
         keyed.click("#key-form button[type=submit]")
         keyed.wait_for_function("() => document.querySelector('#key-reason').textContent.includes('wrong API key')")
-        keyed.fill("#key-input", API_KEY)
+        keyed.fill("#key-input", api_key)
         keyed.click("#key-form button[type=submit]")
         keyed.wait_for_selector("table.jobs tbody tr[data-job]")
-        assert API_KEY not in keyed.url
-        assert keyed.evaluate("localStorage.getItem('lrcam.apiKey')") == API_KEY
+        assert api_key not in keyed.url
+        assert keyed.evaluate("localStorage.getItem('lrcam.apiKey')") == api_key
         keyed.reload()  # kept: no second prompt
         keyed.wait_for_selector("table.jobs tbody tr[data-job]")
         assert not dialog.evaluate("d => d.open")
