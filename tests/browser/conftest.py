@@ -63,7 +63,9 @@ def keyed_api(stack: Stack) -> Iterator[Stack]:
         keyed.http.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope too: while sync_playwright is open its event loop runs on this thread, and a later
+# test's asyncio.run() would refuse to start ("cannot be called from a running event loop").
+@pytest.fixture(scope="module")
 def browser():  # noqa: ANN201 - playwright's Browser
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set LRCAM_CHROMIUM")
