@@ -75,6 +75,17 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     progress_at: Mapped[datetime | None] = mapped_column(doc="the last progress, on the store's clock")
 
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """A finished train job's best epoch ({"epoch", "test_acc"}), from its result."""
+        return (self.result or {}).get("best")
+
+    @property
+    def lr(self) -> float | None:
+        """A finished train job's learning rate, "auto" resolved to the LR finder's suggestion."""
+        lr = (self.result or {}).get("lr") if self.kind == "train" else None
+        return lr if isinstance(lr, (int, float)) else None
+
 
 class EpochMetric(Base):
     __tablename__ = "epoch_metrics"

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import errors, logs
+from service import dashboard, errors, logs
 from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
@@ -80,6 +80,7 @@ def create_app() -> FastAPI:
                   "waited PREDICT_WAIT_SECONDS for a slot"}}  # fmt: skip
     app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],
                        responses=PROTECTED_ERRORS | busy)  # fmt: skip
+    dashboard.install(app)  # last: the page at / and its assets at /static, both public
     return app
 
 

@@ -74,6 +74,12 @@ WARNINGS_DESCRIPTION = (
 )
 
 
+class BestEpochPublic(BaseModel):
+    epoch: int
+    test_acc: float = Field(description="the test accuracy of the chosen epoch's model")
+    val_acc: float | None = Field(default=None, description="with validation_split: what it was chosen on")
+
+
 class JobBase(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -90,6 +96,10 @@ class JobBase(BaseModel):
     checkpoint_id: str | None = Field(default=None, description="the best checkpoint a train job left")
     attempts: int = Field(description="how many deliveries have started this job (at most MAX_JOB_ATTEMPTS)")
     cancel_requested: bool = Field(description="a cancel was asked of the running job and it has not stopped yet")
+    best: BestEpochPublic | None = Field(
+        default=None, description="train jobs that ended: their best epoch (as in the metrics); null before"
+    )
+    lr: float | None = Field(default=None, description='train jobs that ended: the learning rate used ("auto" resolved)')
 
 
 class TrainJobPublic(JobBase):
@@ -124,12 +134,6 @@ def job_public(job: object) -> TrainJobPublic | LRFinderJobPublic:
 class JobsPublic(BaseModel):
     jobs: list[JobPublic]
     total: int = Field(description="jobs matching the filters, on every page")
-
-
-class BestEpochPublic(BaseModel):
-    epoch: int
-    test_acc: float = Field(description="the test accuracy of the chosen epoch's model")
-    val_acc: float | None = Field(default=None, description="with validation_split: what it was chosen on")
 
 
 class EpochPublic(Sparse):

@@ -12,6 +12,7 @@ from service import store
 from service.store import ArtifactFile
 
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
+LIVE_FILES = ("lr_steps.json",)  # rewritten by the trainer every epoch (ml.trainer writes it with metrics.json)
 
 
 def register_artifacts(
@@ -26,6 +27,13 @@ def register_artifacts(
         if path.parent == out_dir.resolve() and path.suffix in MEDIA_TYPES
     ]
     return len(files) if store.add_artifacts(session, job_id, files, claim=claim) else 0
+
+
+def live_artifacts(*, out_dir: Path, root: Path) -> list[ArtifactFile]:
+    """The LIVE_FILES a running job has written so far, as artifacts."""
+    paths = [out_dir / name for name in LIVE_FILES if (out_dir / name).is_file()]
+    return [ArtifactFile(name=p.name, media_type=MEDIA_TYPES[p.suffix], path=p.resolve().relative_to(root).as_posix())
+            for p in paths]
 
 
 def register_checkpoint(

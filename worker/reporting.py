@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.db import session_for, utcnow
+from service.store import ArtifactFile
 from worker import shutdown
 
 PROGRESS_INTERVAL_SECONDS = 1.0  # at most one progress write per second
@@ -47,6 +48,9 @@ class StoreReporter:
         self.clock = clock
         self.progress: dict[str, Any] = {}
         self.lost = False  # the store says the job is no longer running
+        # files the run rewrites every epoch, registered with each epoch so that they can be read while
+        # it runs (JobRun.train: lr_steps.json, the dashboard's LR per step)
+        self.live_files: Callable[[], list[ArtifactFile]] | None = None
         self._stop = False
         self._last_write = self._last_poll = float("-inf")
 
@@ -73,7 +77,14 @@ class StoreReporter:
             self.beat(self.progress)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
-        if not self._store(lambda s: store.add_epoch(s, self.job_id, record, claim=self.claim), True):
+        def write(session: Session) -> bool:
+            if not store.add_epoch(session, self.job_id, record, claim=self.claim):
+                return False
+            if self.live_files is not None:
+                store.add_artifacts(session, self.job_id, self.live_files(), claim=self.claim)
+            return True
+
+        if not self._store(write, True):
             self.lost = True
             return
         self._last_write = self.clock()

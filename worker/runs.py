@@ -17,7 +17,7 @@ from ml.trainer import train
 from service import store
 from service.config import Settings
 from service.db import session_for
-from worker.outputs import register_artifacts, register_checkpoint
+from worker.outputs import live_artifacts, register_artifacts, register_checkpoint
 from worker.reporting import StoreReporter
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class JobRun:
     def train(self, spec: TrainSpec) -> Outcome:
         if spec.optimizer.lr == "auto":
             spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
+        self.reporter.live_files = lambda: live_artifacts(out_dir=self.out_dir, root=self.root)
         trained = train(
             spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
             device=choose_device(self.settings.WORKER_DEVICE),

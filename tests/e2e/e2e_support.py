@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,41 @@ class Stack:
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the process writes it until it ends
         return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+
+@contextmanager
+def running_stack(tmp: Path, database_url: str) -> Iterator[Stack]:
+    """An API and a worker on a queue of their own, ready; stopped and their queue forgotten after."""
+    queue = f"lrcam-e2e-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": database_url, "JOB_QUEUE": queue,
+           "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
+           "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "RECONCILE_SECONDS": "1", "QUEUED_GRACE_SECONDS": "3",
+           "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           # the tests poll every 0.1 s for epochs of ~0.3 s: a cache this short stays in the path
+           # without hiding a whole job (the default 0.5 s did: "the job finished before the kill")
+           "METRICS_CACHE_SECONDS": "0.05"}  # fmt: skip
+    for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):
+        env.pop(name, None)
+    running = Stack(url=f"http://127.0.0.1:{free_port()}", env=env, tmp=tmp)
+    running.start_api()
+    running.start_worker()
+    try:
+        wait_ready(running)
+        yield running
+    finally:
+        stop_processes(running)
+        running.http.close()
+        forget_queue(queue)
+
+
+def stop_processes(stack: Stack) -> None:
+    for process in stack.processes.values():
+        process.terminate()
+    for process in stack.processes.values():
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ from service.config import Settings
 from service.db import Job, utcnow
 from worker import reporting
 from worker.failures import describe
+from worker.outputs import live_artifacts
 from worker.reporting import Heartbeat, StoreReporter
 from worker.tasks import STORE_RETRIES, run_job
 
@@ -195,6 +196,24 @@ def test_reporter_throttles_writes_and_polls(settings: Settings, session: Sessio
 
     reporter.on_epoch({"epoch": 1, "test_acc": 0.5})
     assert store.list_epochs(session, job.id) == [{"epoch": 1, "test_acc": 0.5}]
+
+
+def test_files_a_run_rewrites_every_epoch_are_readable_while_it_runs(settings: Settings, session: Session) -> None:
+    job = put_job(session, status="running")
+    root = settings.ARTIFACTS_DIR.resolve()
+    out_dir = root / job.id
+    reporter = StoreReporter(job.id, settings.DATABASE_URL)
+    reporter.live_files = lambda: live_artifacts(out_dir=out_dir, root=root)
+    reporter.on_epoch({"epoch": 1, "test_acc": 0.5})  # nothing written yet: nothing registered
+    assert store.list_artifacts(session, job.id) == []
+    out_dir.mkdir(parents=True)
+    (out_dir / "lr_steps.json").write_text("[0.1, 0.2]")
+    (out_dir / "accuracy.png").write_bytes(b"\x89PNG")  # not a live file: registered with the report only
+    reporter.on_epoch({"epoch": 2, "test_acc": 0.6})
+    reporter.on_epoch({"epoch": 2, "test_acc": 0.6})  # a redelivered epoch: still one artifact
+    [artifact] = store.list_artifacts(session, job.id)
+    assert (artifact.name, artifact.media_type, artifact.path) == ("lr_steps.json", "application/json",
+                                                                   f"{job.id}/lr_steps.json")
 
 
 def test_reporter_stops_a_job_the_store_no_longer_runs(settings: Settings, session: Session) -> None:

@@ -1,0 +1,84 @@
+// The HTTP API with the user's key: every data call goes through `api` (JSON) or `blobUrl` (files).
+// A 401 opens the key prompt, stores the key in localStorage and retries; the key never enters a URL.
+
+const KEY = "lrcam.apiKey";
+let asking = null; // one prompt at a time, shared by every call that got a 401
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+export function storedKey() {
+  return localStorage.getItem(KEY);
+}
+
+export function askKey(reason) {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const dialog = document.getElementById("key-dialog");
+      dialog.oncancel = (event) => event.preventDefault(); // Escape would leave every waiting call hanging
+      document.getElementById("key-reason").textContent = reason;
+      const form = document.getElementById("key-form");
+      const input = document.getElementById("key-input");
+      input.value = "";
+      form.onsubmit = () => {
+        localStorage.setItem(KEY, input.value.trim());
+        document.getElementById("key-button").hidden = false;
+        asking = null;
+        resolve();
+      };
+      dialog.showModal();
+    });
+  }
+  return asking;
+}
+
+async function send(path, { method = "GET", json, body } = {}) {
+  for (;;) {
+    const headers = {};
+    const key = storedKey();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    let payload = body;
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(json);
+    }
+    const response = await fetch(path, { method, headers, body: payload });
+    if (response.status !== 401) return response;
+    const detail = (await response.json().catch(() => ({}))).detail || "API key needed";
+    await askKey(`${detail}. Enter the server's API_KEY: it is kept in this browser's storage, never in a URL.`);
+  }
+}
+
+async function check(response) {
+  if (response.ok) return response;
+  let detail = response.statusText;
+  try {
+    detail = (await response.json()).detail ?? detail;
+  } catch {
+    /* not JSON */
+  }
+  throw new ApiError(response.status, detail);
+}
+
+export async function api(path, options) {
+  return (await check(await send(path, options))).json();
+}
+
+const blobs = new Map(); // artifact path -> object URL (artifacts never change once registered)
+
+export async function blobUrl(path) {
+  if (!blobs.has(path)) {
+    const response = await check(await send(path));
+    blobs.set(path, URL.createObjectURL(await response.blob()));
+  }
+  return blobs.get(path);
+}
+
+export async function artifactJson(path) {
+  return (await check(await send(path))).json();
+}

@@ -1,0 +1,100 @@
+// Line charts on uPlot (vendored, global `uPlot`): sized to their box, redrawn on resize, updated in
+// place while a job runs, with optional vertical markers (the LR finder's suggestions).
+
+export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]; // epochs, steps
+
+function expText(value) {
+  return value == null ? "" : value.toExponential(0); // uPlot passes null for ticks it leaves unlabelled
+}
+
+/** An accuracy axis: the data's span padded, at least 5 points wide, within 0-100%. */
+function percentRange(u, min, max) {
+  if (min == null || max == null) return [0, 1];
+  const pad = Math.max(0.025, (max - min) * 0.08);
+  return [Math.max(0, min - pad), Math.min(1, max + pad)];
+}
+
+function markerPlugin(markers) {
+  return {
+    hooks: {
+      draw: [
+        (u) => {
+          const ctx = u.ctx;
+          const { top, height } = u.bbox;
+          ctx.save();
+          ctx.font = `${12 * devicePixelRatio}px system-ui, sans-serif`;
+          markers.forEach((marker, index) => {
+            const x = u.valToPos(marker.x, "x", true);
+            if (!isFinite(x)) return;
+            ctx.strokeStyle = ctx.fillStyle = marker.color;
+            ctx.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
+            ctx.lineWidth = 1.5 * devicePixelRatio;
+            ctx.beginPath();
+            ctx.moveTo(x, top);
+            ctx.lineTo(x, top + height);
+            ctx.stroke();
+            ctx.fillText(marker.label, x + 4 * devicePixelRatio, top + (14 + 14 * index) * devicePixelRatio);
+          });
+          ctx.restore();
+        },
+      ],
+    },
+  };
+}
+
+/**
+ * A chart in `box`: `series` = [{label, color, dash}], data = [xs, ys1, ys2...].
+ * options: {title, xLabel, yLabel, logX, logY, percentY, integerX, markers, points, height}. Returns {update(data), destroy()}.
+ */
+export function lineChart(box, series, data, options = {}) {
+  const height = options.height || 240;
+  const yFormat = options.percentY ? (v) => (v == null ? "—" : `${(100 * v).toFixed(1)}%`) : undefined;
+  const opts = {
+    title: options.title,
+    width: Math.max(box.clientWidth, 200),
+    height,
+    plugins: options.markers ? [markerPlugin(options.markers)] : [],
+    scales: {
+      x: { time: false, distr: options.logX ? 3 : 1 },
+      y: { distr: options.logY ? 3 : 1, range: options.percentY ? percentRange : undefined },
+    },
+    axes: [
+      { label: options.xLabel, values: options.logX ? (u, vals) => vals.map(expText) : undefined,
+        incrs: options.integerX ? INTEGER_STEPS : undefined },
+      { label: options.yLabel, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined, size: 60 },
+    ],
+    legend: { live: true },
+    series: [
+      { label: options.xLabel || "x", value: options.logX ? (u, v) => (v == null ? "—" : v.toExponential(2)) : undefined },
+      ...series.map((s, i) => ({
+        label: s.label,
+        stroke: s.color || COLORS[i % COLORS.length],
+        width: s.width || 2,
+        dash: s.dash,
+        spanGaps: true,
+        value: yFormat ? (u, v) => yFormat(v) : (u, v) => (v == null ? "—" : Number(v).toPrecision(4)),
+        points: { show: options.points ?? "auto" },
+      })),
+    ],
+  };
+  const plot = new uPlot(opts, data, box);
+  const observer = new ResizeObserver(() => {
+    const width = Math.max(box.clientWidth, 200);
+    if (Math.abs(width - plot.width) > 2) plot.setSize({ width, height });
+  });
+  observer.observe(box);
+  return {
+    update: (next) => plot.setData(next),
+    destroy: () => {
+      observer.disconnect();
+      plot.destroy();
+    },
+  };
+}
+
+/** Epoch records -> [epochs, ...each key's values]. */
+export function epochSeries(records, keys) {
+  return [records.map((r) => r.epoch), ...keys.map((key) => records.map((r) => r[key] ?? null))];
+}

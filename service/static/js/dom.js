@@ -1,0 +1,100 @@
+// A tiny element builder and formatting helpers shared by the pages.
+
+export function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (name === "class") element.className = value;
+    else if (name === "dataset") Object.assign(element.dataset, value);
+    else if (name in element && typeof value !== "string") element[name] = value;
+    else element.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+export function clear(element, ...children) {
+  element.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return element;
+}
+
+export const ENDED = ["succeeded", "failed", "cancelled"];
+
+export function statusBadge(status) {
+  return h("span", { class: `badge ${status}` }, status);
+}
+
+export function pct(value, digits = 2) {
+  return value === null || value === undefined ? "—" : `${(100 * value).toFixed(digits)}%`;
+}
+
+export function seconds(total) {
+  if (total === null || total === undefined || !isFinite(total)) return "—";
+  total = Math.max(0, Math.round(total));
+  const hours = Math.floor(total / 3600), minutes = Math.floor((total % 3600) / 60), secs = total % 60;
+  if (hours) return `${hours} h ${minutes} min`;
+  if (minutes) return `${minutes} min ${secs} s`;
+  return `${secs} s`;
+}
+
+export function duration(job) {
+  if (!job.started_at) return null;
+  const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
+  return (end - Date.parse(job.started_at)) / 1000;
+}
+
+export function ago(iso) {
+  const diff = (Date.now() - Date.parse(iso)) / 1000;
+  if (diff < 60) return "just now";
+  if (diff < 3600) return `${Math.floor(diff / 60)} min ago`;
+  if (diff < 86400) return `${Math.floor(diff / 3600)} h ago`;
+  return new Date(iso).toLocaleString();
+}
+
+export function lrText(value) {
+  return typeof value === "number" ? value.toPrecision(3) : String(value ?? "—");
+}
+
+export function datasetText(params) {
+  const dataset = params.dataset || {};
+  const subset = dataset.train_subset ? ` (${dataset.train_subset} train)` : "";
+  return `${dataset.name}${dataset.path ? `:${dataset.path}` : ""}${subset}`;
+}
+
+export function modelText(params) {
+  const model = params.model || {};
+  return `${model.name || "resnet18"} w${model.width ?? 64}`;
+}
+
+export function errorBox(error) {
+  return h("div", { class: "error", role: "alert" }, error instanceof Error ? error.message : String(error));
+}
+
+export function copyButton(label, text) {
+  const button = h("button", { type: "button", class: "small" }, label);
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text());
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Select and copy";
+    }
+    setTimeout(() => (button.textContent = label), 1500);
+  });
+  return button;
+}
+
+export function openLightbox(src, caption) {
+  const dialog = document.getElementById("lightbox");
+  document.getElementById("lightbox-img").src = src;
+  document.getElementById("lightbox-caption").textContent = caption;
+  dialog.showModal();
+}
+
+export function query(hashQuery) {
+  return Object.fromEntries(new URLSearchParams(hashQuery || ""));
+}

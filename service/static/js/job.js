@@ -1,0 +1,104 @@
+// One job: header, progress with ETA and cancel, then the kind's own view (training or LR finder),
+// and the spec that ran, copyable as JSON or as a CLI command.
+
+import { api } from "./api.js";
+import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
+import * as lrView from "./lr_view.js";
+import * as trainView from "./train_view.js";
+
+const POLL_MS = 1500; // live curves: one metrics read per 1.5 s while the job runs
+
+export function eta(job) {
+  const { fraction, updated_at: updated } = job.progress || {};
+  if (!job.started_at || !fraction || fraction >= 1 || !updated) return null;
+  const elapsed = (Date.parse(updated) - Date.parse(job.started_at)) / 1000;
+  return (elapsed * (1 - fraction)) / fraction;
+}
+
+function progressText(job) {
+  const p = job.progress || {};
+  if (job.status === "queued") return "waiting for a worker";
+  const parts = [];
+  if (p.epochs) parts.push(`epoch ${p.epoch ?? 0} / ${p.epochs}`);
+  if (p.steps) parts.push(`step ${p.step ?? 0} / ${p.steps}`);
+  if (p.fraction !== undefined) parts.push(`${(100 * p.fraction).toFixed(1)}%`);
+  if (job.status === "running" && eta(job) !== null) parts.push(`ETA ${seconds(eta(job))}`);
+  if (ENDED.includes(job.status)) parts.push(`took ${seconds(duration(job))}`);
+  return parts.join(" · ");
+}
+
+function renderProgress(box, job, onCancel) {
+  const fraction = job.status === "succeeded" ? 1 : job.progress?.fraction ?? 0;
+  const active = !ENDED.includes(job.status);
+  clear(box,
+    h("div", { class: "progress-line" },
+      statusBadge(job.status),
+      h("span", { class: "progress-text" }, progressText(job)),
+      job.cancel_requested && active ? h("span", { class: "muted" }, " stopping…") : null,
+      h("span", { class: "spacer" }),
+      active && !job.cancel_requested ? h("button", { type: "button", class: "danger", onclick: onCancel }, "Cancel") : null),
+    h("div", { class: `bar ${job.status}`, role: "progressbar", "aria-valuenow": Math.round(100 * fraction),
+      "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { style: `width:${(100 * fraction).toFixed(1)}%` })),
+    job.error ? errorBox(job.error) : null);
+}
+
+function lrNote(job) {
+  const optimizer = job.params.optimizer || {};
+  if (job.kind !== "train") return null;
+  if (optimizer.lr !== "auto") return ` · lr ${lrText(optimizer.lr)}`;
+  return h("span", {}, " · lr auto from ", h("a", { href: `#/jobs/${optimizer.lr_finder_job}` }, "its LR finder"),
+    job.lr ? ` (${lrText(job.lr)})` : "");
+}
+
+export function cliText(job) {
+  const command = job.kind === "train" ? "train" : "lr-find";
+  const spec = JSON.stringify(job.params, null, 2);
+  return [
+    "cat > spec.json <<'EOF'", spec, "EOF",
+    `lrcam ${command} spec.json --watch            # over HTTP (LRCAM_URL, LRCAM_API_KEY)`,
+    `python -m ml ${command} spec.json --out runs/${job.id.slice(0, 8)}   # the engine alone, no server`,
+  ].join("\n");
+}
+
+function specSection(job) {
+  const json = JSON.stringify(job.params, null, 2);
+  return h("section", { class: "card" },
+    h("div", { class: "section-head" }, h("h2", {}, "Spec that ran"), h("span", { class: "spacer" }),
+      copyButton("Copy JSON", () => json), copyButton("Copy CLI command", () => cliText(job)),
+      h("a", { class: "button small", href: `#/new?from=${job.id}` }, "Edit and run again")),
+    h("details", { open: true }, h("summary", {}, "JSON (the POST body)"), h("pre", { class: "code", id: "spec-json" }, json)),
+    h("details", {}, h("summary", {}, "CLI command"), h("pre", { class: "code" }, cliText(job))));
+}
+
+export async function render(root, { page, args }) {
+  const id = args[0];
+  let job = await api(`/jobs/${id}`);
+  const title = job.kind === "train" ? "Training" : "LR finder";
+  const progressBox = h("section", { class: "card progress", id: "progress" });
+  const viewBox = h("div", { class: "view" });
+  const lrBox = h("span", {}, lrNote(job));
+  clear(root,
+    h("div", { class: "page-head" },
+      h("h1", {}, `${title} `, h("span", { class: "mono" }, id.slice(0, 8))),
+      h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
+        job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
+    progressBox, viewBox, specSection(job));
+
+  const cancel = async () => {
+    try {
+      job = await api(`/jobs/${id}/cancel`, { method: "POST" });
+      renderProgress(progressBox, job, cancel);
+    } catch (error) {
+      progressBox.append(errorBox(error));
+    }
+  };
+  const view = (job.kind === "train" ? trainView : lrView).mount(viewBox, job, page);
+  page.poll(async () => {
+    job = await api(`/jobs/${id}`);
+    if (!page.alive) return false;
+    renderProgress(progressBox, job, cancel);
+    clear(lrBox, lrNote(job)); // "auto" is resolved when the job ends
+    const ended = await view.refresh(job);
+    return !ended;
+  }, POLL_MS);
+}

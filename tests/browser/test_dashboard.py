@@ -1,0 +1,261 @@
+"""The whole assignment from the browser: a job form with its validation errors, an LR finder, "train
+with this LR", curves that grow while the job runs, the GradCAM gallery, the checkpoint's "predict
+with this" on an uploaded file, two jobs compared, and the key prompt of an API with API_KEY set.
+The tests run in file order and hand the jobs they made to the next through `state`."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from e2e_support import Stack
+
+pytestmark = pytest.mark.browser
+
+LR_FINDER = {"dataset": {"name": "fashion_mnist", "train_subset": 500}, "model": {"name": "resnet18", "width": 4},
+             "batch_size": 32, "num_iter": 30, "start_lr": 1e-4, "end_lr": 10}  # fmt: skip
+# Epochs of a few seconds here, so that the 1.5 s poll sees the curves grow.
+TRAIN_EDITS = {"dataset.train_subset": "1200", "dataset.test_subset": "300", "epochs": "3", "batch_size": "64",
+               "gradcam_misclassified": "8"}  # fmt: skip
+OTHER = {"dataset": {"name": "fashion_mnist", "train_subset": 600, "test_subset": 200},
+         "model": {"name": "resnet18", "width": 4}, "epochs": 2, "batch_size": 64, "gradcam_misclassified": 4,
+         "optimizer": {"lr": 0.02}}  # fmt: skip
+LONG = {"dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
+        "model": {"name": "resnet18", "width": 4}, "epochs": 200, "batch_size": 32, "gradcam_misclassified": 0,
+        "compile": "off"}  # 1,400 steps would compile ("auto"): minutes on a busy CPU before the first epoch  # fmt: skip
+LAPTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def page(browser, stack: Stack):  # noqa: ANN001, ANN201
+    context = browser.new_context(viewport=LAPTOP)
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    opened.errors = []
+    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    yield opened
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(page):  # noqa: ANN001, ANN201
+    yield
+    assert page.errors == [], "the page threw"
+
+
+def goto(page, stack: Stack, route: str) -> None:  # noqa: ANN001
+    page.goto(f"{stack.url}/#{route}")
+
+
+def field(page, path: str):  # noqa: ANN001, ANN201
+    return page.locator(f'[data-field="{path}"]')
+
+
+def job_id_of(page) -> str:  # noqa: ANN001
+    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def fashion_png(columns: list[int]) -> bytes:
+    """A Fashion-MNIST-like upload: light columns on black, 28x28 greyscale (two legs: a trouser)."""
+    image = Image.new("L", (28, 28), 0)
+    for y in range(3, 26):
+        for x in columns:
+            image.putpixel((x, y), 200)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_form_puts_422_messages_beside_their_fields(page, stack: Stack, shoot) -> None:  # noqa: ANN001
+    goto(page, stack, "/jobs")
+    page.wait_for_selector("table.jobs")
+    assert not page.locator("#key-dialog").evaluate("d => d.open"), "no API_KEY: the page opens straight away"
+    goto(page, stack, "/new")
+    field(page, "batch_size").locator("input").fill("0")
+    field(page, "optimizer.lr").locator("input").fill("fast")
+    field(page, "scheduler.name").locator("select").select_option("one_cycle")  # the fields follow the union
+    field(page, "scheduler.pct_start").locator("input").fill("2")
+    assert json.loads(page.locator("#spec-editor").input_value())["batch_size"] == 0  # the JSON follows the form
+    page.click("#submit")
+    batch_error = field(page, "batch_size").locator(".field-error")
+    batch_error.wait_for()
+    assert "greater than or equal to 1" in batch_error.inner_text()
+    assert "fast" in field(page, "optimizer.lr").locator(".field-error").inner_text()
+    assert "less than 1" in field(page, "scheduler.pct_start").locator(".field-error").inner_text()  # loc has "one_cycle"
+    assert "#/new" in page.url, "nothing was submitted"
+    shoot(page, "01-new-job-form-errors")
+
+
+def test_lr_finder_from_the_form_shows_its_curve_and_suggestions(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+    goto(page, stack, "/new?kind=lr_finder")
+    page.locator("#spec-editor").fill(json.dumps(LR_FINDER))
+    assert field(page, "num_iter").locator("input").input_value() == "30"  # the form follows the JSON
+    page.click("#submit")
+    state["lr_finder"] = job_id_of(page)
+    page.wait_for_selector("#train-with-lr", timeout=180_000)
+    assert page.locator("#chart-lr-finder canvas").count() == 1
+    assert page.locator(".suggestions tbody tr").count() == 3  # steepest, valley, minimum_div10
+    assert "succeeded" in page.locator("#progress .badge").inner_text()
+    shoot(page, "02-lr-finder")
+
+
+def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+    assert "lr_finder" in state, "needs the LR-finder job of the previous test"
+    page.click("#train-with-lr")
+    page.wait_for_selector('[data-field="optimizer.lr"] input')
+    assert field(page, "optimizer.lr").locator("input").input_value() == "auto"
+    assert field(page, "optimizer.lr_finder_job").locator("input").input_value() == state["lr_finder"]
+    for path, value in TRAIN_EDITS.items():
+        field(page, path).locator("input").fill(value)
+    spec = json.loads(page.locator("#spec-editor").input_value())
+    assert spec["epochs"] == 3 and spec["dataset"]["train_subset"] == 1200 and spec["optimizer"]["lr"] == "auto"
+    shoot(page, "03-train-form-from-lr-finder")
+    page.click("#submit")
+    state["train"] = job_id_of(page)
+    page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+
+    seen, lr_titles, shot = [], set(), False
+    deadline = time.monotonic() + 240
+    while (status := page.locator("#progress .badge").inner_text()) not in ("succeeded", "failed", "cancelled"):
+        epochs = int(page.locator(".view").get_attribute("data-epochs") or 0)
+        seen.append(epochs)
+        if status == "running":
+            lr_titles.add(page.locator("#chart-lr .u-title").inner_text())
+        if status == "running" and epochs >= 1 and not shot:
+            assert "ETA" in page.locator(".progress-text").inner_text()
+            shoot(page, "04-training-live")
+            shot = True
+        assert time.monotonic() < deadline, f"still {status} after 240 s"
+        page.wait_for_timeout(200)
+    assert status == "succeeded", page.locator("#progress").inner_text()
+    assert len({n for n in seen if n < 3}) >= 2, f"the curves never grew while the job ran: {sorted(set(seen))}"
+    assert page.evaluate("window.__sameDocument") is True
+    assert "Learning rate per step" in lr_titles, f"no LR per step while the job ran: {lr_titles}"
+    page.wait_for_selector("#per-class .bar-row")
+    assert page.locator("#per-class .bar-row").count() == 10
+    assert page.locator(".view").get_attribute("data-epochs") == "3"
+
+
+def test_the_gradcam_gallery_and_a_larger_view(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+    assert "train" in state, "needs the training job of the previous test"
+    gallery = page.locator("#galleries .gallery-image")
+    page.wait_for_function("() => document.querySelector('#galleries .gallery-image')?.naturalWidth > 0")
+    assert gallery.get_attribute("data-name") == "gradcam_misclassified.png"
+    page.click("#galleries .tabs button[data-name='gradcam_misclassified_true.png']")
+    page.wait_for_function("() => document.querySelector('#galleries .gallery-image').dataset.name"
+                           " === 'gradcam_misclassified_true.png'")
+    page.click("#galleries .tabs button[data-name='gradcam_misclassified.png']")
+    page.wait_for_function("() => document.querySelector('#galleries .gallery-image').naturalWidth > 0")
+    assert page.locator("#chart-lr canvas").count() == 1 and page.locator("#checkpoint a").count() == 1
+    shoot(page, "05-training-done")
+    gallery.click()
+    assert page.locator("#lightbox").evaluate("d => d.open")
+    shoot(page, "06-gallery-larger-view", full_page=False)
+    page.keyboard.press("Escape")
+
+
+def test_predict_with_this_checkpoint_on_an_uploaded_file(page, stack: Stack, shoot, state, tmp_path) -> None:  # noqa: ANN001
+    assert "train" in state, "needs the training job"
+    page.click("#checkpoint a")
+    page.wait_for_selector("#files", state="attached")
+    checkpoint = stack.get(f"/jobs/{state['train']}").json()["checkpoint_id"]
+    assert page.locator("#checkpoint").input_value() == checkpoint
+    trouser, block = tmp_path / "trouser.png", tmp_path / "block.png"
+    trouser.write_bytes(fashion_png([*range(8, 13), *range(15, 20)]))
+    block.write_bytes(fashion_png(list(range(6, 22))))
+    page.set_input_files("#files", [str(trouser), str(block)])
+    page.wait_for_selector(".prediction")
+    assert page.locator(".prediction").count() == 2  # one card per image, one request
+    assert page.locator(".prediction .bar-row").count() == 6  # top-3 each
+    assert page.locator(".prediction img.overlay").count() == 2
+    assert "gradcam for" in page.locator(".prediction figcaption").nth(1).inner_text()
+    page.select_option("#method", "gradcam++")
+    page.select_option("#target", "Trouser")
+    page.wait_for_function("() => [...document.querySelectorAll('.prediction figcaption')].filter("
+                           "c => c.textContent.includes('gradcam++ for \"Trouser\"')).length === 2")
+    shoot(page, "07-predict")
+
+
+def test_compare_two_training_jobs(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+    assert "train" in state, "needs the training job"
+    other = stack.submit("train", OTHER)
+    assert stack.wait(other)["status"] == "succeeded"
+    goto(page, stack, "/jobs?kind=train")
+    for job_id in (state["train"], other):
+        page.locator(f'tr[data-job="{job_id}"] input[type=checkbox]').check()
+    shoot(page, "08-jobs")
+    page.click("text=Compare selected (2)")
+    page.wait_for_selector("#compare-test_acc canvas")
+    different = page.locator(".spec-compare tr.diff th").all_inner_texts()
+    assert {"optimizer.lr", "epochs", "dataset.train_subset"} <= set(different), different
+    assert "optimizer.momentum" not in different
+    shoot(page, "09-compare")
+
+
+def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:  # noqa: ANN001
+    job_id = stack.submit("train", LONG)
+    goto(page, stack, f"/jobs/{job_id}")
+    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'running'"
+                           " && Number(document.querySelector('.view').dataset.epochs) >= 1", timeout=120_000)
+    page.click("#progress button.danger")
+    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'cancelled'",
+                           timeout=120_000)
+    assert stack.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    page.wait_for_selector("#checkpoint a")  # a cancelled run keeps its epochs and best checkpoint
+    assert "stopped: cancelled" in page.locator(".view").inner_text()
+    shoot(page, "10-cancelled")
+
+
+def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+    assert "train" in state, "needs the training job"
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+    phone = context.new_page()
+    try:
+        pages = ((f"/jobs/{state['train']}", "#per-class .bar-row", "11-phone-training"),
+                 ("/jobs", "table.jobs tbody tr[data-job]", "12-phone-jobs"),
+                 ("/new", "#spec-editor", "13-phone-new-job"))  # fmt: skip
+        for route, ready, name in pages:
+            phone.goto(f"{stack.url}/#{route}")
+            phone.wait_for_selector(ready)
+            overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{route} is {overflow}px wider than the phone"
+            shoot(phone, name)
+    finally:
+        context.close()
+
+
+def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, api_key: str, shoot) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport=LAPTOP)
+    keyed = context.new_page()
+    try:
+        keyed.goto(f"{keyed_api.url}/#/jobs")
+        dialog = keyed.locator("#key-dialog")
+        dialog.wait_for(state="visible")
+        assert "missing API key" in keyed.locator("#key-reason").inner_text()
+        shoot(keyed, "14-key-prompt", full_page=False)
+        keyed.fill("#key-input", "not-the-key")
+        keyed.click("#key-form button[type=submit]")
+        keyed.wait_for_function("() => document.querySelector('#key-reason').textContent.includes('wrong API key')")
+        keyed.fill("#key-input", api_key)
+        keyed.click("#key-form button[type=submit]")
+        keyed.wait_for_selector("table.jobs tbody tr[data-job]")
+        assert api_key not in keyed.url
+        assert keyed.evaluate("localStorage.getItem('lrcam.apiKey')") == api_key
+        keyed.reload()  # kept: no second prompt
+        keyed.wait_for_selector("table.jobs tbody tr[data-job]")
+        assert not dialog.evaluate("d => d.open")
+    finally:
+        context.close()
