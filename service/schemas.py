@@ -74,7 +74,7 @@ WARNINGS_DESCRIPTION = (
 )
 
 
-class BestEpochPublic(BaseModel):
+class BestEpochPublic(Sparse):
     epoch: int
     test_acc: float = Field(description="the test accuracy of the chosen epoch's model")
     val_acc: float | None = Field(default=None, description="with validation_split: what it was chosen on")
