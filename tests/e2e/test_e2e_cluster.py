@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from e2e_support import REDIS_URL, REPO, forget_queue, free_port
+from e2e_support import REDIS_URL, REPO, forget_queue, free_port, stop_processes
 from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
 
@@ -71,13 +71,7 @@ class Cluster:
             assert process.poll() is None, f"{name} exited:\n{(self.tmp / f'{name}.log').read_text()[-4000:]}"
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(self)  # type: ignore[arg-type] - it needs only .processes
         self.http.close()
 
 
