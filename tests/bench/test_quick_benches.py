@@ -22,6 +22,7 @@ BENCHES = {  # script: the figure's name on its last line
     "lr_finder.py": "lr_finder",
     "predict.py": "gradcam_batch64",
     "load.py": "load train",
+    "concurrency.py": "concurrency_10",
 }
 
 

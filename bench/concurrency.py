@@ -1,0 +1,102 @@
+"""Concurrent clients on /predict over real HTTP: N clients each post one 32x32 image with
+?gradcam=true back to back for a while. Ours: the API as configured, where requests beyond
+MAX_CONCURRENT_PREDICTS (8) wait for a slot (PREDICT_QUEUE 64, PREDICT_WAIT_SECONDS 10). Baseline: the
+same API refusing them at once (PREDICT_QUEUE=0, the behaviour before the queue), its clients
+retrying at once as a back-to-back client does.
+
+    python bench/concurrency.py --quick                  # 10 clients, 3 s a side
+    python bench/concurrency.py --clients 10 --seconds 20
+    python bench/concurrency.py --clients 50 --seconds 20
+
+Same checkpoint as bench/predict.py (ResNet18 width 64, random weights). Ends with
+`concurrency_<N>: ours <answered/s> ok/s (<refused> refused; p50 <ms> ms; p99 <ms> ms), baseline ...,
+ratio <ours/baseline>`: answered predictions per second, the latencies of the answered ones."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from predict import free_port, png, start_api, write_checkpoint  # bench/predict.py, beside this file
+
+
+def hammer(url: str, clients: int, seconds: float, image: bytes) -> dict[str, float]:
+    """Every client posts back to back until `seconds` are up: answered per second, refused, latencies."""
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                status = http.post(url, files={"file": ("x.png", image, "image/png")}).status_code
+                with lock:
+                    results.append((status, time.perf_counter() - started))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answered = sorted(latency for status, latency in results if status == 200)
+    refused = sum(status == 429 for status, _ in results)
+    assert len(answered) + refused == len(results), f"unexpected statuses: {sorted({s for s, _ in results})}"
+    cut = statistics.quantiles(answered, n=100) if len(answered) > 1 else answered * 99
+    return {"ok_s": len(answered) / seconds, "refused": refused, "p50": 1000 * cut[49], "p99": 1000 * cut[98]}
+
+
+def side(root: Path, database_url: str, checkpoint: str, queue: int | None, args: argparse.Namespace,
+         image: bytes) -> dict[str, float]:  # fmt: skip
+    if queue is None:
+        os.environ.pop("PREDICT_QUEUE", None)
+    else:
+        os.environ["PREDICT_QUEUE"] = str(queue)
+    port = free_port()
+    server = start_api(root, database_url, "cpu", port)
+    try:
+        url = f"http://127.0.0.1:{port}/predict?checkpoint={checkpoint}&gradcam=true"
+        for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
+            httpx.post(url, files={"file": ("x.png", image, "image/png")}, timeout=120).raise_for_status()
+        return hammer(url, args.clients, args.seconds, image)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def described(figures: dict[str, float]) -> str:
+    return (f"{figures['ok_s']:.2f} ok/s ({figures['refused']:.0f} refused; p50 {figures['p50']:.0f} ms; "
+            f"p99 {figures['p99']:.0f} ms)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10 clients, 3 s a side")
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per side")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.seconds = 10, 3.0
+    image = png(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
+        root = Path(tmp)
+        database_url = f"sqlite:///{root / 'app.db'}"
+        checkpoint, _ = write_checkpoint(root, database_url)
+        ours = side(root, database_url, checkpoint, None, args, image)
+        print(f"queue (PREDICT_QUEUE default): {described(ours)}", flush=True)
+        baseline = side(root, database_url, checkpoint, 0, args, image)
+        print(f"no queue (PREDICT_QUEUE=0): {described(baseline)}", flush=True)
+    print(f"concurrency_{args.clients}: ours {described(ours)}, baseline {described(baseline)}, "
+          f"ratio {ours['ok_s'] / max(baseline['ok_s'], 0.01):.3f}")
+
+
+if __name__ == "__main__":
+    main()
