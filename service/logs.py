@@ -26,7 +26,8 @@ def server_roots(data_dir: Path, artifacts_dir: Path) -> dict[str, Path]:
     """The server's folders that texts shown to users name by setting, not by path."""
     code = Path(__file__).resolve().parents[1]
     return {"DATA_DIR": data_dir.resolve(), "ARTIFACTS_DIR": artifacts_dir.resolve(), "<lrcam>": code,
-            "<python>": Path(sys.prefix).resolve(), "<python>/": Path(sys.base_prefix).resolve(), "~": Path.home()}  # fmt: skip
+            "<python>": Path(sys.prefix).resolve(), "<python base>": Path(sys.base_prefix).resolve(),
+            "~": Path.home()}  # fmt: skip
 
 
 def redact(text: str, roots: Mapping[str, Path]) -> str:
@@ -34,7 +35,7 @@ def redact(text: str, roots: Mapping[str, Path]) -> str:
     carry no server paths ("DATA_DIR/cifar-10-batches-py", not "/srv/lrcam/data/...")."""
     for name, root in sorted(roots.items(), key=lambda item: -len(str(item[1]))):
         if str(root) not in ("/", "."):
-            text = text.replace(str(root), name.rstrip("/"))
+            text = text.replace(str(root), name)
     return text
 
 
