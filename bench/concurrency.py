@@ -16,42 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from predict import free_port, png, start_api, write_checkpoint  # bench/predict.py, beside this file
-
-
-def hammer(url: str, clients: int, seconds: float, image: bytes) -> dict[str, float]:
-    """Every client posts back to back until `seconds` are up: answered per second, refused, latencies."""
-    results: list[tuple[int, float]] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def client() -> None:
-        with httpx.Client(timeout=120) as http:
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                status = http.post(url, files={"file": ("x.png", image, "image/png")}).status_code
-                with lock:
-                    results.append((status, time.perf_counter() - started))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    answered = sorted(latency for status, latency in results if status == 200)
-    refused = sum(status == 429 for status, _ in results)
-    assert len(answered) + refused == len(results), f"unexpected statuses: {sorted({s for s, _ in results})}"
-    cut = statistics.quantiles(answered, n=100) if len(answered) > 1 else answered * 99
-    return {"ok_s": len(answered) / seconds, "refused": refused, "p50": 1000 * cut[49], "p99": 1000 * cut[98]}
+from predict import described, free_port, hammer, png, start_api, summary, write_checkpoint  # beside this file
 
 
 def side(root: Path, database_url: str, checkpoint: str, queue: int | None, args: argparse.Namespace,
@@ -66,15 +37,10 @@ def side(root: Path, database_url: str, checkpoint: str, queue: int | None, args
         url = f"http://127.0.0.1:{port}/predict?checkpoint={checkpoint}&gradcam=true"
         for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
             httpx.post(url, files={"file": ("x.png", image, "image/png")}, timeout=120).raise_for_status()
-        return hammer(url, args.clients, args.seconds, image)
+        return summary(hammer(url, args.clients, args.seconds, image), args.seconds)
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def described(figures: dict[str, float]) -> str:
-    return (f"{figures['ok_s']:.2f} ok/s ({figures['refused']:.0f} refused; p50 {figures['p50']:.0f} ms; "
-            f"p99 {figures['p99']:.0f} ms)")  # fmt: skip
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
     python bench/predict.py --quick          # < 1 min on 2 cores
     python bench/predict.py                  # more requests and rounds
     python bench/predict.py --device cuda    # the API predicts on the GPU (PREDICT_DEVICE=cuda)
+    python bench/predict.py --clients 50     # the batching row with 50 clients
 
 The API gets a checkpoint this script writes with ml.checkpoints.save_checkpoint (ResNet18 width 64,
 random weights, 3 channels, 32x32, 10 classes), registered in a fresh SQLite store. Figures:
@@ -12,6 +13,10 @@ random weights, 3 channels, 32x32, 10 classes), registered in a fresh SQLite sto
 - batch: images/s of /predict (no GradCAM) with 64 PNGs in one request, vs the raw inference_mode
   forward of the same 64 images as a tensor.
 - gradcam_batch: images/s of /predict?gradcam=true with 64 PNGs (the GPU figure: 3,000 img/s on an H100).
+- batching_<N>: N clients (--clients, default 10) each posting one 32x32 PNG with ?gradcam=true back to
+  back: answered requests per second of the API as configured (concurrent requests batched into one
+  forward pass, service.batching) vs a second API with batching off (PREDICT_MAX_BATCH=1), the two
+  hammered in turn; refusals (429) and p50/p99 latency of each.
 Ours and the baselines take turns, one call each (these machines have slow spells); medians over all.
 Each ends with `<name>: ours ..., baseline ..., ratio ...` (ratio < 1 is better for latencies,
 > 1 for throughputs)."""
@@ -26,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,9 +84,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(root: Path, database_url: str, device: str, port: int) -> subprocess.Popen:
+def start_api(root: Path, database_url: str, device: str, port: int, **settings: str) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url, "ARTIFACTS_DIR": str(root / "artifacts"),
-           "DATA_DIR": str(root / "data"), "PREDICT_DEVICE": device, "API_KEY": ""}  # fmt: skip
+           "DATA_DIR": str(root / "data"), "PREDICT_DEVICE": device, "API_KEY": "", **settings}  # fmt: skip
     command = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]  # fmt: skip
     server = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(ROOT)})
@@ -101,6 +107,42 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def hammer(url: str, clients: int, seconds: float, image: bytes) -> list[tuple[int, float]]:
+    """Every client posts `image` back to back until `seconds` are up: (status, latency) of each request."""
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                status = http.post(url, files={"file": ("x.png", image, "image/png")}).status_code
+                with lock:
+                    results.append((status, time.perf_counter() - started))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def summary(results: list[tuple[int, float]], seconds: float) -> dict[str, float]:
+    """Answered per second, refused (429), p50 and p99 of the answered (ms)."""
+    answered = sorted(latency for status, latency in results if status == 200)
+    refused = sum(status == 429 for status, _ in results)
+    assert len(answered) + refused == len(results), f"unexpected statuses: {sorted({s for s, _ in results})}"
+    cut = statistics.quantiles(answered, n=100) if len(answered) > 1 else answered * 99
+    return {"ok_s": len(answered) / seconds, "refused": refused, "p50": 1000 * cut[49], "p99": 1000 * cut[98]}
+
+
+def described(figures: dict[str, float]) -> str:
+    return (f"{figures['ok_s']:.2f} ok/s ({figures['refused']:.0f} refused; p50 {figures['p50']:.0f} ms; "
+            f"p99 {figures['p99']:.0f} ms)")  # fmt: skip
+
+
 def interleaved(cases: dict[str, Callable[[], object]], n: int, sync: Callable[[], None],
                 samples: dict[str, list[float]]) -> None:
     """n timings of each case, one of each in turn: a slow spell hits ours and the baselines alike."""
@@ -117,7 +159,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 rounds of 10 one-image requests")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--clients", type=int, default=10, help="the batching row's concurrent clients")
+    parser.add_argument("--seconds", type=float, default=None, help="the batching row: seconds a side per round")
     args = parser.parse_args()
+    args.crowd_rounds = 1 if args.quick else 3
+    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     rounds, n_one, n_batch = (3, 10, 2) if args.quick else (5, 40, 5)
     rounds = args.rounds or rounds
     device = torch.device(args.device)
@@ -144,8 +190,9 @@ def main() -> None:
             with GradCAM(model=model, target_layers=[gradcam_layer(model)]) as cam:
                 cam(input_tensor=one, targets=[ClassifierOutputTarget(0)])
 
-        port = free_port()
+        port, unbatched_port = free_port(), free_port()
         server = start_api(root, database_url, args.device, port)
+        unbatched = start_api(root, database_url, args.device, unbatched_port, PREDICT_MAX_BATCH="1")
         try:
             url = f"http://127.0.0.1:{port}/predict?checkpoint={checkpoint_id}"
             with httpx.Client(timeout=120) as client:
@@ -168,9 +215,11 @@ def main() -> None:
                                "http_cb": lambda: post("&gradcam=true", pngs)}  # fmt: skip
                     interleaved(batches, n_batch, sync, samples)
                     print(f"round {i + 1}/{rounds} done", flush=True)
+            crowd = concurrency(args, {"batched": port, "unbatched": unbatched_port}, checkpoint_id, pngs[0])
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for process in (server, unbatched):
+                process.terminate()
+                process.wait(timeout=30)
 
     p50 = {k: statistics.median(v) for k, v in samples.items()}
     ms = {k: 1000 * v for k, v in p50.items()}
@@ -184,6 +233,22 @@ def main() -> None:
           f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
     print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
           f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
+    ours, base = crowd["batched"], crowd["unbatched"]
+    print(f"batching_{args.clients}: ours {described(ours)}, baseline {described(base)}, "
+          f"ratio {ours['ok_s'] / max(base['ok_s'], 0.01):.3f}")
+
+
+def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str, image: bytes) -> dict[str, dict]:
+    """The batching row: both APIs hammered in turn, `args.crowd_rounds` times each, the results pooled."""
+    results: dict[str, list[tuple[int, float]]] = {name: [] for name in ports}
+    for i in range(args.crowd_rounds):
+        for name in list(ports) if i % 2 == 0 else list(ports)[::-1]:
+            url = f"http://127.0.0.1:{ports[name]}/predict?checkpoint={checkpoint}&gradcam=true"
+            for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
+                httpx.post(url, files={"file": ("x.png", image, "image/png")}, timeout=120).raise_for_status()
+            results[name] += hammer(url, args.clients, args.seconds, image)
+            print(f"{name} round {i + 1}: {described(summary(results[name], (i + 1) * args.seconds))}", flush=True)
+    return {name: summary(pooled, args.crowd_rounds * args.seconds) for name, pooled in results.items()}
 
 
 if __name__ == "__main__":

@@ -40,20 +40,25 @@ class BatchAugment:
                   std: Sequence[float]) -> BatchAugment | None:  # fmt: skip
         """The batched equivalent of `augmentation`, or None when the batched path does not cover it
         (then the albumentations DataLoader runs it). Covered: "default", "none", and lists that do
-        what one of those or a lone HorizontalFlip (any p) does, compared by `effect`, not by how
-        they were written."""
+        what one of those, a lone HorizontalFlip (any p), or the default's pad-and-crop and flip (any p)
+        without Cutout does, compared by `effect`, not by how they were written."""
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if image_size <= default_pad(image_size):  # reflect-101 padding needs more pixels than it pads
             return None
         compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
         target = effect(compose, channels=len(mean))
         flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip) and t.p > 0]
+        pad = default_pad(image_size)
+        crop = [{"name": "PadIfNeeded", "min_height": image_size + 2 * pad, "min_width": image_size + 2 * pad,
+                 "border_mode": cv2.BORDER_REFLECT_101}, {"name": "RandomCrop", "height": image_size, "width": image_size}]  # fmt: skip
         candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
-        candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0) for p in flips[:1]]
-        for spec, crop, flip_p, cutout_p in candidates:
+        for p in flips[:1]:  # a lone flip, and the default without Cutout (short schedules: cifar10_cpu)
+            candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0),
+                           ([*crop, {"name": "HorizontalFlip", "p": p}], True, p, 0.0)]  # fmt: skip
+        for spec, crops, flip_p, cutout_p in candidates:
             equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
             if effect(equivalent, channels=len(mean)) == target:
-                return cls(crop, flip_p, cutout_p, mean, std, equivalent, pad=default_pad(image_size))
+                return cls(crops, flip_p, cutout_p, mean, std, equivalent, pad=pad)
         return None
 
     def apply(self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor,

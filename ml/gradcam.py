@@ -33,10 +33,12 @@ def check_method(method: str) -> None:
         raise ValueError(f"unknown GradCAM method {method!r}; expected one of {sorted(METHODS)}")
 
 
-def check_targets(targets: Sequence[int], n: int) -> None:
+def check_targets(targets: Sequence[int | None], n: int, *, allow_none: bool = False) -> None:
+    """One class index >= 0 per image (or None, "its predicted class", where `allow_none`)."""
     if len(targets) != n:
         raise ValueError(f"one target per image: got {len(targets)} targets for {n} images")
-    if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0 for t in targets):
+    if any(not (t is None and allow_none) and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0)
+           for t in targets):  # fmt: skip
         raise ValueError(f"targets must be class indices >= 0; got {targets!r}")
 
 
@@ -54,18 +56,19 @@ def cam_for_batch(
 
 
 def explain(
-    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int] | None = None, method: str = "gradcam"
+    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int | None] | None = None, method: str = "gradcam"
 ) -> tuple[torch.Tensor, np.ndarray, list[int]]:
     """(logits (N, K) float32, maps (N, H, W) float32 in [0, 1], the class of each map) in one forward pass.
 
-    `targets` None explains each image's predicted class. The maps equal pytorch-grad-cam's but the
+    `targets` None explains each image's predicted class; so does a None among the targets (a batch
+    gathered from requests that asked for different targets). The maps equal pytorch-grad-cam's but the
     backward pass stops at the CAM layer: the conv stack runs once, without autograd, and only the head
     (pool + linear) is differentiated, which also keeps the backward away from the CPU convolutions
     of the oneDNN defect (ml.runtime.memory_format)."""
     check_method(method)
     _check_images(images)
     if targets is not None:
-        check_targets(targets, len(images))
+        check_targets(targets, len(images), allow_none=True)
     features, head = split_at_cam_layer(model, image_size=min(images.shape[-2:]))
     device = next(model.parameters()).device
     with torch.inference_mode(False), _eval_mode(model):
@@ -74,7 +77,8 @@ def explain(
         activations.requires_grad_(True)
         with torch.enable_grad():
             logits = head(activations)
-            chosen = logits.argmax(dim=1).tolist() if targets is None else [int(t) for t in targets]
+            predicted = logits.argmax(dim=1).tolist()
+            chosen = predicted if targets is None else [p if t is None else int(t) for p, t in zip(predicted, targets)]
             if any(t >= logits.shape[1] for t in chosen):
                 raise ValueError(f"a target in {chosen} is not a class index of this model ({logits.shape[1]} classes)")
             index = torch.as_tensor(chosen, device=logits.device)

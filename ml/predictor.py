@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,15 @@ _ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_n
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL would clip these to 255, not scale
 
 
+@dataclass(frozen=True)
+class Query:
+    """One request's images, as `Predictor.query` prepares them, and what it asks of them."""
+
+    pixels: np.ndarray  # (N, S, S, C) uint8: upright, in the model's channels and size
+    topk: int = 3  # classes to list per image, already capped at the class count
+    target: str = "pred"  # GradCAM's class: "pred" (each image's predicted class) or a class name
+
+
 class Predictor:
     """A checkpoint loaded for inference; safe to share between threads."""
 
@@ -40,6 +51,8 @@ class Predictor:
         self.image_size: int = self.manifest["image_size"]
         self.mean = np.asarray(self.manifest["mean"], dtype=np.float32)
         self.std = np.asarray(self.manifest["std"], dtype=np.float32)
+        # evaluated on each image and its mirror image (TrainSpec.test_time_flip): predict the same way
+        self.test_time_flip = bool(self.manifest.get("spec", {}).get("test_time_flip", False))
         # One lock for every forward pass: parallel passes would only fight over the same cores.
         self._lock = threading.Lock()
 
@@ -54,26 +67,62 @@ class Predictor:
     ) -> list[dict]:
         """One dict per image: label, class_index, confidence, topk [{label, probability}], gradcam."""
         check_method(method)
+        query = self.query(images, topk=topk, target=target)
+        return self.predict_many([query], gradcam=gradcam, method=method)[0]
+
+    def query(self, images: list[Image.Image], *, topk: int = 3, target: str = "pred") -> Query:
+        """`images` made ready for the model (upright, its channels and size) with what is asked of
+        them; ValueError for an unknown target or an image the model cannot take."""
         if target != "pred" and target not in self.classes:
             raise ValueError(f"unknown target {target!r}; expected 'pred' or one of {self.classes}")
-        if not images:
-            return []
-        k = max(1, min(int(topk), len(self.classes)))
-        pixels = np.stack([self._pixels(image) for image in images])  # (N, S, S, C) uint8
+        shape = (0, self.image_size, self.image_size, self.in_channels)
+        pixels = np.stack([self._pixels(image) for image in images]) if images else np.zeros(shape, np.uint8)
+        return Query(pixels, topk=max(1, min(int(topk), len(self.classes))), target=target)
+
+    def predict_many(self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam") -> list[list[dict]]:
+        """Each query's results (as `predict`'s), from one forward pass, and one GradCAM backward, over
+        the images of all of them: how the API serves concurrent requests (service.batching)."""
+        check_method(method)
+        sizes = [len(query.pixels) for query in queries]
+        if not sum(sizes):
+            return [[] for _ in queries]
+        pixels = np.concatenate([query.pixels for query in queries])  # (N, S, S, C) uint8
         batch = self._tensor(pixels)
         with self._lock:
             if gradcam:  # one forward pass gives the predictions and the maps
-                targets = None if target == "pred" else [self.classes.index(target)] * len(images)
-                logits, cams, chosen = explain(self.model, batch, targets=targets, method=method)
+                targets = [None if q.target == "pred" else self.classes.index(q.target) for q in queries
+                           for _ in range(len(q.pixels))]  # fmt: skip
+                chosen_by = None if all(t is None for t in targets) else targets
+                logits, cams, chosen = explain(self.model, batch, targets=chosen_by, method=method)
+                if self.test_time_flip:
+                    logits = self._with_mirror(batch, logits, cams, chosen, targets, method)
             else:
                 with torch.inference_mode():
                     logits = self.model(batch)
+                    if self.test_time_flip:
+                        logits = (logits + self.model(batch.flip(3))) / 2
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        results = [self._describe(row, k) for row in probs]
+        ks = [query.topk for query in queries for _ in range(len(query.pixels))]
+        results = [self._describe(row, k) for row, k in zip(probs, ks)]
         if gradcam:
             for result, explanation in zip(results, self._overlays(pixels, cams, chosen, method)):
                 result["gradcam"] = explanation
-        return results
+        ends = np.cumsum(sizes).tolist()
+        return [results[end - size : end] for size, end in zip(sizes, ends)]
+
+    def _with_mirror(self, batch: torch.Tensor, logits: torch.Tensor, cams: np.ndarray, chosen: list[int],
+                     targets: list[int | None], method: str) -> torch.Tensor:  # fmt: skip
+        """The logits averaged with the mirror images' (test_time_flip); an image asked for its predicted
+        class whose prediction the mirror changed gets its map for the new one (`cams`, `chosen` updated)."""
+        with torch.inference_mode():
+            logits = (logits.to(batch.device) + self.model(batch.flip(3)).float()) / 2
+        predicted = logits.argmax(dim=1).tolist()
+        redo = [i for i, (t, p, c) in enumerate(zip(targets, predicted, chosen)) if t is None and p != c]
+        if redo:
+            _, maps, _ = explain(self.model, batch[redo], targets=[predicted[i] for i in redo], method=method)
+            for i, cam in zip(redo, maps):
+                cams[i], chosen[i] = cam, predicted[i]
+        return logits
 
     def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict]:
         """The `gradcam` field of each result: the map over its image as a base64 PNG."""

@@ -317,6 +317,12 @@ class TrainSpec(CommonSpec):
     gradcam_misclassified: int = Field(
         default=25, ge=0, le=100, description="after training, GradCAM for this many misclassified test images"
     )
+    test_time_flip: bool = Field(
+        default=False,
+        description="evaluate each test (and validation) image and its mirror image and average the two logits: "
+        "a few tenths of a percent on CIFAR-10 for twice the evaluation time; the accuracies, confusion matrix, "
+        "misclassified images and /predict on the checkpoint all use it",
+    )
     compile: CompileMode = Field(
         default="auto",
         description=f"torch.compile: auto (compile runs of >= {COMPILE_MIN_STEPS} training steps, eager "

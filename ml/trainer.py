@@ -140,7 +140,7 @@ class Trainer:
         self, model: nn.Module | None = None, *, validation: bool = False
     ) -> tuple[float, float, np.ndarray]:
         """Loss, accuracy and the predicted class of every image (in dataset order) of the test set,
-        or of the validation set."""
+        or of the validation set (with the spec's test_time_flip)."""
         model = model or self.model
         model.eval()
         loader = self.val_loader if validation else self.test_loader
@@ -150,6 +150,8 @@ class Trainer:
             x, y = self._to_device(x, y)
             with autocast(self.device), compiled_calls(self.compile_mode):
                 logits = model(x)
+                if self.spec.test_time_flip:  # the image and its mirror image, logits averaged
+                    logits = (logits + model(x.flip(3))) / 2
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1))
         predictions = torch.cat(preds).cpu().numpy()

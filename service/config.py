@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     PREDICT_WAIT_SECONDS: float = Field(
         default=10, gt=0, le=300, description="how long a /predict request waits for a slot before it gets 429"
     )
+    PREDICT_MAX_BATCH: int = Field(
+        default=64, ge=1, le=1024,
+        description="the most images that concurrent /predict requests for one checkpoint share in one forward pass "
+        "(1: no batching, each request alone; a request with more images runs alone)",
+    )
+    PREDICT_BATCH_DELAY_MS: float = Field(
+        default=5, ge=0, le=1000,
+        description="how long a batch waits for requests still reading their uploads (never longer, and not at all "
+        "when none is): the most a prediction is delayed to share the model",
+    )
     METRICS_CACHE_SECONDS: float = Field(
         default=0.5, ge=0, le=60,
         description="GET /jobs/{id}/metrics reuses its response for this long (dashboards poll it; 0: never)",

@@ -17,6 +17,7 @@ from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
+from service.batching import PredictBatcher
 from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
@@ -76,6 +77,9 @@ def create_app() -> FastAPI:
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
     app.state.predict_gate = PredictGate(running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE,
                                          wait=settings.PREDICT_WAIT_SECONDS)  # fmt: skip
+    app.state.predict_batcher = PredictBatcher(predict.run_batch, executor=predict.MODEL_THREAD,
+                                               max_images=settings.PREDICT_MAX_BATCH,
+                                               delay=settings.PREDICT_BATCH_DELAY_MS / 1000)  # fmt: skip
     busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
                   "waited PREDICT_WAIT_SECONDS for a slot"}}  # fmt: skip
     app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],

@@ -69,10 +69,15 @@ def use_threads(threads: int) -> None:
         torch.set_num_threads(wanted)
 
 
+def load(checkpoint_id: str, folder: Path, *, device: str = "cpu", threads: int = 0) -> Predictor:
+    """The checkpoint's (cached) `ml.predictor.Predictor`, the calling thread set to `threads`."""
+    use_threads(threads)
+    return cache.get(checkpoint_id, folder, device)
+
+
 def predict(
     checkpoint_id: str, folder: Path, images: list[Image.Image], *, device: str = "cpu", threads: int = 0,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """`ml.predictor.Predictor.predict` on the (cached) checkpoint: one dict per image."""
-    use_threads(threads)
-    return cache.get(checkpoint_id, folder, device).predict(images, **options)
+    return load(checkpoint_id, folder, device=device, threads=threads).predict(images, **options)

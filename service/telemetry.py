@@ -1,8 +1,8 @@
 """Prometheus metrics at `GET /metrics` (behind the API key when one is set).
 
 Counted by this API process as requests pass (each replica is scraped on its own): requests by
-route template, method and status, their latency, and predictions (images, GradCAM or not) with
-their latency. Read from the store and the broker at each scrape, the same from every replica: jobs
+route template, method and status, their latency, predictions (images, GradCAM or not) with
+their latency, and how many requests each batched forward pass served. Read from the store and the broker at each scrape, the same from every replica: jobs
 by status and kind, the broker's queue depth, the durations of the last finished jobs, and the age
 of each running job's worker heartbeat.
 
@@ -38,11 +38,17 @@ PREDICTIONS = Counter("lrcam_predictions", "images predicted by POST /predict", 
 PREDICT_LATENCY = Histogram("lrcam_prediction_duration_seconds", "decoding and model time of one POST /predict",
                             ["gradcam"], registry=REGISTRY,
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
+BATCH_REQUESTS = Histogram("lrcam_prediction_batch_requests", "POST /predict requests served by one forward pass "
+                           "(service.batching)", registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
+
+
+def observe_batch(requests: int) -> None:
+    BATCH_REQUESTS.observe(requests)
 
 
 def observe_prediction(images: int, *, gradcam: bool, seconds: float) -> None:

@@ -18,7 +18,7 @@ from io import BytesIO
 
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -189,7 +189,8 @@ def decode_image(upload: Upload) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise too_large(f"file {name!r} has too many pixels: {exc}") from exc
     except DECODE_ERRORS as exc:
-        raise not_an_image(f"file {name!r} is not a readable image (or is truncated): {exc}") from exc
+        reason = "not a format Pillow reads" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise not_an_image(f"file {name!r} is not a readable image (or is truncated): {reason}") from exc
     return image
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import importlib
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service import store, telemetry
 from service.admission import invalid
+from service.batching import Outcome, PredictBatcher, Work
 from service.config import Settings, SettingsDep
 from service.db import Checkpoint, session_for
 from service.schemas import PredictionsPublic
@@ -49,38 +50,68 @@ async def predict(
     method: Annotated[Literal["gradcam", "gradcam++"], Query(description="CAM method")] = "gradcam",
     target: Annotated[str, Query(description="'pred' (the predicted class) or a class name")] = "pred",
 ) -> PredictionsPublic:
-    """Classify each uploaded image (`file`, or several `files`), resized to the checkpoint's input."""
-    row = await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL, checkpoint)
-    if target != "pred" and target not in row.classes:
-        message = f"unknown target {target!r}; expected 'pred' or one of {row.classes}"
-        raise invalid(("query", "target"), message, target)
-    folder = _folder(settings, row)
-    uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-    work = functools.partial(_decode_and_predict, row.id, folder, uploads, max_pixels=settings.MAX_PREDICT_PIXELS,
-                             device=settings.PREDICT_DEVICE,
-                             threads=settings.PREDICT_THREADS, topk=topk, gradcam=gradcam, method=method,
-                             target=target)  # fmt: skip
-    results = await asyncio.get_running_loop().run_in_executor(MODEL_THREAD, work)
+    """Classify each uploaded image (`file`, or several `files`), resized to the checkpoint's input.
+    Concurrent requests for one checkpoint share the model's forward pass (service.batching)."""
+    batcher: PredictBatcher = request.app.state.predict_batcher
+    async with batcher.arrival() as submit:
+        row = await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL, checkpoint)
+        if target != "pred" and target not in row.classes:
+            message = f"unknown target {target!r}; expected 'pred' or one of {row.classes}"
+            raise invalid(("query", "target"), message, target)
+        folder = _folder(settings, row)
+        uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
+        ask = Ask(row.id, folder, uploads, topk=topk, target=target, max_pixels=settings.MAX_PREDICT_PIXELS,
+                  device=settings.PREDICT_DEVICE, threads=settings.PREDICT_THREADS)  # fmt: skip
+        results = await submit(Work(key=(row.id, gradcam, method), images=len(uploads), payload=ask))
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": row.id, "predictions": predictions})
 
 
-def _decode_and_predict(
-    checkpoint_id: str, folder: Path, uploads: list[Upload], *, max_pixels: int, **options: Any
-) -> list[dict[str, Any]]:
-    """Runs on MODEL_THREAD: decoding and the model in one hop (each hop costs a context switch), and
-    one image decoded in full at a time in the whole process."""
+@dataclass
+class Ask:
+    """What one request asks of the model, with its undecoded uploads."""
+
+    checkpoint_id: str
+    folder: Path
+    uploads: list[Upload]
+    topk: int
+    target: str
+    max_pixels: int
+    device: str
+    threads: int
+
+
+def run_batch(batch: Sequence[Work]) -> list[Outcome]:
+    """Runs on MODEL_THREAD: each request's uploads decoded (one image decoded in full at a time in the
+    whole process) and made ready for the model, then one forward pass for all of them. A request
+    whose images cannot be used gets its own 413/415; the others go on."""
     predictor = importlib.import_module("service.predictor")  # imports torch on the first prediction only
     began = time.perf_counter()
-    images = decode_images(uploads, max_pixels=max_pixels)
+    first: Ask = batch[0].payload
+    _, gradcam, method = batch[0].key
     try:
-        results = predictor.predict(checkpoint_id, folder, images, **options)
-        telemetry.observe_prediction(len(images), gradcam=options["gradcam"], seconds=time.perf_counter() - began)
-        return results
+        model = predictor.load(first.checkpoint_id, first.folder, device=first.device, threads=first.threads)
     except predictor.UnusableCheckpoint as exc:
-        raise invalid(("query", "checkpoint"), str(exc), checkpoint_id) from exc
-    except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
-        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}") from exc
+        return [invalid(("query", "checkpoint"), str(exc), first.checkpoint_id) for _ in batch]
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    queries, answered = [], []
+    for i, work in enumerate(batch):
+        ask: Ask = work.payload
+        try:
+            images = decode_images(ask.uploads, max_pixels=ask.max_pixels)
+            queries.append(model.query(images, topk=ask.topk, target=ask.target))
+            answered.append(i)
+        except HTTPException as exc:  # 413/415 from decoding
+            outcomes[i] = exc
+        except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
+            outcomes[i] = HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}")
+    results = model.predict_many(queries, gradcam=gradcam, method=method)
+    seconds = time.perf_counter() - began
+    telemetry.observe_batch(len(queries))
+    for i, result in zip(answered, results):
+        outcomes[i] = result
+        telemetry.observe_prediction(len(result), gradcam=gradcam, seconds=seconds)
+    return outcomes  # type: ignore[return-value]  # every place filled above
 
 
 def _find_checkpoint(database_url: str, checkpoint: str) -> Checkpoint:

@@ -20,7 +20,7 @@ BENCHES = {  # script: the figure's name on its last line
     "augment.py": "augment",
     "train.py": "train",
     "lr_finder.py": "lr_finder",
-    "predict.py": "gradcam_batch64",
+    "predict.py": "batching_10",
     "load.py": "load train",
     "concurrency.py": "concurrency_10",
 }

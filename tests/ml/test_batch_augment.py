@@ -79,9 +79,11 @@ def test_coverage_and_the_equivalent_pipeline():
                {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [16, 16],
                 "hole_width_range": [16, 16], "fill": [26.0, 26.0, 26.0], "p": 0.5}]  # fmt: skip
     assert BatchAugment.from_spec(spelled, **stats) == default, "the default ops spelled out are the default"
+    crop_flip = BatchAugment.from_spec([*spelled[:2], {"name": "HorizontalFlip", "p": 0.3}], **stats)
+    assert (crop_flip.crop, crop_flip.flip_p, crop_flip.cutout_p, crop_flip.pad) == (True, 0.3, 0.0, 4)
     for uncovered in ([{"name": "VerticalFlip"}], [{"name": "HorizontalFlip"}, {"name": "HorizontalFlip"}],
                       [{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
-                      spelled[:3]):  # fmt: skip
+                      spelled[:2], [{**spelled[0], "min_height": 48, "min_width": 48}, *spelled[1:3]]):  # fmt: skip
         assert BatchAugment.from_spec(uncovered, **stats) is None, uncovered
 
 
@@ -141,6 +143,21 @@ def test_default_matches_albumentations_distributions():
     assert np.all(batched[batched[..., 0] % STEP != OFFSET] == 26), "filled with the mean"
     per_pixel = np.abs(batched.mean(axis=0) - reference.mean(axis=0))
     assert per_pixel.max() < 6, "the average image matches, pixel by pixel (values 0-255)"
+
+
+def test_crop_and_flip_without_cutout_matches_albumentations():
+    image, spec = marker(32), [*SPELLED_DEFAULT[:2], {"name": "HorizontalFlip", "p": 0.3}]
+    assert BatchAugment.from_spec(spec, image_size=32, mean=RGB_MEAN, std=STD) is not None
+    batched = ours(image, spec, mean=RGB_MEAN, std=STD)
+    reference = albumentations(image, spec, mean=RGB_MEAN, std=STD)
+    ours_stats, theirs = [(decode(out[..., 0].transpose(0, 2, 1)), decode(out[..., 1])) for out in (batched, reference)]
+    assert not ours_stats[0]["cut"].any() and not ours_stats[1]["cut"].any(), "no holes"
+    for axis, mine, ref in zip(("row", "column"), ours_stats, theirs):
+        assert set(mine["offset"]) == set(range(9)), f"{axis} crop offsets are 0..8"
+        assert_same_distribution(mine["offset"], ref["offset"], f"{axis} crop offset")
+    assert abs(ours_stats[1]["reversed"].mean() - 0.3) < 0.04
+    assert_same_distribution(ours_stats[1]["reversed"], theirs[1]["reversed"], "flips")
+    assert np.abs(batched.mean(axis=0) - reference.mean(axis=0)).max() < 6
 
 
 @pytest.mark.parametrize("axis", ["rows", "columns"])

@@ -20,7 +20,8 @@ from ml.specs import ModelSpec
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_checkpoint(folder: Path, *, in_channels: int, image_size: int, name: str = "custom_resnet") -> Path:
+def write_checkpoint(folder: Path, *, in_channels: int, image_size: int, name: str = "custom_resnet",
+                     spec: dict | None = None) -> Path:  # fmt: skip
     torch.manual_seed(0)
     model = build_model(ModelSpec(name=name, width=4), in_channels=in_channels, num_classes=len(CIFAR))
     manifest = {
@@ -34,7 +35,7 @@ def write_checkpoint(folder: Path, *, in_channels: int, image_size: int, name: s
         "std": [0.25, 0.24, 0.26][:in_channels],
         "epoch": 1,
         "test_acc": 0.1,
-        "spec": {},
+        "spec": spec or {},
     }
     return save_checkpoint(folder, model=model.eval(), manifest=manifest)
 
@@ -198,3 +199,36 @@ def test_predictor_keeps_the_manifest(rgb: Predictor, gray: Predictor) -> None:
     assert rgb.classes == CIFAR and rgb.in_channels == 3 and rgb.image_size == 32
     assert gray.in_channels == 1 and gray.image_size == 28 and gray.std.shape == (1,)
     assert not rgb.model.training
+
+
+def test_a_test_time_flip_checkpoint_predicts_on_the_image_and_its_mirror(tmp_path: Path) -> None:
+    from ml.gradcam import explain
+
+    plain = Predictor(write_checkpoint(tmp_path / "plain", in_channels=3, image_size=32))
+    flipping = Predictor(write_checkpoint(tmp_path / "flip", in_channels=3, image_size=32,
+                                          spec={"test_time_flip": True}))  # fmt: skip
+    with torch.no_grad():  # the same weights, made decisive: random ones predict one class for all noise
+        for predictor in (plain, flipping):
+            predictor.model.fc.weight.mul_(200)
+    images = [noise(seed=i) for i in range(32)]
+    batch = flipping._tensor(np.stack([flipping._pixels(image) for image in images]))
+    with torch.inference_mode():
+        expected = torch.softmax((flipping.model(batch) + flipping.model(batch.flip(3))) / 2, dim=1).numpy()
+    for gradcam in (False, True):
+        results = flipping.predict(images, topk=10, gradcam=gradcam)
+        for result, probs in zip(results, expected):
+            by_label = {entry["label"]: entry["probability"] for entry in result["topk"]}
+            assert [by_label[c] for c in CIFAR] == pytest.approx(probs.tolist(), abs=1e-4)
+            assert result["label"] == CIFAR[int(probs.argmax())]
+            if gradcam:  # the map explains the class predicted with the mirror
+                assert result["gradcam"]["target"] == result["label"]
+    unflipped = np.array([r["class_index"] for r in plain.predict(images)])
+    changed = np.flatnonzero(unflipped != expected.argmax(1))
+    assert changed.size, "some image whose prediction its mirror changes (else the test proves little)"
+    for i in changed[:3]:  # its map is the map of the new class, not of the plain prediction
+        answer = flipping.predict([images[i]], gradcam=True)[0]["gradcam"]["overlay_png_base64"]
+        _, maps, _ = explain(flipping.model, batch[i : i + 1], targets=[int(expected[i].argmax())])
+        _, other, _ = explain(flipping.model, batch[i : i + 1], targets=[int(unflipped[i])])
+        assert not np.allclose(maps, other)
+        assert answer == flipping._overlays(np.stack([flipping._pixels(images[i])]), maps,
+                                            [int(expected[i].argmax())], "gradcam")[0]["overlay_png_base64"]  # fmt: skip

@@ -24,3 +24,14 @@ def test_every_example_file_validates() -> None:
     for path in files:
         body = json.loads(path.read_text())
         (LRFinderSpec if "num_iter" in body else TrainSpec).model_validate(body)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_cpu", "cifar10_cpu"])
+def test_the_cpu_presets_augment_on_the_batched_path(name) -> None:
+    # their time budgets assume it: an albumentations DataLoader costs 10-14% of an epoch on 2 cores
+    from ml.batch_augment import BatchAugment
+
+    spec = TrainSpec.model_validate(next(p["spec"] for p in PRESETS if p["name"] == name))
+    size, channels = (28, 1) if spec.dataset.name == "fashion_mnist" else (32, 3)
+    assert BatchAugment.from_spec(spec.augmentation, image_size=size, mean=[0.5] * channels,
+                                  std=[0.25] * channels) is not None  # fmt: skip

@@ -159,3 +159,24 @@ def test_odd_batch_sizes_train_and_evaluate(fmnist_data_dir: Path, tmp_path: Pat
              gradcam_misclassified=3)
     result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     assert len(result.metrics["epochs"]) == 1
+
+
+def test_test_time_flip_is_what_evaluation_reports_and_what_the_checkpoint_predicts(
+    fmnist_data_dir: Path, tmp_path: Path
+) -> None:
+    from ml.data import load_dataset
+    from ml.predictor import Predictor, Query
+
+    runs = {}
+    for flip in (False, True):  # the same seed: the same weights, evaluated two ways
+        s = spec(dataset={"name": "fashion_mnist", "train_subset": 400, "test_subset": 200}, test_time_flip=flip)
+        result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / str(flip), device="cpu")
+        predictor = Predictor(tmp_path / str(flip) / "checkpoints" / "best")
+        assert predictor.test_time_flip is flip
+        test = load_dataset(s.dataset, fmnist_data_dir).test
+        answers = predictor.predict_many([Query(test.images, topk=1)])[0]
+        predicted = np.array([a["class_index"] for a in answers])
+        runs[flip] = (result.metrics["epochs"][-1]["test_acc"], float((predicted == test.labels).mean()), predicted)
+    for reported, predicted_accuracy, _ in runs.values():
+        assert predicted_accuracy == pytest.approx(reported, abs=0.011)  # a near-tie may fall either way
+    assert (runs[True][2] != runs[False][2]).any(), "the mirror images changed some predictions"

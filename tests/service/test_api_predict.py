@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -91,13 +94,13 @@ def test_every_prediction_runs_on_the_one_model_thread(
     from service import predictor
 
     threads: set[str] = set()
-    real = predictor.predict
+    real = predictor.load
 
     def recording(*args, **kwargs):
         threads.add(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predictor, "predict", recording)
+    monkeypatch.setattr(predictor, "load", recording)
     for query in ({}, {"gradcam": "true"}, {}, {"gradcam": "true"}):
         response = client.post("/predict", params={"checkpoint": checkpoint_id, **query},
                                files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
@@ -358,3 +361,95 @@ def test_a_body_over_max_predict_bytes_is_413(configure, session: Session) -> No
     with make_client(FakeBroker()) as client:
         response = client.post("/predict", files=files)
     assert response.status_code == 413 and "MAX_PREDICT_BYTES" in response.json()["detail"]
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _post_in_thread(client: TestClient, params: dict, files: dict, answers: dict, name: str) -> threading.Thread:
+    def post() -> None:
+        answers[name] = client.post("/predict", params=params, files=files)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone(
+    client: TestClient, checkpoint_id: str
+) -> None:
+    from service.routers.predict import MODEL_THREAD
+
+    batcher = client.app.state.predict_batcher
+    images = {f"img{i}": png_bytes(color=(40 * i, 255 - 30 * i, 90)) for i in range(5)}
+    asks = {  # name: (query, files): different topk, targets and GradCAM; one upload that is no image
+        "a": ({"gradcam": "true"}, {"file": ("a.png", images["img0"], "image/png")}),
+        "b": ({"gradcam": "true", "topk": 1}, {"file": ("b.png", images["img1"], "image/png")}),
+        "c": ({"gradcam": "true", "target": "dog"}, [("files", ("c1.png", images["img2"], "image/png")),
+                                                     ("files", ("c2.png", images["img3"], "image/png"))]),
+        "d": ({"gradcam": "true"}, {"file": ("d.png", b"not an image at all", "image/png")}),
+        "e": ({}, {"file": ("e.png", images["img4"], "image/png")}),
+        "f": ({"topk": 2}, {"file": ("f.png", images["img0"], "image/png")}),
+    }  # fmt: skip
+    alone = {name: client.post("/predict", params={"checkpoint": checkpoint_id, **query}, files=files)
+             for name, (query, files) in asks.items()}  # fmt: skip
+    assert alone["d"].status_code == 415 and all(alone[n].status_code == 200 for n in "abcef")
+
+    def served() -> tuple[float, float]:  # /metrics: forward passes, and the requests they served
+        text = client.get("/metrics").text
+        return tuple(float(re.search(rf"^lrcam_prediction_batch_requests_{k} (\S+)$", text, re.M)[1])
+                     for k in ("count", "sum"))  # fmt: skip
+
+    passes, requests = served()
+    release = threading.Event()
+    MODEL_THREAD.submit(release.wait, 30)  # the model is busy while all six arrive
+    before, answers = batcher.batches, {}
+    threads = [_post_in_thread(client, {"checkpoint": checkpoint_id}, asks["e"][1], answers, "first")]
+    _wait_for(lambda: batcher.batches == before + 1)  # taken alone: the model was free to take it
+    threads += [_post_in_thread(client, {"checkpoint": checkpoint_id, **query}, files, answers, name)
+                for name, (query, files) in asks.items()]  # fmt: skip
+    _wait_for(lambda: len(batcher.pending) == len(asks))
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert batcher.batches - before == 3  # the first; one with GradCAM (a, b, c, d); one without (e, f)
+    assert served() == (passes + 3, requests + 6)  # d's image was never usable: 1 + 3 + 2 requests served
+    assert answers["d"].status_code == 415 and answers["d"].json() == alone["d"].json()
+    for name in "abcef":
+        assert answers[name].status_code == 200, answers[name].text
+        together, solo = answers[name].json()["predictions"], alone[name].json()["predictions"]
+        assert len(together) == len(solo)
+        for mine, theirs in zip(together, solo):
+            assert mine["filename"] == theirs["filename"] and mine["label"] == theirs["label"]
+            assert [t["label"] for t in mine["topk"]] == [t["label"] for t in theirs["topk"]]
+            assert [t["probability"] for t in mine["topk"]] == pytest.approx(
+                [t["probability"] for t in theirs["topk"]], abs=1e-4)
+            assert (mine["gradcam"] is None) == (theirs["gradcam"] is None)
+            if mine["gradcam"]:
+                assert mine["gradcam"]["target"] == theirs["gradcam"]["target"]
+    assert {p["gradcam"]["target"] for p in answers["c"].json()["predictions"]} == {"dog"}
+    assert len(answers["b"].json()["predictions"][0]["topk"]) == 1
+
+
+def test_predict_max_batch_1_runs_each_request_alone(client: TestClient, checkpoint_id: str, configure) -> None:
+    from service.routers.predict import MODEL_THREAD
+
+    configure(PREDICT_MAX_BATCH=1)
+    with make_client(FakeBroker()) as unbatched:
+        batcher = unbatched.app.state.predict_batcher
+        release = threading.Event()
+        MODEL_THREAD.submit(release.wait, 30)
+        answers: dict = {}
+        files = {"file": ("x.png", png_bytes(), "image/png")}
+        threads = [_post_in_thread(unbatched, {"checkpoint": checkpoint_id, "gradcam": "true"}, files, answers, str(i))
+                   for i in range(3)]  # fmt: skip
+        _wait_for(lambda: len(batcher.pending) == 2)  # the first is taken at once and waits for the model
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        assert all(answer.status_code == 200 for answer in answers.values()) and len(answers) == 3
+        assert batcher.batches == 3
