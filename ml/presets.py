@@ -32,7 +32,7 @@ PRESETS: list[dict[str, Any]] = [
         "name": "cifar10_cpu",
         "description": "the assignment's 88% on CIFAR-10 on a laptop CPU (2 cores, ~14 min): ResNet9 at width 16, "
         "11 epochs of OneCycle (peak 0.3, nesterov), batch 256, label smoothing 0.2, pad-and-crop and flip "
-        "without Cutout (batched on tensors), torch.compile",
+        "without Cutout (batched on tensors), test-time flip, torch.compile",
         "spec": {
             "dataset": {"name": "cifar10"},
             "model": {"name": "custom_resnet", "width": 16},
@@ -47,6 +47,7 @@ PRESETS: list[dict[str, Any]] = [
                 {"name": "HorizontalFlip", "p": 0.5},
             ],
             "label_smoothing": 0.2,
+            "test_time_flip": True,
             "gradcam_misclassified": 25,
             "compile": "auto",
             "seed": 0,

@@ -38,6 +38,14 @@ def work(payload: Any, *, key: str = "a", images: int = 1) -> Work:
     return Work(key=key, images=images, payload=payload)
 
 
+async def occupied(batcher: PredictBatcher, model: Model) -> asyncio.Task:
+    """The model busy with a request ("busy") that the batcher took alone: what comes next queues."""
+    model.gate.clear()
+    busy = asyncio.create_task(batcher.predict(work("busy")))
+    await until(lambda: batcher.batches == 1)
+    return busy
+
+
 async def until(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -66,9 +74,7 @@ def test_other_keys_and_images_beyond_the_maximum_go_to_later_batches_in_order(e
     async def scenario() -> None:
         model = Model()
         batcher = PredictBatcher(model, executor=executor, max_images=4, delay=0)
-        model.gate.clear()
-        busy = asyncio.create_task(batcher.predict(work("busy")))
-        await until(lambda: batcher.batches == 1)
+        busy = await occupied(batcher, model)
         asks = [work("a1", images=2), work("b1", key="b"), work("a2", images=2), work("a3", images=1),
                 work("b2", key="b"), work("big", images=9)]  # fmt: skip
         tasks = [asyncio.create_task(batcher.predict(ask)) for ask in asks]
@@ -139,9 +145,7 @@ def test_one_requests_error_is_its_own_and_a_failing_run_fails_only_its_batch(ex
     async def scenario() -> None:
         model = Model()
         batcher = PredictBatcher(model, executor=executor, max_images=64, delay=0)
-        model.gate.clear()
-        busy = asyncio.create_task(batcher.predict(work("busy")))
-        await until(lambda: batcher.batches == 1)
+        busy = await occupied(batcher, model)
         good = asyncio.create_task(batcher.predict(work("good")))
         bad = asyncio.create_task(batcher.predict(work(ValueError("this one's image"))))
         await until(lambda: len(batcher.pending) == 2)
@@ -166,9 +170,7 @@ def test_a_request_whose_client_went_away_is_not_run(executor) -> None:
     async def scenario() -> None:
         model = Model()
         batcher = PredictBatcher(model, executor=executor, max_images=64, delay=0)
-        model.gate.clear()
-        busy = asyncio.create_task(batcher.predict(work("busy")))
-        await until(lambda: batcher.batches == 1)
+        busy = await occupied(batcher, model)
         gone = asyncio.create_task(batcher.predict(work("gone")))
         kept = asyncio.create_task(batcher.predict(work("kept")))
         await until(lambda: len(batcher.pending) == 2)
