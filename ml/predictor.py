@@ -66,7 +66,6 @@ class Predictor:
         target: str = "pred",
     ) -> list[dict]:
         """One dict per image: label, class_index, confidence, topk [{label, probability}], gradcam."""
-        check_method(method)
         query = self.query(images, topk=topk, target=target)
         return self.predict_many([query], gradcam=gradcam, method=method)[0]
 

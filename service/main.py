@@ -13,11 +13,11 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import dashboard, errors, logs
+from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.config import get_settings
 from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
-from service.batching import PredictBatcher
 from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever

@@ -9,10 +9,8 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
-from PIL import Image
 
 from ml.checkpoints import CheckpointError
 from ml.predictor import Predictor
@@ -73,11 +71,3 @@ def load(checkpoint_id: str, folder: Path, *, device: str = "cpu", threads: int 
     """The checkpoint's (cached) `ml.predictor.Predictor`, the calling thread set to `threads`."""
     use_threads(threads)
     return cache.get(checkpoint_id, folder, device)
-
-
-def predict(
-    checkpoint_id: str, folder: Path, images: list[Image.Image], *, device: str = "cpu", threads: int = 0,
-    **options: Any,
-) -> list[dict[str, Any]]:
-    """`ml.predictor.Predictor.predict` on the (cached) checkpoint: one dict per image."""
-    return load(checkpoint_id, folder, device=device, threads=threads).predict(images, **options)

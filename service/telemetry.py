@@ -2,9 +2,9 @@
 
 Counted by this API process as requests pass (each replica is scraped on its own): requests by
 route template, method and status, their latency, predictions (images, GradCAM or not) with
-their latency, and how many requests each batched forward pass served. Read from the store and the broker at each scrape, the same from every replica: jobs
-by status and kind, the broker's queue depth, the durations of the last finished jobs, and the age
-of each running job's worker heartbeat.
+their latency, and how many requests each batched forward pass served. Read from the store and the
+broker at each scrape, the same from every replica: jobs by status and kind, the broker's queue
+depth, the durations of the last finished jobs, and the age of each running job's worker heartbeat.
 
 Scrape config: `scrape_configs: [{job_name: lrcam, static_configs: [{targets: ["api:8000"]}],
 authorization: {credentials: <API_KEY>}}]`."""
