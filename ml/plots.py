@@ -22,13 +22,14 @@ CURVE_SIZE = (6.4, 4.4)  # inches
 TILE_INCHES = 2.2  # one grid tile: a 32x32 image and a two-part title stay readable
 TITLE_CHARS = 36  # characters of 9-point text that fit on one 2.2-inch tile
 LOG_SPAN = 100.0  # an LR curve spanning more than two decades gets a log axis
+PNG_LEVEL = 3  # zlib level: files within a few percent of the default's (6), written in half the time
 
 
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=DPI, format="png")
+        fig.savefig(path, dpi=DPI, format="png", pil_kwargs={"compress_level": PNG_LEVEL})
     finally:
         plt.close(fig)
     return path
@@ -176,7 +177,9 @@ def plot_image_grid(
         tile = tiles[index]
         gray = tile.ndim == 2
         ax.imshow(tile, cmap="gray" if gray else None, vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(_fit_title(titles[index]), fontsize=9)
+        # y given: the title is not moved clear of the (hidden) axis, which measured every tick label
+        # and took a third of a 25-tile grid's time
+        ax.set_title(_fit_title(titles[index]), fontsize=9, y=1.0)
     if n == 0:
         _note_empty(axes[0, 0], "images")
     if suptitle:

@@ -13,17 +13,19 @@ from typing import Any
 PRESETS: list[dict[str, Any]] = [
     {
         "name": "fashion_mnist_cpu",
-        "description": "Fashion-MNIST to ~92% test accuracy on a laptop CPU: ResNet9 at width 8, "
-        "4 epochs of OneCycle (peak 0.2, nesterov), batch 256, flip-only augmentation (batched on tensors); "
-        "92.4% on the full test set",
+        "description": "Fashion-MNIST to ~93% test accuracy on a laptop CPU (2 cores, ~80 s): ResNet9 at width 8, "
+        "5 epochs of OneCycle (peak 0.2, nesterov), batch 256, flip-only augmentation (batched on tensors), "
+        "label smoothing 0.1, test-time flip; 93.2% on the full test set",
         "spec": {
             "dataset": {"name": "fashion_mnist"},
             "model": {"name": "custom_resnet", "width": 8},
-            "epochs": 4,
+            "epochs": 5,
             "batch_size": 256,
             "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 0.0005, "nesterov": True},
             "scheduler": {"name": "one_cycle", "max_lr": 0.2, "pct_start": 0.25},
             "augmentation": [{"name": "HorizontalFlip", "p": 0.5}],
+            "label_smoothing": 0.1,
+            "test_time_flip": True,
             "gradcam_misclassified": 25,
             "seed": 0,
         },

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     MAX_QUEUED_JOBS: int = Field(default=100, ge=1, description="submissions beyond this many queued jobs get 429")
     MAX_CONCURRENT_PREDICTS: int = Field(
-        default=8, ge=1, description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE"
+        default=16, ge=1, description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE"
     )
     PREDICT_QUEUE: int = Field(
         default=64, ge=0, le=10_000,
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         "(1: no batching, each request alone; a request with more images runs alone)",
     )
     PREDICT_BATCH_DELAY_MS: float = Field(
-        default=5, ge=0, le=1000,
+        default=20, ge=0, le=1000,
         description="how long a batch waits for requests still reading their uploads (never longer, and not at all "
         "when none is): the most a prediction is delayed to share the model",
     )
