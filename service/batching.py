@@ -6,9 +6,12 @@ batch of at most PREDICT_MAX_BATCH images, and each request gets its own results
 for company at most PREDICT_BATCH_DELAY_MS after its first request arrived, and only while other
 requests are on their way (reading their uploads): a lone client never waits, and requests that
 queued while the model was busy go at once. The model's cost per image falls with the batch (on 2
-cores a ResNet18 at width 64 takes ~1.5x less per image at 8 than at 1), and so do the hops to the
+cores a ResNet18 at width 64 takes ~2.4x less per image at 10 than at 1), and so do the hops to the
 model thread; bench/predict.py's concurrency row measures it against the same server with
-PREDICT_MAX_BATCH=1.
+PREDICT_MAX_BATCH=1. Clients answered together come back one after another, so the defaults give a
+batch time to gather them: with 20 ms and 16 slots (MAX_CONCURRENT_PREDICTS), 10 clients posting
+back to back share every pass; with 5 ms, or 8 slots, they split into two groups that took turns
+with the model, about 4 requests a pass (bench/README.md).
 
 The batch runs on one thread (the model thread of service.routers.predict): uploads are decoded
 there one request at a time, each request's images reduced to the model's input before the next
