@@ -22,14 +22,13 @@ CURVE_SIZE = (6.4, 4.4)  # inches
 TILE_INCHES = 2.2  # one grid tile: a 32x32 image and a two-part title stay readable
 TITLE_CHARS = 36  # characters of 9-point text that fit on one 2.2-inch tile
 LOG_SPAN = 100.0  # an LR curve spanning more than two decades gets a log axis
-PNG_LEVEL = 3  # zlib level: files within a few percent of the default's (6), written in half the time
 
 
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=DPI, format="png", pil_kwargs={"compress_level": PNG_LEVEL})
+        fig.savefig(path, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return path
