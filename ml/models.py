@@ -150,6 +150,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def flip_averaged(model: nn.Module, images: Tensor, logits: Tensor) -> Tensor:
+    """Test-time flip (TrainSpec.test_time_flip): `logits`, the model's for `images` (N, C, H, W), averaged
+    with its logits for their mirror images. One definition for evaluation and /predict, so that a
+    checkpoint predicts what its reported accuracy measured."""
+    return (logits + model(images.flip(3)).to(logits.dtype)) / 2
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module under a `torch.compile` wrapper (`_orig_mod`), or the model itself."""
     return getattr(model, "_orig_mod", model)

@@ -23,6 +23,7 @@ from ml.checkpoints import load_model
 from ml.data import fit_image
 from ml.batch_augment import normalize
 from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
+from ml.models import flip_averaged
 
 # Overlays are resized and PNG-encoded in C code that releases the GIL: a batch's spread over the cores
 # (one image is rendered in the caller's thread; the pool's threads start on first use).
@@ -99,7 +100,7 @@ class Predictor:
                 with torch.inference_mode():
                     logits = self.model(batch)
                     if self.test_time_flip:
-                        logits = (logits + self.model(batch.flip(3))) / 2
+                        logits = flip_averaged(self.model, batch, logits)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         ks = [query.topk for query in queries for _ in range(len(query.pixels))]
         results = [self._describe(row, k) for row, k in zip(probs, ks)]
@@ -114,7 +115,7 @@ class Predictor:
         """The logits averaged with the mirror images' (test_time_flip); an image asked for its predicted
         class whose prediction the mirror changed gets its map for the new one (`cams`, `chosen` updated)."""
         with torch.inference_mode():
-            logits = (logits.to(batch.device) + self.model(batch.flip(3)).float()) / 2
+            logits = flip_averaged(self.model, batch, logits)
         predicted = logits.argmax(dim=1).tolist()
         redo = [i for i, (t, p, c) in enumerate(zip(targets, predicted, chosen)) if t is None and p != c]
         if redo:

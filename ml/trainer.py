@@ -17,7 +17,7 @@ from ml.checkpoints import CheckpointError, load_manifest, load_model, load_trai
 from ml.compilation import compile_model, compiled_calls, resolve_mode
 from ml.data import DatasetBundle, ImageSet, hold_out, load_dataset
 from ml.loaders import as_normalized_by, make_eval_loader, make_loaders, pipeline, start_epoch
-from ml.models import build_model, unwrap
+from ml.models import build_model, flip_averaged, unwrap
 from ml.progress import Callbacks, NullCallbacks, download_progress
 from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.reports import Report, write_report
@@ -155,8 +155,8 @@ class Trainer:
                 x = torch.cat([x, x.new_zeros((loader.batch_size - n, *x.shape[1:]))])
             with autocast(self.device), compiled_calls(self.compile_mode):
                 logits = model(x)
-                if self.spec.test_time_flip:  # the image and its mirror image, logits averaged
-                    logits = (logits + model(x.flip(3))) / 2
+                if self.spec.test_time_flip:
+                    logits = flip_averaged(model, x, logits)
             logits = logits[:n]
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1))
