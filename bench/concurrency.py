@@ -19,11 +19,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from clients import crowd, post_file  # beside this file
-from predict import described, free_port, png, start_api, summary, write_checkpoint
+from clients import crowd  # beside this file
+from predict import described, free_port, png, start_api, summary, warmed_request, write_checkpoint
 
 
 def side(root: Path, database_url: str, checkpoint: str, args: argparse.Namespace, image: bytes,
@@ -31,11 +30,7 @@ def side(root: Path, database_url: str, checkpoint: str, args: argparse.Namespac
     port = free_port()
     server = start_api(root, database_url, "cpu", port, **settings)
     try:
-        path = f"/predict?checkpoint={checkpoint}&gradcam=true"
-        for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
-            httpx.post(f"http://127.0.0.1:{port}{path}", files={"file": ("x.png", image, "image/png")},
-                       timeout=120).raise_for_status()  # fmt: skip
-        request = post_file(path, port, "file", "x.png", image, "image/png")
+        request = warmed_request(port, f"/predict?checkpoint={checkpoint}&gradcam=true", image)
         return summary(crowd(port, request, args.clients, args.seconds, refused_pause=0.05), args.seconds)
     finally:
         server.terminate()

@@ -113,6 +113,15 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def warmed_request(port: int, path: str, image: bytes) -> bytes:
+    """A one-image POST to `path` as prepared bytes (bench/clients.py), after three sent for real: the
+    checkpoint loaded and the first oneDNN primitives made before anything is timed."""
+    for _ in range(3):
+        httpx.post(f"http://127.0.0.1:{port}{path}", files={"file": ("x.png", image, "image/png")},
+                   timeout=120).raise_for_status()  # fmt: skip
+    return post_file(path, port, "file", "x.png", image, "image/png")
+
+
 def batches_served(port: int) -> tuple[float, float]:
     """(requests, forward passes) the API has served so far, from its /metrics histogram."""
     name = "lrcam_prediction_batch_requests"
@@ -243,11 +252,7 @@ def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str
     tallies = {name: Tally() for name in ports}
     for i in range(args.crowd_rounds):
         for name in list(ports) if i % 2 == 0 else list(ports)[::-1]:
-            path = f"/predict?checkpoint={checkpoint}&gradcam=true"
-            for _ in range(3):  # warm-up: the checkpoint loaded, first oneDNN primitives
-                httpx.post(f"http://127.0.0.1:{ports[name]}{path}", files={"file": ("x.png", image, "image/png")},
-                           timeout=120).raise_for_status()  # fmt: skip
-            request = post_file(path, ports[name], "file", "x.png", image, "image/png")
+            request = warmed_request(ports[name], f"/predict?checkpoint={checkpoint}&gradcam=true", image)
             before = batches_served(ports[name])
             tallies[name].merge(crowd(ports[name], request, args.clients, args.seconds))
             requests, passes = (after - first for after, first in zip(batches_served(ports[name]), before))
