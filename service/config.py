@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     )
     PREDICT_BATCH_DELAY_MS: float = Field(
         default=20, ge=0, le=1000,
-        description="how long a batch waits for requests still reading their uploads (never longer, and not at all "
-        "when none is): the most a prediction is delayed to share the model",
+        description="how long a batch waits, past the moment it could have run, for requests still reading their "
+        "uploads and for clients just answered that come straight back (never longer, and not at all when none is): "
+        "the most a prediction is delayed to share the model",
     )
     METRICS_CACHE_SECONDS: float = Field(
         default=0.5, ge=0, le=60,

@@ -51,6 +51,10 @@ class PredictGate:
             if not turn.done() or turn.cancelled():
                 self._forget(turn)
 
+    def free(self) -> int:
+        """Slots a request arriving now would get at once."""
+        return 0 if self.waiters else max(0, self.running - self.active)
+
     def leave(self) -> None:
         """Hand the slot to the first request still waiting, else free it."""
         while self.waiters:

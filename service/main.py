@@ -79,7 +79,8 @@ def create_app() -> FastAPI:
                                          wait=settings.PREDICT_WAIT_SECONDS)  # fmt: skip
     app.state.predict_batcher = PredictBatcher(predict.run_batch, executor=predict.MODEL_THREAD,
                                                max_images=settings.PREDICT_MAX_BATCH,
-                                               delay=settings.PREDICT_BATCH_DELAY_MS / 1000)  # fmt: skip
+                                               delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
+                                               room=app.state.predict_gate.free)  # fmt: skip
     busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
                   "waited PREDICT_WAIT_SECONDS for a slot"}}  # fmt: skip
     app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],

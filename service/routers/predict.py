@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ async def predict(
     Concurrent requests for one checkpoint share the model's forward pass (service.batching)."""
     batcher: PredictBatcher = request.app.state.predict_batcher
     async with batcher.arrival() as submit:
-        row = await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL, checkpoint)
+        row = FOUND.get(settings.DATABASE_URL, checkpoint)
+        if row is None:
+            row = FOUND.keep(settings.DATABASE_URL, await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL,
+                                                                            checkpoint))  # fmt: skip
         if target != "pred" and target not in row.classes:
             message = f"unknown target {target!r}; expected 'pred' or one of {row.classes}"
             raise invalid(("query", "target"), message, target)
@@ -62,7 +66,8 @@ async def predict(
         uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
         ask = Ask(row.id, folder, uploads, topk=topk, target=target, max_pixels=settings.MAX_PREDICT_PIXELS,
                   device=settings.PREDICT_DEVICE, threads=settings.PREDICT_THREADS)  # fmt: skip
-        results = await submit(Work(key=(row.id, gradcam, method), images=len(uploads), payload=ask))
+        client = (request.client.host, request.client.port) if request.client else None
+        results = await submit(Work(key=(row.id, gradcam, method), images=len(uploads), payload=ask, client=client))
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": row.id, "predictions": predictions})
 
@@ -114,11 +119,50 @@ def run_batch(batch: Sequence[Work]) -> list[Outcome]:
     return outcomes  # type: ignore[return-value]  # every place filled above
 
 
-def _find_checkpoint(database_url: str, checkpoint: str) -> Checkpoint:
+@dataclass(frozen=True)
+class Found:
+    """What a prediction needs of a checkpoint's row."""
+
+    id: str
+    classes: list[str]
+    path: str
+
+
+class FoundCheckpoints:
+    """Checkpoints found by id, kept (the most recently used FOUND_KEPT): a checkpoint's id names one
+    folder and class list for good (rows are never deleted, and a redelivered job that registers its
+    checkpoint again writes the same folder and classes; the predictor cache keeps the weights by id
+    alone), so a request that names one seen before skips the store: a hop to the threadpool and an
+    ORM query, under load a fifth of a batched request's cost besides the model. 'latest' is looked
+    up every time: a new checkpoint is the latest at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._found: OrderedDict[tuple[str, str], Found] = OrderedDict()  # by (store, id); event loop only
+
+    def get(self, database_url: str, checkpoint: str) -> Found | None:
+        found = self._found.get((database_url, checkpoint))
+        if found is not None:
+            self._found.move_to_end((database_url, checkpoint))
+        return found
+
+    def keep(self, database_url: str, found: Found) -> Found:
+        self._found[database_url, found.id] = found
+        while len(self._found) > self.size:
+            self._found.popitem(last=False)
+        return found
+
+
+FOUND_KEPT = 256
+FOUND = FoundCheckpoints(FOUND_KEPT)
+
+
+def _find_checkpoint(database_url: str, checkpoint: str) -> Found:
     """The checkpoint's row, in one hop to the threadpool (SessionDep would take two more: its
     generator is entered and closed in the threadpool)."""
     with session_for(database_url) as session:
-        return _lookup(session, checkpoint)
+        row = _lookup(session, checkpoint)
+        return Found(row.id, list(row.classes), row.path)
 
 
 def _lookup(session: Session, checkpoint: str) -> Checkpoint:
@@ -133,7 +177,7 @@ def _lookup(session: Session, checkpoint: str) -> Checkpoint:
     return row
 
 
-def _folder(settings: Settings, row: Checkpoint) -> Path:
+def _folder(settings: Settings, row: Found) -> Path:
     root = settings.ARTIFACTS_DIR.resolve()
     folder = (root / row.path).resolve()
     if not folder.is_relative_to(root) or not folder.is_dir():

@@ -150,6 +150,30 @@ def test_predict_several_images_with_gradcam_on_latest(
         assert overlay.format == "PNG" and min(overlay.size) >= 32
 
 
+def test_a_checkpoint_named_by_id_is_looked_up_once_and_latest_every_time(
+    client: TestClient, settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.routers import predict as predict_router
+
+    lookups: list[str] = []
+    find = predict_router._find_checkpoint
+
+    def counted(database_url: str, checkpoint: str) -> predict_router.Found:
+        lookups.append(checkpoint)
+        return find(database_url, checkpoint)
+
+    monkeypatch.setattr(predict_router, "_find_checkpoint", counted)
+    first = save_checkpoint(settings, session, name="first")
+    upload = {"file": ("x.png", png_bytes(), "image/png")}
+    for checkpoint in (first, first, "latest"):
+        response = client.post("/predict", params={"checkpoint": checkpoint}, files=upload)
+        assert response.status_code == 200 and response.json()["checkpoint_id"] == first
+    newer = save_checkpoint(settings, session, name="newer")
+    response = client.post("/predict", params={"checkpoint": "latest"}, files=upload)
+    assert response.json()["checkpoint_id"] == newer  # the latest at once, not a remembered one
+    assert lookups == [first, "latest", "latest"]
+
+
 def test_a_greyscale_checkpoint_takes_colour_images(client: TestClient, settings: Settings, session: Session) -> None:
     checkpoint = save_checkpoint(settings, session, in_channels=1, name="grey")
     response = client.post("/predict", params={"checkpoint": checkpoint, "topk": 99},

@@ -34,8 +34,8 @@ def executor():
         yield pool
 
 
-def work(payload: Any, *, key: str = "a", images: int = 1) -> Work:
-    return Work(key=key, images=images, payload=payload)
+def work(payload: Any, *, key: str = "a", images: int = 1, client: str | None = None) -> Work:
+    return Work(key=key, images=images, payload=payload, client=client)
 
 
 async def occupied(batcher: PredictBatcher, model: Model) -> asyncio.Task:
@@ -139,6 +139,34 @@ def test_a_batch_waits_for_requests_still_uploading_but_at_most_the_delay(execut
             assert 0.04 < time.monotonic() - started < 5  # waited the delay, no longer
 
     asyncio.run(scenario())
+
+
+def test_a_batch_waits_for_regular_clients_just_answered_while_they_can_get_in(executor) -> None:
+    """Clients answered together come back one after another: the first back waits (at most the delay)
+    for the other regulars (connections that came back at once before), not for one-shot connections,
+    and not for any when no prediction slot is free for them."""
+
+    async def scenario(free_slots: int) -> list[list[Any]]:
+        model = Model()
+        batcher = PredictBatcher(model, executor=executor, max_images=64, delay=5.0, room=lambda: free_slots)
+        busy = await occupied(batcher, model)
+        together = [asyncio.create_task(batcher.predict(work(c, client=c))) for c in ("c1", "c2", "once")]
+        await until(lambda: len(batcher.pending) == 3)
+        model.gate.set()
+        assert [await task for task in (busy, *together)] == ["busy", "c1", "c2", "once"]
+        started = time.monotonic()
+        assert await batcher.predict(work("c1", client="c1")) == "c1"  # c2 and "once" are no regulars yet
+        assert time.monotonic() - started < 2.5
+        back = asyncio.create_task(batcher.predict(work("c2", client="c2")))  # now both are regulars
+        if free_slots:
+            await asyncio.sleep(0.05)
+            assert len(model.batches) == 3  # c2 waits for c1...
+            assert await batcher.predict(work("c1", client="c1")) == "c1"
+        assert await back == "c2"  # ...or goes at once when c1 could not get in
+        return model.batches[2:]
+
+    assert asyncio.run(scenario(free_slots=8)) == [["c1"], ["c2", "c1"]]
+    assert asyncio.run(scenario(free_slots=0)) == [["c1"], ["c2"]]
 
 
 def test_one_requests_error_is_its_own_and_a_failing_run_fails_only_its_batch(executor) -> None:
