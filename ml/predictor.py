@@ -25,8 +25,8 @@ from ml.batch_augment import normalize
 from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
 from ml.models import flip_averaged
 
-# Overlays are resized and PNG-encoded in C code that releases the GIL: a batch's spread over the cores
-# (one image is rendered in the caller's thread; the pool's threads start on first use).
+# Overlays are resized and PNG-encoded (in C code that releases the GIL), then base64-encoded: a batch's
+# spread over the cores (one image is rendered in the caller's thread; the pool's threads start on first use).
 _ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="overlay")
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL would clip these to 255, not scale
 
@@ -128,13 +128,12 @@ class Predictor:
         """The `gradcam` field of each result: the map over its image as a base64 PNG."""
         size = overlay_size(self.image_size)
 
-        def render(image: np.ndarray, cam: np.ndarray) -> bytes:
-            return to_png_bytes(overlay(image, cam, size=size))
+        def render(image: np.ndarray, cam: np.ndarray) -> str:
+            return base64.b64encode(to_png_bytes(overlay(image, cam, size=size))).decode("ascii")
 
-        pngs = (_ENCODERS.map if len(pixels) > 1 else map)(render, pixels, cams)
+        encoded = (_ENCODERS.map if len(pixels) > 1 else map)(render, pixels, cams)
         return [
-            {"method": method, "target": self.classes[i], "overlay_png_base64": base64.b64encode(png).decode("ascii")}
-            for png, i in zip(pngs, chosen)
+            {"method": method, "target": self.classes[i], "overlay_png_base64": png} for png, i in zip(encoded, chosen)
         ]
 
     def _describe(self, probs: np.ndarray, k: int) -> dict:
