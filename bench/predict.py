@@ -4,6 +4,7 @@
     python bench/predict.py                  # more requests and rounds
     python bench/predict.py --device cuda    # the API predicts on the GPU (PREDICT_DEVICE=cuda)
     python bench/predict.py --clients 50     # the batching row with 50 clients
+    python bench/predict.py --batching-only  # the model_batch and batching rows alone (~1 min)
 
 The API gets a checkpoint this script writes with ml.checkpoints.save_checkpoint (ResNet18 width 64,
 random weights, 3 channels, 32x32, 10 classes), registered in a fresh SQLite store. Figures:
@@ -162,11 +163,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--clients", type=int, default=10, help="the batching row's concurrent clients")
     parser.add_argument("--seconds", type=float, default=None, help="the batching row: seconds a side per round")
+    parser.add_argument("--batching-only", action="store_true", help="only the model_batch and batching rows")
     args = parser.parse_args()
     args.crowd_rounds = 1 if args.quick else 3
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     rounds, n_one, n_batch = (3, 10, 2) if args.quick else (5, 40, 5)
-    rounds = args.rounds or rounds
+    rounds = 0 if args.batching_only else args.rounds or rounds
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -203,10 +205,11 @@ def main() -> None:
                     response = client.post(url + query, files=files)
                     response.raise_for_status()
 
-                for _ in range(3):  # warm-up: loads the checkpoint, first oneDNN primitives
+                for _ in range(3 if rounds else 0):  # warm-up: loads the checkpoint, first oneDNN primitives
                     post("&gradcam=true", pngs[:1])
                     post("", pngs)
                     forward(one), forward(tensors), plain_gradcam()
+                explain(model, one), explain(model, tensors[: args.clients])  # warm-up for the model alone
                 samples: dict[str, list[float]] = {}
                 for i in range(rounds):
                     one_image = {"http_cam": lambda: post("&gradcam=true", pngs[:1]), "fwd": lambda: forward(one),
@@ -226,17 +229,9 @@ def main() -> None:
                 process.wait(timeout=30)
 
     p50 = {k: statistics.median(v) for k, v in samples.items()}
-    ms = {k: 1000 * v for k, v in p50.items()}
-    rate = {k: BATCH / p50[k] for k in ("http_b", "fwd_b", "http_cb")}
     print(f"device {device}, resnet18 width 64, 32x32; p50 over {rounds} rounds")
-    print(f"gradcam_one vs forward: ours {ms['http_cam']:.2f} ms, baseline {ms['fwd']:.2f} ms, "
-          f"ratio {ms['http_cam'] / ms['fwd']:.2f}")
-    print(f"gradcam_one vs pytorch-grad-cam: ours {ms['http_cam']:.2f} ms, baseline {ms['lib']:.2f} ms, "
-          f"ratio {ms['http_cam'] / ms['lib']:.2f}")
-    print(f"batch{BATCH}: ours {rate['http_b']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
-          f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
-    print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
-          f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
+    if rounds:
+        print_request_rows(p50)
     per_image = {"cam_1": 1000 * p50["cam_1"], "cam_n": 1000 * p50["cam_n"] / min(args.clients, BATCH)}
     print(f"model_batch{args.clients} vs model_batch1 (forward + GradCAM per image, in process): "
           f"ours {per_image['cam_n']:.2f} ms, baseline {per_image['cam_1']:.2f} ms, "
@@ -245,6 +240,19 @@ def main() -> None:
     ours, base = crowd["batched"], crowd["unbatched"]
     print(f"batching_{args.clients}: ours {described(ours)}, baseline {described(base)}, "
           f"ratio {ours['ok_s'] / max(base['ok_s'], 0.01):.3f}")
+
+
+def print_request_rows(p50: dict[str, float]) -> None:
+    ms = {k: 1000 * v for k, v in p50.items()}
+    rate = {k: BATCH / p50[k] for k in ("http_b", "fwd_b", "http_cb")}
+    print(f"gradcam_one vs forward: ours {ms['http_cam']:.2f} ms, baseline {ms['fwd']:.2f} ms, "
+          f"ratio {ms['http_cam'] / ms['fwd']:.2f}")
+    print(f"gradcam_one vs pytorch-grad-cam: ours {ms['http_cam']:.2f} ms, baseline {ms['lib']:.2f} ms, "
+          f"ratio {ms['http_cam'] / ms['lib']:.2f}")
+    print(f"batch{BATCH}: ours {rate['http_b']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+          f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
+    print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+          f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
 
 
 def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str, image: bytes) -> dict[str, dict]:
