@@ -55,10 +55,7 @@ async def predict(
     Concurrent requests for one checkpoint share the model's forward pass (service.batching)."""
     batcher: PredictBatcher = request.app.state.predict_batcher
     async with batcher.arrival() as submit:
-        row = FOUND.get(settings.DATABASE_URL, checkpoint)
-        if row is None:
-            row = FOUND.keep(settings.DATABASE_URL, await run_in_threadpool(_find_checkpoint, settings.DATABASE_URL,
-                                                                            checkpoint))  # fmt: skip
+        row = await FOUND.find(settings.DATABASE_URL, checkpoint)
         if target != "pred" and target not in row.classes:
             message = f"unknown target {target!r}; expected 'pred' or one of {row.classes}"
             raise invalid(("query", "target"), message, target)
@@ -140,13 +137,13 @@ class FoundCheckpoints:
         self.size = size
         self._found: OrderedDict[tuple[str, str], Found] = OrderedDict()  # by (store, id); event loop only
 
-    def get(self, database_url: str, checkpoint: str) -> Found | None:
+    async def find(self, database_url: str, checkpoint: str) -> Found:
+        """The checkpoint named `checkpoint` (an id, or 'latest') in the store at `database_url`; 404 if none."""
         found = self._found.get((database_url, checkpoint))
         if found is not None:
             self._found.move_to_end((database_url, checkpoint))
-        return found
-
-    def keep(self, database_url: str, found: Found) -> Found:
+            return found
+        found = await run_in_threadpool(_find_checkpoint, database_url, checkpoint)
         self._found[database_url, found.id] = found
         while len(self._found) > self.size:
             self._found.popitem(last=False)
