@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train import bundle_for  # noqa: E402
-from ml.loaders import make_loaders  # noqa: E402
+from bench.train import bundle_for
+from ml.loaders import make_loaders
 
 
 def epoch(loader, device: torch.device) -> int:
@@ -51,10 +51,13 @@ def main() -> None:
     bundle = bundle_for(args.data_dir, 10_000 if args.quick else 50_000)
     common = {"augmentation": "default", "batch_size": args.batch_size, "seed": 0}
     ours, _ = make_loaders(bundle, **common, device=device)
-    baseline, _ = make_loaders(bundle, **common, batched=False, num_workers=args.workers,
-                               pin_memory=device.type == "cuda")  # fmt: skip
-    print(f"device {device}, {torch.get_num_threads()} threads, {len(bundle.train)} {bundle.name} images, "
-          f"batch {args.batch_size}, baseline {args.workers} workers, load {os.getloadavg()[0]:.2f}")
+    baseline, _ = make_loaders(
+        bundle, **common, batched=False, num_workers=args.workers, pin_memory=device.type == "cuda"
+    )
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, {len(bundle.train)} {bundle.name} images, "
+        f"batch {args.batch_size}, baseline {args.workers} workers, load {os.getloadavg()[0]:.2f}"
+    )
     sides = {"ours": ours, "baseline": baseline}
     rates: dict[str, list[float]] = {"ours": [], "baseline": []}
     epoch(ours, device)  # warm-up; the baseline's first epoch also starts its (persistent) workers

@@ -37,9 +37,11 @@ class Tally:
         if done < 2:
             return f"load {name}: {clients} clients, {done} ok, errors {self.errors}, refused {self.refused}"
         q = statistics.quantiles(self.latencies, n=100)
-        return (f"load {name}: {clients} clients, {done / seconds:.1f} req/s, p50 {q[49] * 1e3:.1f} ms, "
-                f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}"
-                + (f" ({dict(self.kinds)})" if self.kinds else ""))
+        return (
+            f"load {name}: {clients} clients, {done / seconds:.1f} req/s, p50 {q[49] * 1e3:.1f} ms, "
+            f"p95 {q[94] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms, errors {self.errors}, refused {self.refused}"
+            + (f" ({dict(self.kinds)})" if self.kinds else "")
+        )
 
 
 class Connection:
@@ -93,15 +95,31 @@ def get(path: str, port: int) -> bytes:
 
 def post_file(path: str, port: int, field: str, filename: str, data: bytes, content_type: str) -> bytes:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n")
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def hammer(client: Connection, request: bytes, tally: Tally, until: float, interval: float,
-                 offset: float, *, refused_pause: float = 0.05) -> None:
+async def hammer(
+    client: Connection,
+    request: bytes,
+    tally: Tally,
+    until: float,
+    interval: float,
+    offset: float,
+    *,
+    refused_pause: float = 0.05,
+) -> None:
     """One client: a request, then the next one `interval` s after the previous one started (at once
     when it took longer; 0 = back to back, a stress test). It starts `offset` s late: clients are
     not in step, as dashboards opened at different times are not. After a 429 it waits
@@ -135,8 +153,9 @@ def crowd(port: int, request: bytes, clients: int, seconds: float, *, refused_pa
         tally, until = Tally(), time.monotonic() + seconds
         connections = [Connection(port) for _ in range(clients)]
         try:
-            await asyncio.gather(*(hammer(c, request, tally, until, 0.0, 0.0, refused_pause=refused_pause)
-                                   for c in connections))  # fmt: skip
+            await asyncio.gather(
+                *(hammer(c, request, tally, until, 0.0, 0.0, refused_pause=refused_pause) for c in connections)
+            )
         finally:
             await asyncio.gather(*(c.close() for c in connections))
         return tally

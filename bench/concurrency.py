@@ -20,13 +20,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from clients import crowd  # beside this file
 from predict import described, free_port, png, start_api, summary, warmed_request, write_checkpoint
 
 
-def side(root: Path, database_url: str, checkpoint: str, args: argparse.Namespace, image: bytes,
-         **settings: str) -> dict[str, float]:  # fmt: skip
+def side(
+    root: Path, database_url: str, checkpoint: str, args: argparse.Namespace, image: bytes, **settings: str
+) -> dict[str, float]:
     port = free_port()
     server = start_api(root, database_url, "cpu", port, **settings)
     try:
@@ -54,8 +54,10 @@ def main() -> None:
         print(f"queue (the defaults): {described(ours)}", flush=True)
         baseline = side(root, database_url, checkpoint, args, image, MAX_CONCURRENT_PREDICTS="8", PREDICT_QUEUE="0")
         print(f"no queue (MAX_CONCURRENT_PREDICTS=8, PREDICT_QUEUE=0): {described(baseline)}", flush=True)
-    print(f"concurrency_{args.clients}: ours {described(ours)}, baseline {described(baseline)}, "
-          f"ratio {ours['ok_s'] / max(baseline['ok_s'], 0.01):.3f}")
+    print(
+        f"concurrency_{args.clients}: ours {described(ours)}, baseline {described(baseline)}, "
+        f"ratio {ours['ok_s'] / max(baseline['ok_s'], 0.01):.3f}"
+    )
 
 
 if __name__ == "__main__":

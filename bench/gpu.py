@@ -29,8 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from ml.presets import PRESETS  # noqa: E402
 
-FIGURE = re.compile(r"^(?P<name>[\w ]+): ours (?P<ours>[\d.]+) (?P<unit>[^,(]*)(?P<extra>\([^)]*\))?[^,]*, "
-                    r"baseline (?P<baseline>[\d.]+)")  # fmt: skip
+FIGURE = re.compile(
+    r"^(?P<name>[\w ]+): ours (?P<ours>[\d.]+) (?P<unit>[^,(]*)(?P<extra>\([^)]*\))?[^,]*, "
+    r"baseline (?P<baseline>[\d.]+)"
+)
 TINY_DATASET = {"name": "fashion_mnist", "train_subset": 256, "test_subset": 128}
 
 
@@ -48,38 +50,75 @@ def tiny(preset: str) -> dict:
     """The preset's spec at dry-run size: its optimizer, schedule and augmentation, on little data."""
     spec = next(p["spec"] for p in PRESETS if p["name"] == preset)
     scheduler = spec.get("scheduler", {}) | ({"peak_epoch": 1} if "peak_epoch" in spec.get("scheduler", {}) else {})
-    return spec | {"dataset": TINY_DATASET, "model": spec["model"] | {"width": 4}, "epochs": 2, "batch_size": 32,
-                   "scheduler": scheduler, "compile": "off", "gradcam_misclassified": 2}  # fmt: skip
+    return spec | {
+        "dataset": TINY_DATASET,
+        "model": spec["model"] | {"width": 4},
+        "epochs": 2,
+        "batch_size": 32,
+        "scheduler": scheduler,
+        "compile": "off",
+        "gradcam_misclassified": 2,
+    }
 
 
 def rows(seeds: int, spec_dir: Path) -> list[Row]:
     def to_accuracy(preset: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         path = spec_dir / f"{preset}.json"
         path.write_text(json.dumps(tiny(preset)))
-        return (("--to-accuracy", "--preset", preset, "--seeds", str(seeds), "--device", "cuda"),
-                ("--to-accuracy", "--preset", preset, "--spec", str(path), "--device", "cpu"))  # fmt: skip
+        return (
+            ("--to-accuracy", "--preset", preset, "--seeds", str(seeds), "--device", "cuda"),
+            ("--to-accuracy", "--preset", preset, "--spec", str(path), "--device", "cpu"),
+        )
 
     resnet18, resnet9 = to_accuracy("cifar10_resnet18_gpu"), to_accuracy("cifar10_custom_resnet_gpu")
     return [
-        Row("ResNet18 throughput, width 64, batch 512, CIFAR-10, bf16, channels_last, compiled", ">= 60,000 img/s",
-            "train.py", ("--device", "cuda"), ("--quick", "--width", "4", "--batch-size", "64", "--rounds", "1",
-                                               "--device", "cpu"), "train"),  # fmt: skip
-        Row(f"ResNet18 to >= 93%, job start to finish, median of {seeds} seeds", "<= 30 s, mean >= 0.93",
-            "train.py", *resnet18, "train_to_accuracy"),
-        Row(f"ResNet9 (custom_resnet) to >= 94%, median of {seeds} seeds", "<= 12 s, mean >= 0.94",
-            "train.py", *resnet9, "train_to_accuracy"),
-        Row("LR range test, 100 iterations, ResNet18 width 64", "<= 3 s", "lr_finder.py", ("--device", "cuda"),
-            ("--quick", "--rounds", "1", "--device", "cpu"), "lr_finder"),
-        Row("/predict with GradCAM, 64 images a request, over HTTP", ">= 3,000 img/s", "predict.py",
-            ("--device", "cuda", "--seconds", "2"), ("--quick", "--rounds", "1", "--seconds", "1", "--device", "cpu"),
-            "gradcam_batch64"),
+        Row(
+            "ResNet18 throughput, width 64, batch 512, CIFAR-10, bf16, channels_last, compiled",
+            ">= 60,000 img/s",
+            "train.py",
+            ("--device", "cuda"),
+            ("--quick", "--width", "4", "--batch-size", "64", "--rounds", "1", "--device", "cpu"),
+            "train",
+        ),
+        Row(
+            f"ResNet18 to >= 93%, job start to finish, median of {seeds} seeds",
+            "<= 30 s, mean >= 0.93",
+            "train.py",
+            *resnet18,
+            "train_to_accuracy",
+        ),
+        Row(
+            f"ResNet9 (custom_resnet) to >= 94%, median of {seeds} seeds",
+            "<= 12 s, mean >= 0.94",
+            "train.py",
+            *resnet9,
+            "train_to_accuracy",
+        ),
+        Row(
+            "LR range test, 100 iterations, ResNet18 width 64",
+            "<= 3 s",
+            "lr_finder.py",
+            ("--device", "cuda"),
+            ("--quick", "--rounds", "1", "--device", "cpu"),
+            "lr_finder",
+        ),
+        Row(
+            "/predict with GradCAM, 64 images a request, over HTTP",
+            ">= 3,000 img/s",
+            "predict.py",
+            ("--device", "cuda", "--seconds", "2"),
+            ("--quick", "--rounds", "1", "--seconds", "1", "--device", "cpu"),
+            "gradcam_batch64",
+        ),
     ]
 
 
 def run_row(row: Row, *, dry_run: bool, data_dir: Path | None, seconds: float) -> tuple[str, str]:
     """(measured, the command) for one row; measured says why when there is no figure."""
-    args = [*(row.dry_args if dry_run else row.args), *(["--data-dir", str(data_dir)] if data_dir and
-                                                        row.script != "predict.py" else [])]  # fmt: skip
+    args = [
+        *(row.dry_args if dry_run else row.args),
+        *(["--data-dir", str(data_dir)] if data_dir and row.script != "predict.py" else []),
+    ]
     command = [sys.executable, str(REPO / "bench" / row.script), *args]
     shown = " ".join(["python", f"bench/{row.script}", *args])
     try:
@@ -97,7 +136,9 @@ def run_row(row: Row, *, dry_run: bool, data_dir: Path | None, seconds: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU: checks the script, measures nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="tiny sizes on the CPU: checks the script, measures nothing"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the to-accuracy rows (mean accuracy)")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for all rows together")
     parser.add_argument("--data-dir", type=Path, help="where cifar-10-batches-py is (default: DATA_DIR or var/data)")

@@ -11,14 +11,14 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
 through three phases, alternated over --rounds rounds (N seconds per phase in all): nobody polling
-(the baseline), the pollers alone (the issue's "training while polled" figure), pollers and
-predictors (the full load: request rates and latencies). Training speed is the job's own progress
-(steps done x batch size per second), the median of each phase's rounds. Every request is bounded (a 30 s timeout, one connection per
-client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as scripts/up starts
-it; 5 lets the worker, on the same cores, have them first), and the load generator at
-niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only when
-neither the API nor the worker wants it, and its latencies are upper bounds (they include its own
-waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
+(the baseline), the pollers alone ("training while polled"), pollers and predictors (the full load:
+request rates and latencies). Training speed is the job's own progress (steps done x batch size per
+second), the median of each phase's rounds. Every request is bounded (a 30 s timeout, one
+connection per client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as
+scripts/up starts it; 5 lets the worker, on the same cores, have them first), and the load generator
+at niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only
+when neither the API nor the worker wants it, and its latencies are upper bounds (they include its
+own waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
 second; 0: back to back). Ends with
 `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
@@ -40,19 +40,30 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from clients import TIMEOUT_SECONDS, Connection, Tally, get, hammer, post_file  # beside this file
 from PIL import Image
 
-from clients import TIMEOUT_SECONDS, Connection, Tally, get, hammer, post_file  # beside this file
-
 REPO = Path(__file__).resolve().parents[1]
-WARMUP = {"dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
-          "model": {"name": "resnet18", "width": 4}, "epochs": 1, "batch_size": 64, "gradcam_misclassified": 0}
+WARMUP = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
+    "model": {"name": "resnet18", "width": 4},
+    "epochs": 1,
+    "batch_size": 64,
+    "gradcam_misclassified": 0,
+}
 # Eager ("compile": "off"): with "auto" this long run would compile, and the first phase would pay
 # the compilation of the evaluation graphs. All 60,000 training images: epochs of ~20 s, as real
 # ones, so a poll returns a dozen epochs, not the hundreds a tiny subset would pile up.
-LOADED = {"dataset": {"name": "fashion_mnist", "test_subset": 128},
-          "model": {"name": "resnet18", "width": 4}, "epochs": 500, "batch_size": 64, "augmentation": "none",
-          "scheduler": {"name": "none"}, "gradcam_misclassified": 0, "compile": "off"}  # fmt: skip
+LOADED = {
+    "dataset": {"name": "fashion_mnist", "test_subset": 128},
+    "model": {"name": "resnet18", "width": 4},
+    "epochs": 500,
+    "batch_size": 64,
+    "augmentation": "none",
+    "scheduler": {"name": "none"},
+    "gradcam_misclassified": 0,
+    "compile": "off",
+}
 
 
 def png() -> bytes:
@@ -61,20 +72,33 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-async def load(clients: list[Connection], port: int, job_id: str, checkpoint: str, polled: Tally,
-               predicted: Tally, *, pollers: int, predictors: int, seconds: float, interval: float) -> None:
+async def load(
+    clients: list[Connection],
+    port: int,
+    job_id: str,
+    checkpoint: str,
+    polled: Tally,
+    predicted: Tally,
+    *,
+    pollers: int,
+    predictors: int,
+    seconds: float,
+    interval: float,
+) -> None:
     """`pollers` of the clients poll the job's metrics, the next `predictors` predict, for `seconds`."""
     until = time.monotonic() + seconds
     poll = get(f"/jobs/{job_id}/metrics", port)
     predict = post_file(f"/predict?checkpoint={checkpoint}", port, "file", "x.png", png(), "image/png")
     offsets = random.Random(len(clients)).uniform  # the same spread in every phase and run
     tasks = [hammer(c, poll, polled, until, interval, offsets(0, interval)) for c in clients[:pollers]]
-    tasks += [hammer(c, predict, predicted, until, interval, offsets(0, interval))
-              for c in clients[pollers : pollers + predictors]]
+    tasks += [
+        hammer(c, predict, predicted, until, interval, offsets(0, interval))
+        for c in clients[pollers : pollers + predictors]
+    ]
     await asyncio.gather(*tasks)
 
 
-async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Namespace, window: float):  # noqa: ANN201
+async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Namespace, window: float):
     """Training speed in each phase of each round, alternating, and the request tallies; the clients
     (one connection each) are made once, so no phase pays their start."""
     tallies = {"polled": (Tally(), Tally()), "loaded": (Tally(), Tally())}
@@ -89,8 +113,17 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
                 if name == "unpolled":
                     await asyncio.sleep(window)
                 else:
-                    await load(clients, stack.port, job_id, checkpoint, *tallies[name], pollers=args.pollers,
-                               predictors=predictors[name], seconds=window, interval=args.interval)  # fmt: skip
+                    await load(
+                        clients,
+                        stack.port,
+                        job_id,
+                        checkpoint,
+                        *tallies[name],
+                        pollers=args.pollers,
+                        predictors=predictors[name],
+                        seconds=window,
+                        interval=args.interval,
+                    )
                 elapsed = time.monotonic() - start
                 speeds[name].append(Stack.images_per_second(before, stack.progress_after(job_id, before)))
                 cpu[name].update({k: v / elapsed for k, v in (stack.cpu_seconds() - used).items()})
@@ -99,8 +132,10 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
         await asyncio.gather(*(c.close() for c in clients))
     rounds = args.rounds
     for name, shares in cpu.items():
-        print(f"CPU while {name} (cores busy, mean of rounds): "
-              + ", ".join(f"{k} {v / rounds:.2f}" for k, v in sorted(shares.items())))
+        print(
+            f"CPU while {name} (cores busy, mean of rounds): "
+            + ", ".join(f"{k} {v / rounds:.2f}" for k, v in sorted(shares.items()))
+        )
     return speeds, tallies
 
 
@@ -108,18 +143,47 @@ class Stack:
     def __init__(self, tmp: Path, redis_url: str, api_nice: int, predict_threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "REDIS_URL": redis_url,
-                    "JOB_QUEUE": f"lrcam-load-{uuid.uuid4().hex[:8]}", "DATA_DIR": str(tmp / "data"),
-                    "ARTIFACTS_DIR": str(tmp / "artifacts"), "LRCAM_OFFLINE": "1", "API_KEY": "",
-                    "API_NICE": str(api_nice), "PREDICT_THREADS": str(predict_threads)}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
+            "REDIS_URL": redis_url,
+            "JOB_QUEUE": f"lrcam-load-{uuid.uuid4().hex[:8]}",
+            "DATA_DIR": str(tmp / "data"),
+            "ARTIFACTS_DIR": str(tmp / "artifacts"),
+            "LRCAM_OFFLINE": "1",
+            "API_KEY": "",
+            "API_NICE": str(api_nice),
+            "PREDICT_THREADS": str(predict_threads),
+        }
         self.tmp, self.processes = tmp, []
         self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
 
     def start(self) -> None:
-        api = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "warning"]  # fmt: skip
-        worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-                  "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle"]  # fmt: skip
+        api = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        worker = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         for name, command in (("api", api), ("worker", worker)):
             log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until it ends
             self.processes.append(subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=log))
@@ -186,7 +250,7 @@ class Stack:
     def images_per_second(before: dict, after: dict) -> float:
         """Training speed between two progress reports, timed by the worker's own clock (`updated_at`):
         a report is written at most once a second, so the reader's clock would be off by up to 1 s."""
-        seconds = (datetime.fromisoformat(after["updated_at"]) - datetime.fromisoformat(before["updated_at"]))
+        seconds = datetime.fromisoformat(after["updated_at"]) - datetime.fromisoformat(before["updated_at"])
         steps = Stack.steps_done(after) - Stack.steps_done(before)
         return steps * LOADED["batch_size"] / seconds.total_seconds()
 
@@ -213,17 +277,27 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10 s a phase instead of 60 s")
-    parser.add_argument("--seconds", type=float, help="time in each phase, all rounds together (default 60, --quick 10)")
+    parser.add_argument(
+        "--seconds", type=float, help="time in each phase, all rounds together (default 60, --quick 10)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three phases, alternating")
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--predictors", type=int, default=10)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="seconds from one request of a client to its next (0: back to back, a stress test; "
-                        "1: a dashboard polling every second)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds from one request of a client to its next (0: back to back, a stress test; "
+        "1: a dashboard polling every second)",
+    )
     parser.add_argument("--api-nice", type=int, default=0, help="the API's API_NICE (scripts/up: 0)")
-    parser.add_argument("--predict-threads", type=int, default=1,
-                        help="the API's PREDICT_THREADS (scripts/up: 1, the worker training on the same cores)")
+    parser.add_argument(
+        "--predict-threads",
+        type=int,
+        default=1,
+        help="the API's PREDICT_THREADS (scripts/up: 1, the worker training on the same cores)",
+    )
     parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)
@@ -233,15 +307,18 @@ def main() -> None:
         stack = Stack(Path(folder), args.redis_url, args.api_nice, args.predict_threads)
         stack.start()
         os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
-        print(f"API_NICE {args.api_nice}, PREDICT_THREADS {args.predict_threads}, load generator niceness "
-              f"{os.nice(0)}, interval {args.interval} s")
+        print(
+            f"API_NICE {args.api_nice}, PREDICT_THREADS {args.predict_threads}, load generator niceness "
+            f"{os.nice(0)}, interval {args.interval} s"
+        )
         try:
             warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
             if warm["status"] != "succeeded":
                 raise SystemExit(f"the warm-up job failed: {warm['error']}")
             checkpoint = warm["checkpoint_id"]
-            first = stack.http.post("/predict", params={"checkpoint": checkpoint},
-                                    files={"file": ("x.png", png(), "image/png")})  # fmt: skip
+            first = stack.http.post(
+                "/predict", params={"checkpoint": checkpoint}, files={"file": ("x.png", png(), "image/png")}
+            )
             first.raise_for_status()  # the API imports torch and loads the model once, before any timing
             job_id = stack.start_training()
             speeds, tallies = asyncio.run(phases(stack, job_id, checkpoint, args, seconds / args.rounds))

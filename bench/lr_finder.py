@@ -25,12 +25,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.data import DatasetBundle, ImageSet  # noqa: E402
-from ml.loaders import make_loaders  # noqa: E402
-from ml.lr_finder import _Cycle, range_test  # noqa: E402
-from ml.models import build_model  # noqa: E402
-from ml.runtime import autocast, memory_format  # noqa: E402
-from ml.specs import ModelSpec  # noqa: E402
+from ml.data import DatasetBundle, ImageSet
+from ml.loaders import make_loaders
+from ml.lr_finder import _Cycle, range_test
+from ml.models import build_model
+from ml.runtime import autocast, memory_format
+from ml.specs import ModelSpec
 
 START_LR, END_LR = 1e-7, 0.1  # a range that does not diverge, so the sweep trains every batch
 NO_DIVERGENCE = 1e9  # diverge_th
@@ -92,8 +92,16 @@ def main() -> None:
     print(f"device {device}, resnet18 width {width}, batch {batch}, {iterations} iterations, {rounds} rounds")
 
     def ours() -> None:
-        curve = range_test(model, optimizer, loader, criterion=nn.CrossEntropyLoss(), start_lr=START_LR,
-                           end_lr=END_LR, num_iter=iterations, diverge_th=NO_DIVERGENCE)
+        curve = range_test(
+            model,
+            optimizer,
+            loader,
+            criterion=nn.CrossEntropyLoss(),
+            start_lr=START_LR,
+            end_lr=END_LR,
+            num_iter=iterations,
+            diverge_th=NO_DIVERGENCE,
+        )
         assert len(curve.lrs) == iterations, curve.stop_reason
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -50,14 +50,14 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clients import Tally, crowd, post_file  # noqa: E402  # beside this file
+
+from core import store  # noqa: E402
+from core.db import session_for  # noqa: E402
 from ml.checkpoints import load_model, save_checkpoint  # noqa: E402
 from ml.gradcam import explain  # noqa: E402
 from ml.models import build_model, gradcam_layer  # noqa: E402
 from ml.specs import ModelSpec, TrainSpec  # noqa: E402
-from service import store  # noqa: E402
-from service.db import session_for  # noqa: E402
-
-from clients import Tally, crowd, post_file  # noqa: E402  # beside this file
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]  # CIFAR-10's
@@ -70,9 +70,19 @@ def write_checkpoint(root: Path, database_url: str) -> tuple[str, Path]:
     torch.manual_seed(0)
     spec = {"name": "resnet18", "width": 64}
     model = build_model(ModelSpec(**spec), in_channels=3, num_classes=len(CLASSES)).eval()
-    manifest = {"model": spec, "in_channels": 3, "num_classes": len(CLASSES), "image_size": 32,
-                "dataset": "cifar10", "classes": CLASSES, "mean": MEAN, "std": STD, "epoch": 1, "test_acc": 0.1,
-                "spec": {}}  # fmt: skip
+    manifest = {
+        "model": spec,
+        "in_channels": 3,
+        "num_classes": len(CLASSES),
+        "image_size": 32,
+        "dataset": "cifar10",
+        "classes": CLASSES,
+        "mean": MEAN,
+        "std": STD,
+        "epoch": 1,
+        "test_acc": 0.1,
+        "spec": {},
+    }
     params = TrainSpec.model_validate({"dataset": {"name": "cifar10"}}).model_dump(mode="json")
     with session_for(database_url) as session:
         job = store.create_job(session, kind="train", params=params)
@@ -80,8 +90,9 @@ def write_checkpoint(root: Path, database_url: str) -> tuple[str, Path]:
         store.finish_job(session, job.id, status="succeeded", result={}, error=None)
         relative = f"{job.id}/checkpoints/best"
         folder = save_checkpoint(root / "artifacts" / relative, model=model, manifest=manifest)
-        row = store.add_checkpoint(session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES,
-                                   test_acc=0.1, epoch=1, path=relative)  # fmt: skip
+        row = store.add_checkpoint(
+            session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES, test_acc=0.1, epoch=1, path=relative
+        )
         return row.id, folder
 
 
@@ -92,10 +103,27 @@ def free_port() -> int:
 
 
 def start_api(root: Path, database_url: str, device: str, port: int, **settings: str) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url, "ARTIFACTS_DIR": str(root / "artifacts"),
-           "DATA_DIR": str(root / "data"), "PREDICT_DEVICE": device, "API_KEY": "", **settings}  # fmt: skip
-    command = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ARTIFACTS_DIR": str(root / "artifacts"),
+        "DATA_DIR": str(root / "data"),
+        "PREDICT_DEVICE": device,
+        "API_KEY": "",
+        **settings,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     server = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
@@ -118,8 +146,9 @@ def warmed_request(port: int, path: str, image: bytes) -> bytes:
     """A one-image POST to `path` as prepared bytes (bench/clients.py), after three sent for real: the
     checkpoint loaded and the first oneDNN primitives made before anything is timed."""
     for _ in range(3):
-        httpx.post(f"http://127.0.0.1:{port}{path}", files={"file": ("x.png", image, "image/png")},
-                   timeout=120).raise_for_status()  # fmt: skip
+        httpx.post(
+            f"http://127.0.0.1:{port}{path}", files={"file": ("x.png", image, "image/png")}, timeout=120
+        ).raise_for_status()
     return post_file(path, port, "file", "x.png", image, "image/png")
 
 
@@ -141,12 +170,15 @@ def summary(tally: Tally, seconds: float) -> dict[str, float]:
 
 
 def described(figures: dict[str, float]) -> str:
-    return (f"{figures['ok_s']:.2f} ok/s ({figures['refused']:.0f} refused; p50 {figures['p50']:.0f} ms; "
-            f"p99 {figures['p99']:.0f} ms)")  # fmt: skip
+    return (
+        f"{figures['ok_s']:.2f} ok/s ({figures['refused']:.0f} refused; p50 {figures['p50']:.0f} ms; "
+        f"p99 {figures['p99']:.0f} ms)"
+    )
 
 
-def interleaved(cases: dict[str, Callable[[], object]], n: int, sync: Callable[[], None],
-                samples: dict[str, list[float]]) -> None:
+def interleaved(
+    cases: dict[str, Callable[[], object]], n: int, sync: Callable[[], None], samples: dict[str, list[float]]
+) -> None:
     """n timings of each case, one of each in turn: a slow spell hits ours and the baselines alike."""
     for _ in range(n):
         for name, fn in cases.items():
@@ -212,11 +244,17 @@ def main() -> None:
                 explain(model, one), explain(model, tensors[: args.clients])  # warm-up for the model alone
                 samples: dict[str, list[float]] = {}
                 for i in range(rounds):
-                    one_image = {"http_cam": lambda: post("&gradcam=true", pngs[:1]), "fwd": lambda: forward(one),
-                                 "lib": plain_gradcam}  # fmt: skip
+                    one_image = {
+                        "http_cam": lambda: post("&gradcam=true", pngs[:1]),
+                        "fwd": lambda: forward(one),
+                        "lib": plain_gradcam,
+                    }
                     interleaved(one_image, n_one, sync, samples)
-                    batches = {"http_b": lambda: post("", pngs), "fwd_b": lambda: forward(tensors),
-                               "http_cb": lambda: post("&gradcam=true", pngs)}  # fmt: skip
+                    batches = {
+                        "http_b": lambda: post("", pngs),
+                        "fwd_b": lambda: forward(tensors),
+                        "http_cb": lambda: post("&gradcam=true", pngs),
+                    }
                     interleaved(batches, n_batch, sync, samples)
                     print(f"round {i + 1}/{rounds} done", flush=True)
                 crowded = tensors[: args.clients]  # what batching can gain at most: the model alone at 1 and N
@@ -233,26 +271,38 @@ def main() -> None:
     if rounds:
         print_request_rows(p50)
     per_image = {"cam_1": 1000 * p50["cam_1"], "cam_n": 1000 * p50["cam_n"] / min(args.clients, BATCH)}
-    print(f"model_batch{args.clients} vs model_batch1 (forward + GradCAM per image, in process): "
-          f"ours {per_image['cam_n']:.2f} ms, baseline {per_image['cam_1']:.2f} ms, "
-          f"ratio {per_image['cam_n'] / per_image['cam_1']:.2f} (batching can gain at most "
-          f"{per_image['cam_1'] / per_image['cam_n']:.2f}x)")
+    print(
+        f"model_batch{args.clients} vs model_batch1 (forward + GradCAM per image, in process): "
+        f"ours {per_image['cam_n']:.2f} ms, baseline {per_image['cam_1']:.2f} ms, "
+        f"ratio {per_image['cam_n'] / per_image['cam_1']:.2f} (batching can gain at most "
+        f"{per_image['cam_1'] / per_image['cam_n']:.2f}x)"
+    )
     ours, base = crowd["batched"], crowd["unbatched"]
-    print(f"batching_{args.clients}: ours {described(ours)}, baseline {described(base)}, "
-          f"ratio {ours['ok_s'] / max(base['ok_s'], 0.01):.3f}")
+    print(
+        f"batching_{args.clients}: ours {described(ours)}, baseline {described(base)}, "
+        f"ratio {ours['ok_s'] / max(base['ok_s'], 0.01):.3f}"
+    )
 
 
 def print_request_rows(p50: dict[str, float]) -> None:
     ms = {k: 1000 * v for k, v in p50.items()}
     rate = {k: BATCH / p50[k] for k in ("http_b", "fwd_b", "http_cb")}
-    print(f"gradcam_one vs forward: ours {ms['http_cam']:.2f} ms, baseline {ms['fwd']:.2f} ms, "
-          f"ratio {ms['http_cam'] / ms['fwd']:.2f}")
-    print(f"gradcam_one vs pytorch-grad-cam: ours {ms['http_cam']:.2f} ms, baseline {ms['lib']:.2f} ms, "
-          f"ratio {ms['http_cam'] / ms['lib']:.2f}")
-    print(f"batch{BATCH}: ours {rate['http_b']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
-          f"ratio {rate['http_b'] / rate['fwd_b']:.2f}")
-    print(f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
-          f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}")
+    print(
+        f"gradcam_one vs forward: ours {ms['http_cam']:.2f} ms, baseline {ms['fwd']:.2f} ms, "
+        f"ratio {ms['http_cam'] / ms['fwd']:.2f}"
+    )
+    print(
+        f"gradcam_one vs pytorch-grad-cam: ours {ms['http_cam']:.2f} ms, baseline {ms['lib']:.2f} ms, "
+        f"ratio {ms['http_cam'] / ms['lib']:.2f}"
+    )
+    print(
+        f"batch{BATCH}: ours {rate['http_b']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+        f"ratio {rate['http_b'] / rate['fwd_b']:.2f}"
+    )
+    print(
+        f"gradcam_batch{BATCH}: ours {rate['http_cb']:.0f} img/s, baseline {rate['fwd_b']:.0f} img/s, "
+        f"ratio {rate['http_cb'] / rate['fwd_b']:.2f}"
+    )
 
 
 def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str, image: bytes) -> dict[str, dict]:
@@ -264,8 +314,11 @@ def concurrency(args: argparse.Namespace, ports: dict[str, int], checkpoint: str
             before = batches_served(ports[name])
             tallies[name].merge(crowd(ports[name], request, args.clients, args.seconds))
             requests, passes = (after - first for after, first in zip(batches_served(ports[name]), before))
-            print(f"{name} round {i + 1}: {described(summary(tallies[name], (i + 1) * args.seconds))}; "
-                  f"{requests / max(passes, 1):.1f} requests per forward pass", flush=True)
+            print(
+                f"{name} round {i + 1}: {described(summary(tallies[name], (i + 1) * args.seconds))}; "
+                f"{requests / max(passes, 1):.1f} requests per forward pass",
+                flush=True,
+            )
     return {name: summary(tally, args.crowd_rounds * args.seconds) for name, tally in tallies.items()}
 
 

@@ -39,18 +39,22 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.data import DatasetBundle, ImageSet  # noqa: E402
-from ml.presets import PRESETS  # noqa: E402
-from ml.progress import NullCallbacks  # noqa: E402
-from ml.runtime import autocast  # noqa: E402
-from ml.specs import CompileMode, TrainSpec  # noqa: E402
-from ml.trainer import Trainer, train  # noqa: E402
+from ml.data import DatasetBundle, ImageSet
+from ml.presets import PRESETS
+from ml.progress import NullCallbacks
+from ml.runtime import autocast
+from ml.specs import CompileMode, TrainSpec
+from ml.trainer import Trainer, train
 
 # preset: (baseline seconds, what the baseline is, target seconds, target accuracy)
 BASELINES = {
     "fashion_mnist_cpu": (154.0, "ANCHORS.md's Fashion-MNIST recipe, training alone, 2 CPU cores", 90.0, 0.93),
-    "cifar10_cpu": (43_860.0, "the classic recipe (ResNet18 w64, 50 epochs) on 2 CPU cores at ANCHORS.md's 57 img/s",
-                    900.0, 0.88),
+    "cifar10_cpu": (
+        43_860.0,
+        "the classic recipe (ResNet18 w64, 50 epochs) on 2 CPU cores at ANCHORS.md's 57 img/s",
+        900.0,
+        0.88,
+    ),
     "cifar10_resnet18_gpu": (240.0, "the classic recipe, 50 epochs on an H100 (91.7%)", 30.0, 0.93),
     "cifar10_custom_resnet_gpu": (26.0, "the ResNet9 record on a V100", 12.0, 0.94),
     "cifar10_resnet18_long_gpu": (240.0, "the classic recipe, 50 epochs on an H100 (91.7%)", None, 0.95),
@@ -68,8 +72,9 @@ def bundle_for(data_dir: Path, images: int) -> DatasetBundle:
 
         return load_dataset(DatasetSpec(name="cifar10", train_subset=images, test_subset=100), data_dir)
     rng = np.random.default_rng(0)
-    split = ImageSet(rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8),
-                     rng.integers(0, 10, images).astype(np.int64))  # fmt: skip
+    split = ImageSet(
+        rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, images).astype(np.int64)
+    )
     return DatasetBundle("random", split, split, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
 
 
@@ -104,18 +109,33 @@ def throughput(args: argparse.Namespace) -> None:
     width = args.width or (64 if gpu else 16)
     batch = args.batch_size or (512 if gpu else 128)
     images, rounds = (2560, 3) if args.quick else ((50_000 if gpu else 10240), 3)
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "cifar10"}, "model": {"name": "resnet18", "width": width}, "epochs": 100,  # schedule room
-        "batch_size": batch, "optimizer": {"lr": 0.05}, "scheduler": {"name": "one_cycle", "max_lr": 0.05},
-        "augmentation": "default", "compile": args.compile or "auto",
-    })  # fmt: skip
+    spec = TrainSpec.model_validate(
+        {
+            "dataset": {"name": "cifar10"},
+            "model": {"name": "resnet18", "width": width},
+            "epochs": 100,  # schedule room
+            "batch_size": batch,
+            "optimizer": {"lr": 0.05},
+            "scheduler": {"name": "one_cycle", "max_lr": 0.05},
+            "augmentation": "default",
+            "compile": args.compile or "auto",
+        }
+    )
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(spec, bundle_for(args.data_dir, images), out_dir=Path(out), device=device,
-                          callbacks=NullCallbacks(), num_workers=0)  # fmt: skip
-        print(f"device {device}, {torch.get_num_threads()} threads, resnet18 width {width}, batch {batch}, "
-              f"{len(trainer.train_loader)} batches a side, {type(trainer.train_loader).__name__}, "
-              f"compile {trainer.compile_mode}")  # fmt: skip
+        trainer = Trainer(
+            spec,
+            bundle_for(args.data_dir, images),
+            out_dir=Path(out),
+            device=device,
+            callbacks=NullCallbacks(),
+            num_workers=0,
+        )
+        print(
+            f"device {device}, {torch.get_num_threads()} threads, resnet18 width {width}, batch {batch}, "
+            f"{len(trainer.train_loader)} batches a side, {type(trainer.train_loader).__name__}, "
+            f"compile {trainer.compile_mode}"
+        )
         sides = {"ours": lambda: trainer.train_epoch(1).images, "baseline": lambda: bare_epoch(trainer)}
         count, seconds = timed(sides["baseline"], device)  # warm-up: compilation, oneDNN primitives
         print(f"warm-up (compilation included): {seconds:.1f} s")
@@ -130,16 +150,20 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def to_accuracy(args: argparse.Namespace) -> None:
-    body = json.loads(args.spec.read_text()) if args.spec else next(
-        p["spec"] for p in PRESETS if p["name"] == args.preset)  # fmt: skip
+    body = (
+        json.loads(args.spec.read_text()) if args.spec else next(p["spec"] for p in PRESETS if p["name"] == args.preset)
+    )
     if args.compile:
         body = body | {"compile": args.compile}
     spec = TrainSpec.model_validate(body)
     baseline, what, target_seconds, target_accuracy = BASELINES[args.preset]
-    print(f"device {args.device}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, "
-          f"spec {json.dumps(body)}")
-    runs = [spec.model_copy(update={"seed": seed}) for seed in range(args.seeds)] if args.seeds else (
-        [spec] * args.repeat)  # fmt: skip
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, "
+        f"spec {json.dumps(body)}"
+    )
+    runs = (
+        [spec.model_copy(update={"seed": seed}) for seed in range(args.seeds)] if args.seeds else ([spec] * args.repeat)
+    )
     results = []
     for i, run in enumerate(runs):
         with tempfile.TemporaryDirectory() as out:
@@ -149,9 +173,11 @@ def to_accuracy(args: argparse.Namespace) -> None:
         epochs = result.metrics["epochs"]
         accuracy = epochs[-1]["test_acc"]
         trained = sum(e["seconds"] for e in epochs)
-        print(f"run {i + 1} (seed {run.seed}, compile {run.compile}): {seconds:.1f} s in all ({trained:.1f} s "
-              f"training, first epoch {epochs[0]['seconds']:.1f} s), final test accuracy {accuracy:.4f}, "
-              f"per epoch {[e['test_acc'] for e in epochs]}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+        print(
+            f"run {i + 1} (seed {run.seed}, compile {run.compile}): {seconds:.1f} s in all ({trained:.1f} s "
+            f"training, first epoch {epochs[0]['seconds']:.1f} s), final test accuracy {accuracy:.4f}, "
+            f"per epoch {[e['test_acc'] for e in epochs]}, load {os.getloadavg()[0]:.2f}"
+        )
         results.append((seconds, accuracy))
     seconds = statistics.median(s for s, _ in results)
     accuracies = [a for _, a in results]
@@ -159,10 +185,12 @@ def to_accuracy(args: argparse.Namespace) -> None:
     within = f" in <= {target_seconds:.0f} s" if target_seconds is not None else ""
     if args.spec is None:  # a spec file has no target of its own; the preset's baseline still frames it
         print(f"target: >= {target_accuracy:.2f}{within}; baseline: {what}")
-    print(f"train_to_accuracy: ours {seconds:.1f} s ({accuracy:.4f} test accuracy"
-          f"{f', mean of {len(runs)} seeds' if args.seeds else ''}; slowest run {max(s for s, _ in results):.1f} s), "
-          f"baseline {baseline:.0f} s, "
-          f"ratio {seconds / baseline:.3f}")
+    print(
+        f"train_to_accuracy: ours {seconds:.1f} s ({accuracy:.4f} test accuracy"
+        f"{f', mean of {len(runs)} seeds' if args.seeds else ''}; slowest run {max(s for s, _ in results):.1f} s), "
+        f"baseline {baseline:.0f} s, "
+        f"ratio {seconds / baseline:.3f}"
+    )
 
 
 def main() -> None:

@@ -23,8 +23,12 @@ from ml.specs import LRFinderSpec, TrainSpec
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "./var/data")),
-                        help="where datasets live (env DATA_DIR; default ./var/data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DATA_DIR", "./var/data")),
+        help="where datasets live (env DATA_DIR; default ./var/data)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU if any)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("lr-find", "LR range test"), ("train", "train a model")):
@@ -33,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--out", type=Path, required=True, help="output folder (created)")
     predict = sub.add_parser("predict", help="classify images with a checkpoint, optionally with GradCAM")
     predict.add_argument("images", type=Path, nargs="+")
-    predict.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder, e.g. runs/t1/checkpoints/best")
+    predict.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint folder, e.g. runs/t1/checkpoints/best"
+    )
     predict.add_argument("--topk", type=int, default=3)
     predict.add_argument("--gradcam", action="store_true", help="also write a GradCAM overlay PNG per image")
     predict.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
@@ -71,12 +77,20 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec, LRFinderSpec)
     with ConsoleCallbacks(label="lr-find") as callbacks:
-        result = run_lr_finder(spec, data_dir=args.data_dir, out_dir=args.out, callbacks=callbacks,
-                               device=args.device)
+        result = run_lr_finder(spec, data_dir=args.data_dir, out_dir=args.out, callbacks=callbacks, device=args.device)
     m = result.metrics
-    print(json.dumps({"stop_reason": result.stop_reason, "suggested_lr": m["suggested_lr"],
-                      "suggestions": m["suggestions"], "diverged_at_lr": m["diverged_at_lr"],
-                      "out": str(args.out)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "stop_reason": result.stop_reason,
+                "suggested_lr": m["suggested_lr"],
+                "suggestions": m["suggestions"],
+                "diverged_at_lr": m["diverged_at_lr"],
+                "out": str(args.out),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -87,9 +101,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = _resolve_auto_lr(_load_spec(args.spec, TrainSpec))
     with ConsoleCallbacks(label="train") as callbacks:
         result = train(spec, data_dir=args.data_dir, out_dir=args.out, callbacks=callbacks, device=args.device)
-    print(json.dumps({"stop_reason": result.stop_reason, "best": result.metrics["best"],
-                      "best_checkpoint": str(result.best_checkpoint), "out": str(args.out),
-                      "artifacts": [p.name for p in result.artifacts]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "stop_reason": result.stop_reason,
+                "best": result.metrics["best"],
+                "best_checkpoint": str(result.best_checkpoint),
+                "out": str(args.out),
+                "artifacts": [p.name for p in result.artifacts],
+            },
+            indent=1,
+        )
+    )
     return 0 if result.stop_reason != "cancelled" else 130
 
 
@@ -104,8 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with Image.open(path) as image:
             image.load()
             images.append(image)
-    results = predictor.predict(images, topk=args.topk, gradcam=args.gradcam, method=args.method,
-                                target=args.target)
+    results = predictor.predict(images, topk=args.topk, gradcam=args.gradcam, method=args.method, target=args.target)
     args.out.mkdir(parents=True, exist_ok=True)
     for path, result in zip(args.images, results):
         cam = result.pop("gradcam")

@@ -9,7 +9,8 @@ import inspect
 import random
 import re
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -17,9 +18,15 @@ import numpy as np
 from pydantic import ValidationError
 
 __all__ = [
-    "TRANSFORMS", "build_eval_transform", "build_train_transform", "describe", "normalization", "reseed",
-    "transform_warnings", "validate_transforms",
-]  # fmt: skip
+    "TRANSFORMS",
+    "build_eval_transform",
+    "build_train_transform",
+    "describe",
+    "normalization",
+    "reseed",
+    "transform_warnings",
+    "validate_transforms",
+]
 
 PAD = 4  # px on each side before the random crop back to size at 32 px: the classic CIFAR recipe
 
@@ -29,19 +36,31 @@ def default_pad(image_size: int) -> int:
     otherwise (8 px at 64, 2 at 16), at least 1; rounded half up."""
     return max(1, int(image_size * PAD / 32 + 0.5))
 
+
 # Exported transforms a job cannot use, and why: they need targets other than the image
 # (bboxes, masks, metadata, reference images), take callables, or turn the image into something else.
 EXCLUDED = {
-    "BasicTransform": "it is an abstract base", "DualTransform": "it is an abstract base",
-    "ImageOnlyTransform": "it is an abstract base", "Transform3D": "it is for volumes",
-    "AtLeastOneBBoxRandomCrop": "it needs bboxes", "BBoxSafeRandomCrop": "it needs bboxes",
-    "RandomSizedBBoxSafeCrop": "it needs bboxes", "RandomCropNearBBox": "it needs a cropping_bbox",
-    "MaskDropout": "it needs a mask", "CropNonEmptyMaskIfExists": "it needs a mask",
-    "ConstrainedCoarseDropout": "it needs a mask or bboxes", "FDA": "it needs reference images",
-    "HistogramMatching": "it needs reference images", "PixelDistributionAdaptation": "it needs reference images",
-    "Mosaic": "it needs metadata", "OverlayElements": "it needs metadata", "TextImage": "it needs a font and metadata",
-    "Lambda": "it takes callables", "ToTensorV2": "the loader makes the tensors", "ToTensor3D": "it is for volumes",
-}  # fmt: skip
+    "BasicTransform": "it is an abstract base",
+    "DualTransform": "it is an abstract base",
+    "ImageOnlyTransform": "it is an abstract base",
+    "Transform3D": "it is for volumes",
+    "AtLeastOneBBoxRandomCrop": "it needs bboxes",
+    "BBoxSafeRandomCrop": "it needs bboxes",
+    "RandomSizedBBoxSafeCrop": "it needs bboxes",
+    "RandomCropNearBBox": "it needs a cropping_bbox",
+    "MaskDropout": "it needs a mask",
+    "CropNonEmptyMaskIfExists": "it needs a mask",
+    "ConstrainedCoarseDropout": "it needs a mask or bboxes",
+    "FDA": "it needs reference images",
+    "HistogramMatching": "it needs reference images",
+    "PixelDistributionAdaptation": "it needs reference images",
+    "Mosaic": "it needs metadata",
+    "OverlayElements": "it needs metadata",
+    "TextImage": "it needs a font and metadata",
+    "Lambda": "it takes callables",
+    "ToTensorV2": "the loader makes the tensors",
+    "ToTensor3D": "it is for volumes",
+}
 
 
 def _public_transforms() -> dict[str, type[A.BasicTransform]]:
@@ -74,8 +93,10 @@ def _check_normalize(transforms: list[A.BasicTransform]) -> None:
     checkpoint, /predict), so it must be one fixed per-channel mean and std applied to every image."""
     found = [(i, t) for i, t in enumerate(transforms) if isinstance(t, A.Normalize)]
     if len(found) > 1:
-        raise ValueError(f"augmentation has {len(found)} Normalize transforms (at {[i for i, _ in found]}); "
-                         "give at most one: it is the model's input normalization")  # fmt: skip
+        raise ValueError(
+            f"augmentation has {len(found)} Normalize transforms (at {[i for i, _ in found]}); "
+            "give at most one: it is the model's input normalization"
+        )
     for index, transform in found:
         if transform.normalization != "standard" or transform.max_pixel_value is None:
             raise ValueError(
@@ -84,12 +105,15 @@ def _check_normalize(transforms: list[A.BasicTransform]) -> None:
                 "(fixed mean and std), or leave Normalize out to use the dataset's statistics"
             )
         if transform.p != 1:
-            raise ValueError(f"augmentation[{index}] Normalize: p must be 1 (the model's input normalization "
-                             f"applies to every image); got {transform.p}")  # fmt: skip
+            raise ValueError(
+                f"augmentation[{index}] Normalize: p must be 1 (the model's input normalization "
+                f"applies to every image); got {transform.p}"
+            )
 
 
-def normalization(augmentation: str | list[dict], *, mean: Sequence[float], std: Sequence[float]
-                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:  # fmt: skip
+def normalization(
+    augmentation: str | list[dict], *, mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel (mean, std), in [0, 1] pixel units, that the model's inputs are normalized
     with: those of the user's Normalize when the augmentation list has one (scaled from its
     max_pixel_value), else the dataset's `mean` and `std`. Training, evaluation, the checkpoint's
@@ -117,9 +141,13 @@ def transform_warnings(augmentation: str | list[dict]) -> list[str]:
 
 
 def build_train_transform(
-    augmentation: str | list[dict], *, image_size: int, mean: Sequence[float], std: Sequence[float],
+    augmentation: str | list[dict],
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
     seed: int | None = None,
-) -> A.Compose:  # fmt: skip
+) -> A.Compose:
     """The training pipeline for uint8 (image_size, image_size, C) images, ending in Normalize with
     the dataset's statistics; `seed` makes its random choices reproducible."""
     normalize = build_eval_transform(mean=mean, std=std).transforms[0]
@@ -147,13 +175,19 @@ def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.Basi
     scale with the image size."""
     hole, pad = image_size // 2, default_pad(image_size)
     return [
-        A.PadIfNeeded(min_height=image_size + 2 * pad, min_width=image_size + 2 * pad,
-                      border_mode=cv2.BORDER_REFLECT_101),
+        A.PadIfNeeded(
+            min_height=image_size + 2 * pad, min_width=image_size + 2 * pad, border_mode=cv2.BORDER_REFLECT_101
+        ),
         A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(hole, hole), hole_width_range=(hole, hole),
-                        fill=tuple(float(round(m * 255)) for m in mean), p=0.5),
-    ]  # fmt: skip
+        A.CoarseDropout(
+            num_holes_range=(1, 1),
+            hole_height_range=(hole, hole),
+            hole_width_range=(hole, hole),
+            fill=tuple(float(round(m * 255)) for m in mean),
+            p=0.5,
+        ),
+    ]
 
 
 def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
@@ -176,8 +210,9 @@ def describe(compose: A.Compose) -> dict[str, Any]:
 
 def _build_transform(item: Any, *, index: int, notes: list[str] | None = None) -> A.BasicTransform:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise ValueError(f'augmentation[{index}] must be an object like {{"name": "HorizontalFlip", "p": 0.5}}; '
-                         f"got {item!r}")  # fmt: skip
+        raise ValueError(
+            f'augmentation[{index}] must be an object like {{"name": "HorizontalFlip", "p": 0.5}}; got {item!r}'
+        )
     name = item["name"]
     cls = TRANSFORMS.get(name)
     if cls is None:
@@ -240,5 +275,7 @@ def _check_runs(compose: A.Compose, *, shape: tuple[int, int, int]) -> None:
             raise ValueError(f"augmentation transform {name!r} fails on {shape} images: {exc}") from None
     if not isinstance(data, np.ndarray) or data.shape != shape:
         found = getattr(data, "shape", type(data).__name__)
-        raise ValueError(f"augmentation must keep images at {shape} (H, W, C), the model's input; it makes "
-                         f"them {found} (add a Resize or crop to {shape[0]}x{shape[1]} to a list that changes sizes)")
+        raise ValueError(
+            f"augmentation must keep images at {shape} (H, W, C), the model's input; it makes "
+            f"them {found} (add a Resize or crop to {shape[0]}x{shape[1]} to a list that changes sizes)"
+        )

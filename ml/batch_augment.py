@@ -8,8 +8,9 @@ as albumentations draws them (tests/ml/test_batch_augment.py compares the distri
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -36,8 +37,9 @@ class BatchAugment:
     pad: int = PAD  # px per side when `crop`: ml.augment.default_pad of the image size
 
     @classmethod
-    def from_spec(cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float],
-                  std: Sequence[float]) -> BatchAugment | None:  # fmt: skip
+    def from_spec(
+        cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> BatchAugment | None:
         """The batched equivalent of `augmentation`, or None when the batched path does not cover it
         (then the albumentations DataLoader runs it). Covered: "default", "none", and lists that do
         what one of those, a lone HorizontalFlip (any p), or the default's pad-and-crop and flip (any p)
@@ -49,20 +51,30 @@ class BatchAugment:
         target = effect(compose, channels=len(mean))
         flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip) and t.p > 0]
         pad = default_pad(image_size)
-        crop = [{"name": "PadIfNeeded", "min_height": image_size + 2 * pad, "min_width": image_size + 2 * pad,
-                 "border_mode": cv2.BORDER_REFLECT_101}, {"name": "RandomCrop", "height": image_size, "width": image_size}]  # fmt: skip
+        crop = [
+            {
+                "name": "PadIfNeeded",
+                "min_height": image_size + 2 * pad,
+                "min_width": image_size + 2 * pad,
+                "border_mode": cv2.BORDER_REFLECT_101,
+            },
+            {"name": "RandomCrop", "height": image_size, "width": image_size},
+        ]
         candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
         for p in flips[:1]:  # a lone flip, and the default without Cutout (short schedules: cifar10_cpu)
-            candidates += [([{"name": "HorizontalFlip", "p": p}], False, p, 0.0),
-                           ([*crop, {"name": "HorizontalFlip", "p": p}], True, p, 0.0)]  # fmt: skip
+            candidates += [
+                ([{"name": "HorizontalFlip", "p": p}], False, p, 0.0),
+                ([*crop, {"name": "HorizontalFlip", "p": p}], True, p, 0.0),
+            ]
         for spec, crops, flip_p, cutout_p in candidates:
             equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
             if effect(equivalent, channels=len(mean)) == target:
                 return cls(crops, flip_p, cutout_p, mean, std, equivalent, pad=pad)
         return None
 
-    def apply(self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def apply(
+        self, source: torch.Tensor, shape: tuple[int, ...], indices: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Augmented, normalized float32 contiguous (B, C, H, W) images `indices` (B,) of `source`.
 
         `source` is `pixels(images, mean)`: N images of (C, H, W) = `shape` flattened, then Cutout's
@@ -180,8 +192,9 @@ def _axis(offset: torch.Tensor, size: int, *, pad: int, flip: torch.Tensor | Non
     return torch.where(padded < 0, -padded, torch.where(padded >= size, 2 * (size - 1) - padded, padded))
 
 
-def _holes(draws: dict[str, torch.Tensor], shape: tuple[int, ...], *, fill_start: int
-           ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _holes(
+    draws: dict[str, torch.Tensor], shape: tuple[int, ...], *, fill_start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The positions in the (B, C, H, W) batch inside the Cutout holes of the samples Cutout applies
     to, and the source position of each channel's fill value for them."""
     channels, height, width = shape

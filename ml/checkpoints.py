@@ -300,8 +300,7 @@ def load_training_state(folder: Path, *, optimizer: Any, scheduler: Any = None) 
     for name, obj in targets:
         if doc.get(f"{name}_class") != type(obj).__name__:
             raise CheckpointError(
-                f"{path} holds the state of {name} {doc.get(f'{name}_class')!r}, "
-                f"not of the {type(obj).__name__} given"
+                f"{path} holds the state of {name} {doc.get(f'{name}_class')!r}, not of the {type(obj).__name__} given"
             )
         try:
             obj.load_state_dict(_decode(doc[name], tensors, path))

@@ -61,8 +61,7 @@ class ConsoleCallbacks:
         now = time.monotonic()
         if now - self._last_plain >= PLAIN_EVERY_SECONDS or step == steps:
             self._last_plain = now
-            print(f"{desc}: step {step}/{steps} ({progress['fraction']:.1%} of the run)", file=self.stream,
-                  flush=True)
+            print(f"{desc}: step {step}/{steps} ({progress['fraction']:.1%} of the run)", file=self.stream, flush=True)
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         self.close_bar()

@@ -4,9 +4,9 @@ process, so a worker decodes each dataset once; subsets and statistics are cheap
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
-import os
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -24,10 +24,24 @@ __all__ = ["DatasetBundle", "DatasetError", "ImageSet", "channel_stats", "load_d
 CIFAR10_TRAIN_BATCHES = tuple(name for name in CIFAR10_FILES if name.startswith("data_batch_"))
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FMNIST_TORCHVISION_DIR = Path("FashionMNIST") / "raw"  # relative to DATA_DIR
-FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                "t10k-labels-idx1-ubyte")  # fmt: skip
-FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+FMNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+FMNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 SPLITS_CACHE_SIZE = 4  # full CIFAR-10 is ~180 MB of uint8; four datasets per worker is plenty
@@ -77,9 +91,7 @@ class _Splits:
     classes: tuple[str, ...]
 
 
-def load_dataset(
-    spec: DatasetSpec, data_dir: Path, *, on_download: downloads.OnBytes | None = None
-) -> DatasetBundle:
+def load_dataset(spec: DatasetSpec, data_dir: Path, *, on_download: downloads.OnBytes | None = None) -> DatasetBundle:
     """The dataset `spec` names, read from under `data_dir`, subset and with its statistics.
     CIFAR-10 is downloaded when absent (unless LRCAM_OFFLINE=1), `on_download(bytes, total)` told."""
     data_dir = Path(data_dir)
@@ -138,8 +150,7 @@ def hold_out(images: ImageSet, fraction: float, *, seed: int) -> tuple[ImageSet,
     order = np.random.default_rng(seed).permutation(len(images))
     held = np.zeros(len(images), dtype=bool)
     held[order[stratified_indices(images.labels[order], n)]] = True
-    return (ImageSet(images.images[~held], images.labels[~held]),
-            ImageSet(images.images[held], images.labels[held]))  # fmt: skip
+    return (ImageSet(images.images[~held], images.labels[~held]), ImageSet(images.images[held], images.labels[held]))
 
 
 def _frozen(images: np.ndarray, labels: np.ndarray) -> ImageSet:
@@ -162,8 +173,10 @@ def _cifar10(data_dir: Path, on_download: downloads.OnBytes | None) -> _Splits:
     names = list(CIFAR10_FILES)
     missing = [name for name in names if not (folder / name).is_file()]
     if missing and downloads.offline():
-        raise DatasetError(f"CIFAR-10 not found at {folder} and LRCAM_OFFLINE=1 "
-                           f"forbids downloading it: {downloads.offline_help(data_dir)}")  # fmt: skip
+        raise DatasetError(
+            f"CIFAR-10 not found at {folder} and LRCAM_OFFLINE=1 "
+            f"forbids downloading it: {downloads.offline_help(data_dir)}"
+        )
     if missing:
         try:
             downloads.fetch_cifar10(data_dir, on_bytes=on_download)
@@ -191,8 +204,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     data, labels = np.asarray(batch.get(b"data")), np.asarray(batch.get(b"labels", []), np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise DatasetError(f"{path} is not a CIFAR-10 batch: expected b'data' uint8 (N, 3072) and N b'labels', "
-                           f"got {data.dtype} {data.shape} and {len(labels)}; re-create the folder")  # fmt: skip
+        raise DatasetError(
+            f"{path} is not a CIFAR-10 batch: expected b'data' uint8 (N, 3072) and N b'labels', "
+            f"got {data.dtype} {data.shape} and {len(labels)}; re-create the folder"
+        )
     if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:
         raise DatasetError(f"{path} has labels outside 0..9 ({labels.min()}..{labels.max()})")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # channel-planar -> NHWC
@@ -219,9 +234,11 @@ def _fashion_mnist(data_dir: Path) -> _Splits:
     if files is None and _download("FashionMNIST", data_dir):
         files = _find_fmnist(folders)
     if files is None:
-        raise DatasetError(f"Fashion-MNIST not found in {folders[0]} nor {folders[1]}: `apt-get install "
-                           "dataset-fashion-mnist`, or put the four IDX files (train-images-idx3-ubyte.gz, ...) "
-                           f"in {folders[0]}, or unset LRCAM_OFFLINE to let torchvision download them")
+        raise DatasetError(
+            f"Fashion-MNIST not found in {folders[0]} nor {folders[1]}: `apt-get install "
+            "dataset-fashion-mnist`, or put the four IDX files (train-images-idx3-ubyte.gz, ...) "
+            f"in {folders[0]}, or unset LRCAM_OFFLINE to let torchvision download them"
+        )
     return _cached_fashion_mnist(tuple(files), _stamp(files))
 
 
@@ -243,8 +260,10 @@ def _cached_fashion_mnist(files: tuple[Path, ...], stamp: tuple) -> _Splits:
         images = _read_idx(images_path, IDX_IMAGES_MAGIC)
         labels = _read_idx(labels_path, IDX_LABELS_MAGIC)
         if len(images) != len(labels) or (len(labels) and labels.max() >= len(FMNIST_CLASSES)):
-            raise DatasetError(f"{images_path} has {len(images)} images, {labels_path} {len(labels)} labels "
-                               f"up to {labels.max(initial=0)}; expected as many labels as images, in 0..9")  # fmt: skip
+            raise DatasetError(
+                f"{images_path} has {len(images)} images, {labels_path} {len(labels)} labels "
+                f"up to {labels.max(initial=0)}; expected as many labels as images, in 0..9"
+            )
         splits.append(_frozen(images[..., None], labels))
     return _Splits(splits[0], splits[1], FMNIST_CLASSES)
 
@@ -264,8 +283,10 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         raise DatasetError(f"{path} is not an IDX file of {ndim}-d unsigned bytes: magic {found}, expected {magic}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + int(np.prod(shape)):
-        raise DatasetError(f"{path} is truncated or corrupt: its header says {shape}, its data has "
-                           f"{len(raw) - header} bytes; reinstall or re-download it")  # fmt: skip
+        raise DatasetError(
+            f"{path} is truncated or corrupt: its header says {shape}, its data has "
+            f"{len(raw) - header} bytes; reinstall or re-download it"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
@@ -276,10 +297,8 @@ def _download(dataset: str, data_dir: Path) -> bool:
         return False
     import torchvision.datasets
 
-    try:
+    with contextlib.suppress(OSError, RuntimeError, ValueError):  # no network, a bad archive, a full disk
         getattr(torchvision.datasets, dataset)(root=str(data_dir), download=True)
-    except (OSError, RuntimeError, ValueError):  # no network, a bad archive, a full disk
-        pass
     return True
 
 
@@ -328,8 +347,9 @@ def _list_split(folder: Path, split: str, classes: list[str]) -> tuple[tuple[str
 
 
 @functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
-def _cached_image_folder(folder: Path, image_size: int, classes: tuple[str, ...], train: tuple, test: tuple,
-                         stamp: tuple) -> _Splits:  # fmt: skip
+def _cached_image_folder(
+    folder: Path, image_size: int, classes: tuple[str, ...], train: tuple, test: tuple, stamp: tuple
+) -> _Splits:
     del folder, stamp  # only part of the cache key
     splits = []
     for files in (train, test):

@@ -34,9 +34,11 @@ def offline() -> bool:
 
 def offline_help(data_dir: Path) -> str:
     """Where to put CIFAR-10 by hand, as one sentence."""
-    return (f"put the CIFAR-10 python batches ({', '.join(CIFAR10_FILES)}) in {Path(data_dir) / CIFAR10_FOLDER}: "
-            f"download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and run "
-            f"`tar xzf cifar-10-python.tar.gz -C {data_dir}`")  # fmt: skip
+    return (
+        f"put the CIFAR-10 python batches ({', '.join(CIFAR10_FILES)}) in {Path(data_dir) / CIFAR10_FOLDER}: "
+        f"download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and run "
+        f"`tar xzf cifar-10-python.tar.gz -C {data_dir}`"
+    )
 
 
 def fetch_cifar10(data_dir: Path, *, on_bytes: OnBytes | None = None) -> None:

@@ -26,8 +26,14 @@ IMAGE_WEIGHT = 0.5  # share of the image in the overlay; the heat map gets the r
 # upscaled overlay is smooth): 0.41 ms for a 128 px overlay where libpng's default choice of filter per
 # row took 0.71 and PIL's defaults 1.4, for files 15% larger than the former's (the overlay is the
 # slowest part of a /predict?gradcam=true after the model)
-PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
+PNG_OPTIONS = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_AVG,
+]
 GRADCAM_PP_EPS = 1e-6  # GradCAMPlusPlus.get_cam_weights's eps in the denominator of alpha
 
 
@@ -40,8 +46,10 @@ def check_targets(targets: Sequence[int | None], n: int, *, allow_none: bool = F
     """One class index >= 0 per image (or None, "its predicted class", where `allow_none`)."""
     if len(targets) != n:
         raise ValueError(f"one target per image: got {len(targets)} targets for {n} images")
-    if any(not (t is None and allow_none) and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0)
-           for t in targets):  # fmt: skip
+    if any(
+        not (t is None and allow_none) and (isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0)
+        for t in targets
+    ):
         raise ValueError(f"targets must be class indices >= 0; got {targets!r}")
 
 

@@ -6,8 +6,8 @@ image through albumentations in a DataLoader."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Iterator, Sequence
 
 import albumentations as A
 import numpy as np
@@ -20,9 +20,17 @@ from ml.data import DatasetBundle, ImageSet
 from ml.specs import Augmentation
 
 __all__ = [
-    "AugmentedImages", "TensorEvalLoader", "TensorTrainLoader", "as_normalized_by", "denormalize", "epoch_seed",
-    "make_eval_loader", "make_loaders", "pipeline", "start_epoch",
-]  # fmt: skip
+    "AugmentedImages",
+    "TensorEvalLoader",
+    "TensorTrainLoader",
+    "as_normalized_by",
+    "denormalize",
+    "epoch_seed",
+    "make_eval_loader",
+    "make_loaders",
+    "pipeline",
+    "start_epoch",
+]
 
 EVAL_BATCH_FACTOR = 2  # evaluation keeps no activations for backward: twice the batch fits
 
@@ -50,8 +58,9 @@ class TensorTrainLoader:
     `device`; a new shuffle and new augmentations each epoch, all from `seed`. Like the DataLoader it
     replaces: `len()` batches, the last partial one dropped unless it is the only one."""
 
-    def __init__(self, images: ImageSet, augment: BatchAugment, *, batch_size: int, seed: int,
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self, images: ImageSet, augment: BatchAugment, *, batch_size: int, seed: int, device: torch.device
+    ) -> None:
         self.augment, self.transform = augment, augment.compose  # `transform`: for augmentation.json
         self.labels = torch.from_numpy(np.array(images.labels, dtype=np.int64)).to(device)
         self.source = pixels(_tensor(images.images).to(device), augment.mean)
@@ -73,8 +82,9 @@ class TensorTrainLoader:
 class TensorEvalLoader:
     """Test batches in dataset order, only normalized, from the uint8 images held on `device`."""
 
-    def __init__(self, images: ImageSet, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self, images: ImageSet, *, batch_size: int, mean: Sequence[float], std: Sequence[float], device: torch.device
+    ) -> None:
         self.images = _tensor(images.images).to(device)
         self.labels = torch.from_numpy(np.array(images.labels, dtype=np.int64)).to(device)
         self.batch_size, self.mean, self.std = batch_size, tuple(mean), tuple(std)
@@ -101,9 +111,16 @@ def as_normalized_by(bundle: DatasetBundle, augmentation: Augmentation) -> Datas
 
 
 def make_loaders(
-    bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int, num_workers: int = 0,
-    pin_memory: bool = False, device: str | torch.device = "cpu", batched: bool = True,
-) -> tuple[Loader, Loader]:  # fmt: skip
+    bundle: DatasetBundle,
+    *,
+    augmentation: Augmentation,
+    batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    device: str | torch.device = "cpu",
+    batched: bool = True,
+) -> tuple[Loader, Loader]:
     """(train_loader, test_loader). The train loader shuffles and augments, both reproducibly from
     `seed`, and drops a last partial batch (BatchNorm cannot train on a batch of one); the test
     loader only normalizes, in order. When ml.batch_augment covers `augmentation` (and `batched`),
@@ -112,15 +129,21 @@ def make_loaders(
     device = torch.device(device)
     augment = None
     if batched:
-        augment = BatchAugment.from_spec(augmentation, image_size=bundle.image_size, mean=bundle.mean,
-                                         std=bundle.std)  # fmt: skip
+        augment = BatchAugment.from_spec(augmentation, image_size=bundle.image_size, mean=bundle.mean, std=bundle.std)
     if augment is not None:
         train = TensorTrainLoader(bundle.train, augment, batch_size=batch_size, seed=seed, device=device)
-        test = TensorEvalLoader(bundle.test, batch_size=EVAL_BATCH_FACTOR * batch_size, mean=bundle.mean,
-                                std=bundle.std, device=device)  # fmt: skip
+        test = TensorEvalLoader(
+            bundle.test, batch_size=EVAL_BATCH_FACTOR * batch_size, mean=bundle.mean, std=bundle.std, device=device
+        )
         return train, test
-    return _data_loaders(bundle, augmentation=augmentation, batch_size=batch_size, seed=seed,
-                         num_workers=num_workers, pin_memory=pin_memory)  # fmt: skip
+    return _data_loaders(
+        bundle,
+        augmentation=augmentation,
+        batch_size=batch_size,
+        seed=seed,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
 
 
 def make_eval_loader(like: Loader, images: ImageSet, *, mean: Sequence[float], std: Sequence[float]) -> Loader:
@@ -130,8 +153,14 @@ def make_eval_loader(like: Loader, images: ImageSet, *, mean: Sequence[float], s
         return TensorEvalLoader(images, batch_size=like.batch_size, mean=mean, std=std, device=like.images.device)
     assert isinstance(like, DataLoader), f"not a test loader: {type(like).__name__}"
     dataset = AugmentedImages(images, build_eval_transform(mean=mean, std=std))
-    return DataLoader(dataset, batch_size=like.batch_size, shuffle=False, num_workers=like.num_workers,
-                      worker_init_fn=like.worker_init_fn, pin_memory=like.pin_memory)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=like.batch_size,
+        shuffle=False,
+        num_workers=like.num_workers,
+        worker_init_fn=like.worker_init_fn,
+        pin_memory=like.pin_memory,
+    )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -159,8 +188,9 @@ def pipeline(loader: Loader) -> A.Compose:
     return loader.dataset.transform if isinstance(loader, DataLoader) else loader.transform
 
 
-def _data_loaders(bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int,
-                  num_workers: int, pin_memory: bool) -> tuple[DataLoader, DataLoader]:  # fmt: skip
+def _data_loaders(
+    bundle: DatasetBundle, *, augmentation: Augmentation, batch_size: int, seed: int, num_workers: int, pin_memory: bool
+) -> tuple[DataLoader, DataLoader]:
     train_transform = build_train_transform(
         augmentation, image_size=bundle.image_size, mean=bundle.mean, std=bundle.std, seed=seed
     )
@@ -172,9 +202,13 @@ def _data_loaders(bundle: DatasetBundle, *, augmentation: Augmentation, batch_si
         "pin_memory": pin_memory,
     }
     train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
-        drop_last=len(train_set) > batch_size, **workers,
-    )  # fmt: skip
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(train_set) > batch_size,
+        **workers,
+    )
     test_set = AugmentedImages(bundle.test, build_eval_transform(mean=bundle.mean, std=bundle.std))
     test_loader = DataLoader(test_set, batch_size=EVAL_BATCH_FACTOR * batch_size, shuffle=False, **workers)
     return train_loader, test_loader

@@ -132,10 +132,18 @@ def default_sync_every(device: torch.device) -> int:
 
 
 def _sweep(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, criterion: Callable, lrs: list[float],
-    smooth_f: float, diverge_th: float, rise_stop: float | None, callbacks: Callbacks, device: torch.device,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable,
+    criterion: Callable,
+    lrs: list[float],
+    smooth_f: float,
+    diverge_th: float,
+    rise_stop: float | None,
+    callbacks: Callbacks,
+    device: torch.device,
     sync_every: int,
-) -> Curve:  # fmt: skip
+) -> Curve:
     curve, best, cycle = Curve(), math.inf, _Cycle(batches)
     model.train()  # once, not per step: it walks every module
     for start in range(0, len(lrs), sync_every):
@@ -209,8 +217,19 @@ def range_test(
     optimizer_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     try:
-        return _sweep(model, optimizer, batches, criterion, lrs, smooth_f, diverge_th, rise_stop,
-                      callbacks or NullCallbacks(), device, sync_every)
+        return _sweep(
+            model,
+            optimizer,
+            batches,
+            criterion,
+            lrs,
+            smooth_f,
+            diverge_th,
+            rise_stop,
+            callbacks or NullCallbacks(),
+            device,
+            sync_every,
+        )
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
@@ -296,9 +315,7 @@ def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, A
     }
 
 
-def _setup(
-    spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int, callbacks: Callbacks
-) -> tuple:
+def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int, callbacks: Callbacks) -> tuple:
     """(model, optimizer, train_loader) for a spec, the model on `device`."""
     seed_everything(spec.seed)
     bundle = as_normalized_by(
@@ -306,14 +323,22 @@ def _setup(
         spec.augmentation,
     )
     train_loader, _ = make_loaders(
-        bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
-        num_workers=num_workers, pin_memory=device.type == "cuda", device=device,
+        bundle,
+        augmentation=spec.augmentation,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        device=device,
     )
     model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
     model = model.to(device, memory_format=memory_format(device))
     sgd = spec.optimizer
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=spec.start_lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
+        model.parameters(),
+        lr=spec.start_lr,
+        momentum=sgd.momentum,
+        weight_decay=sgd.weight_decay,
         nesterov=sgd.nesterov,
     )
     return model, optimizer, train_loader
@@ -338,10 +363,18 @@ def run_lr_finder(
     model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers, callbacks)
     started = time.perf_counter()
     curve = range_test(
-        model, optimizer, train_loader, criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
+        model,
+        optimizer,
+        train_loader,
+        criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
         start_lr=spec.start_lr,
-        end_lr=spec.end_lr, num_iter=spec.num_iter, step_mode=spec.step_mode, smooth_f=spec.smooth_f,
-        diverge_th=spec.diverge_th, rise_stop=spec.rise_stop, callbacks=callbacks,
+        end_lr=spec.end_lr,
+        num_iter=spec.num_iter,
+        step_mode=spec.step_mode,
+        smooth_f=spec.smooth_f,
+        diverge_th=spec.diverge_th,
+        rise_stop=spec.rise_stop,
+        callbacks=callbacks,
     )
     metrics = build_metrics(curve, num_iter=spec.num_iter, seconds=time.perf_counter() - started)
     metrics["warnings"] = transform_warnings(spec.augmentation)
@@ -350,7 +383,12 @@ def run_lr_finder(
     write_json(out_dir / "metrics.json", metrics, allow_nan=False)
     part = descent(curve.smoothed_losses, num_iter=spec.num_iter)
     plot = plot_lr_finder(
-        curve.lrs, curve.losses, curve.smoothed_losses, metrics["suggestions"], out_dir / "lr_finder.png",
-        log_x=spec.step_mode == "exp", minimum_lr=curve.lrs[part.stop - 1] if part.stop > part.start else None,
+        curve.lrs,
+        curve.losses,
+        curve.smoothed_losses,
+        metrics["suggestions"],
+        out_dir / "lr_finder.png",
+        log_x=spec.step_mode == "exp",
+        minimum_lr=curve.lrs[part.stop - 1] if part.stop > part.start else None,
     )
     return LRFinderResult(metrics=metrics, stop_reason=curve.stop_reason, artifacts=[plot])

@@ -201,8 +201,10 @@ def cam_stage(model: nn.Module, image_size: int | None = None) -> int:
         return last
     usable = [i for i, side in enumerate(inner.sides(image_size)) if side >= CAM_MIN_SIDE]
     if not usable:
-        raise ValueError(f"{image_size} px images are too small to explain: no layer of {type(inner).__name__} keeps "
-                         f"{CAM_MIN_SIDE}x{CAM_MIN_SIDE} pixels")  # fmt: skip
+        raise ValueError(
+            f"{image_size} px images are too small to explain: no layer of {type(inner).__name__} keeps "
+            f"{CAM_MIN_SIDE}x{CAM_MIN_SIDE} pixels"
+        )
     return usable[-1]
 
 

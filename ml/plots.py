@@ -13,9 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display on a worker
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 DPI = 110  # 6.4 x 4.4 inch curves come out about 700 x 480 pixels
 CURVE_SIZE = (6.4, 4.4)  # inches
@@ -63,8 +63,12 @@ def _plot_epochs(
 def plot_accuracy(epochs: Sequence[Mapping], path: Path | str) -> Path:
     """Train and test accuracy per epoch, in percent (records hold fractions)."""
     return _plot_epochs(
-        epochs, path, keys={"train_acc": "train", "test_acc": "test"}, scale=100.0,
-        ylabel="accuracy (%)", title="Accuracy per epoch",
+        epochs,
+        path,
+        keys={"train_acc": "train", "test_acc": "test"},
+        scale=100.0,
+        ylabel="accuracy (%)",
+        title="Accuracy per epoch",
     )
 
 
@@ -73,14 +77,20 @@ def loss_labels(label_smoothing: float) -> dict[str, str]:
     the test loss always plain cross-entropy; with smoothing the two are not on one scale."""
     if label_smoothing == 0:
         return {"train_loss": "train", "test_loss": "test"}
-    return {"train_loss": f"train (label-smoothed {label_smoothing:g} cross-entropy)",
-            "test_loss": "test (plain cross-entropy)"}  # fmt: skip
+    return {
+        "train_loss": f"train (label-smoothed {label_smoothing:g} cross-entropy)",
+        "test_loss": "test (plain cross-entropy)",
+    }
 
 
 def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: float = 0.0) -> Path:
     """Train and test loss per epoch, each labelled with what it measures (loss_labels)."""
     return _plot_epochs(
-        epochs, path, keys=loss_labels(label_smoothing), scale=1.0, ylabel="cross-entropy loss",
+        epochs,
+        path,
+        keys=loss_labels(label_smoothing),
+        scale=1.0,
+        ylabel="cross-entropy loss",
         title="Loss per epoch",
     )
 
@@ -88,8 +98,10 @@ def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: f
 def plot_history(epochs: Sequence[Mapping], out_dir: Path | str, *, label_smoothing: float = 0.0) -> list[Path]:
     """accuracy.png and loss.png in out_dir (the two curves of a train run)."""
     out_dir = Path(out_dir)
-    return [plot_accuracy(epochs, out_dir / "accuracy.png"),
-            plot_loss(epochs, out_dir / "loss.png", label_smoothing=label_smoothing)]  # fmt: skip
+    return [
+        plot_accuracy(epochs, out_dir / "accuracy.png"),
+        plot_loss(epochs, out_dir / "loss.png", label_smoothing=label_smoothing),
+    ]
 
 
 def plot_lr(lrs: Sequence[float], path: Path | str) -> Path:
@@ -221,8 +233,17 @@ def plot_lr_finder(
             if lr is None or not math.isfinite(lr) or lr <= 0:
                 continue
             y = _marker_y(lr, x, smooth, log_x)
-            ax.plot([lr], [y], linestyle="none", marker=markers[i % len(markers)], markersize=max(6, 14 - 3 * i),
-                    markeredgecolor="white", color=f"C{i + 1}", label=f"{name}: {lr:.1e}", zorder=3 + i)
+            ax.plot(
+                [lr],
+                [y],
+                linestyle="none",
+                marker=markers[i % len(markers)],
+                markersize=max(6, 14 - 3 * i),
+                markeredgecolor="white",
+                color=f"C{i + 1}",
+                label=f"{name}: {lr:.1e}",
+                zorder=3 + i,
+            )
             # later markers are smaller and on top: suggestions that coincide stay visible
         if minimum_lr is not None:
             ax.axvline(minimum_lr, color="grey", linestyle=":", label=f"smoothed minimum: {minimum_lr:.1e}")

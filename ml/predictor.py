@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ml.batch_augment import normalize
 from ml.checkpoints import load_model
 from ml.data import fit_image
-from ml.batch_augment import normalize
 from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
 from ml.models import flip_averaged
 
@@ -79,7 +79,9 @@ class Predictor:
         pixels = np.stack([self._pixels(image) for image in images]) if images else np.zeros(shape, np.uint8)
         return Query(pixels, topk=max(1, min(int(topk), len(self.classes))), target=target)
 
-    def predict_many(self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam") -> list[list[dict]]:
+    def predict_many(
+        self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam"
+    ) -> list[list[dict]]:
         """Each query's results (as `predict`'s), from one forward pass, and one GradCAM backward, over
         the images of all of them: how the API serves concurrent requests (service.batching)."""
         check_method(method)
@@ -90,8 +92,11 @@ class Predictor:
         batch = self._tensor(pixels)
         with self._lock:
             if gradcam:  # one forward pass gives the predictions and the maps
-                targets = [None if q.target == "pred" else self.classes.index(q.target) for q in queries
-                           for _ in range(len(q.pixels))]  # fmt: skip
+                targets = [
+                    None if q.target == "pred" else self.classes.index(q.target)
+                    for q in queries
+                    for _ in range(len(q.pixels))
+                ]
                 chosen_by = None if all(t is None for t in targets) else targets
                 logits, cams, chosen = explain(self.model, batch, targets=chosen_by, method=method)
                 if self.test_time_flip:
@@ -110,8 +115,15 @@ class Predictor:
         ends = np.cumsum(sizes).tolist()
         return [results[end - size : end] for size, end in zip(sizes, ends)]
 
-    def _with_mirror(self, batch: torch.Tensor, logits: torch.Tensor, cams: np.ndarray, chosen: list[int],
-                     targets: list[int | None], method: str) -> torch.Tensor:  # fmt: skip
+    def _with_mirror(
+        self,
+        batch: torch.Tensor,
+        logits: torch.Tensor,
+        cams: np.ndarray,
+        chosen: list[int],
+        targets: list[int | None],
+        method: str,
+    ) -> torch.Tensor:
         """The logits averaged with the mirror images' (test_time_flip); an image asked for its predicted
         class whose prediction the mirror changed gets its map for the new one (`cams`, `chosen` updated)."""
         with torch.inference_mode():

@@ -4,9 +4,9 @@ and knows nothing of the trainer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ def write_report(report: Report, model: torch.nn.Module) -> tuple[list[Path], di
     """Writes every PNG artifact into `report.out_dir`; returns them and the per-class accuracy.
     `model` is the best checkpoint's, on the device GradCAM should run on."""
     out, predictions, labels, classes = report.out_dir, report.predictions, report.test_labels, report.classes
-    paths = {name: out / f"{name}.png" for name in (
-        "accuracy", "loss", "lr", "confusion_matrix", "samples", "misclassified")}  # fmt: skip
+    paths = {
+        name: out / f"{name}.png" for name in ("accuracy", "loss", "lr", "confusion_matrix", "samples", "misclassified")
+    }
     plots.plot_accuracy(report.epochs, paths["accuracy"])
     plots.plot_loss(report.epochs, paths["loss"], label_smoothing=report.label_smoothing)
     plots.plot_lr(report.step_lrs, paths["lr"])
@@ -51,8 +52,12 @@ def write_report(report: Report, model: torch.nn.Module) -> tuple[list[Path], di
     _plot_samples(report, paths["samples"])
     wrong = np.flatnonzero(predictions != labels)
     titles = [_title(classes, predictions[i], labels[i]) for i in wrong[:GRID_SIZE]]
-    plots.plot_image_grid(report.test_images[wrong[:GRID_SIZE]], titles, paths["misclassified"],
-                          suptitle=f"Misclassified test images ({len(wrong)} of {len(labels)})")  # fmt: skip
+    plots.plot_image_grid(
+        report.test_images[wrong[:GRID_SIZE]],
+        titles,
+        paths["misclassified"],
+        suptitle=f"Misclassified test images ({len(wrong)} of {len(labels)})",
+    )
     written = list(paths.values())
     if report.gradcam_count > 0:
         written += _gradcam_grids(report, model)
@@ -85,8 +90,9 @@ def _plot_samples(report: Report, path: Path) -> None:
     plots.plot_image_grid(images, titles, path, suptitle="Augmented training samples")
 
 
-def _cam_grid(report: Report, model: torch.nn.Module, indices: np.ndarray, targets: np.ndarray, path: Path,
-              suptitle: str) -> Path:  # fmt: skip
+def _cam_grid(
+    report: Report, model: torch.nn.Module, indices: np.ndarray, targets: np.ndarray, path: Path, suptitle: str
+) -> Path:
     images = report.test_images[indices]
     device = next(model.parameters()).device
     x = normalize(torch.from_numpy(images), mean=report.mean, std=report.std).to(device)
@@ -104,11 +110,35 @@ def _gradcam_grids(report: Report, model: torch.nn.Module) -> list[Path]:
     right = np.flatnonzero(predictions == labels)[:CORRECT_CAMS]
     written = []
     if len(wrong):
-        written.append(_cam_grid(report, model, wrong, predictions[wrong], out / "gradcam_misclassified.png",
-                                 "GradCAM for the predicted class"))  # fmt: skip
-        written.append(_cam_grid(report, model, wrong, labels[wrong], out / "gradcam_misclassified_true.png",
-                                 "GradCAM for the true class"))  # fmt: skip
+        written.append(
+            _cam_grid(
+                report,
+                model,
+                wrong,
+                predictions[wrong],
+                out / "gradcam_misclassified.png",
+                "GradCAM for the predicted class",
+            )
+        )
+        written.append(
+            _cam_grid(
+                report,
+                model,
+                wrong,
+                labels[wrong],
+                out / "gradcam_misclassified_true.png",
+                "GradCAM for the true class",
+            )
+        )
     if len(right):
-        written.append(_cam_grid(report, model, right, predictions[right], out / "gradcam_correct.png",
-                                 "GradCAM on correctly classified images"))  # fmt: skip
+        written.append(
+            _cam_grid(
+                report,
+                model,
+                right,
+                predictions[right],
+                out / "gradcam_correct.png",
+                "GradCAM on correctly classified images",
+            )
+        )
     return written

@@ -32,23 +32,40 @@ def build_schedule(spec: TrainSpec, optimizer: torch.optim.Optimizer, *, steps_p
     sched = spec.scheduler
     if isinstance(sched, ReduceOnPlateauSpec):
         plateau = ReduceLROnPlateau(
-            optimizer, mode=sched.mode, factor=sched.factor, patience=sched.patience,
-            threshold=sched.threshold, threshold_mode=sched.threshold_mode,
-            cooldown=sched.cooldown, min_lr=sched.min_lr, eps=sched.eps,
+            optimizer,
+            mode=sched.mode,
+            factor=sched.factor,
+            patience=sched.patience,
+            threshold=sched.threshold,
+            threshold_mode=sched.threshold_mode,
+            cooldown=sched.cooldown,
+            min_lr=sched.min_lr,
+            eps=sched.eps,
         )
         return Schedule(plateau, per_batch=False)
     if isinstance(sched, OneCycleSpec):
         one_cycle = OneCycleLR(
-            optimizer, max_lr=sched.max_lr or lr, epochs=spec.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=sched.resolved_pct_start(spec.epochs), anneal_strategy=sched.anneal_strategy,
-            div_factor=sched.div_factor, final_div_factor=sched.final_div_factor,
-            three_phase=sched.three_phase, **_momentum(sched, spec.optimizer.momentum),
+            optimizer,
+            max_lr=sched.max_lr or lr,
+            epochs=spec.epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=sched.resolved_pct_start(spec.epochs),
+            anneal_strategy=sched.anneal_strategy,
+            div_factor=sched.div_factor,
+            final_div_factor=sched.final_div_factor,
+            three_phase=sched.three_phase,
+            **_momentum(sched, spec.optimizer.momentum),
         )
         return Schedule(one_cycle, per_batch=True)
     if isinstance(sched, CyclicSpec):
         cyclic = CyclicLR(
-            optimizer, base_lr=sched.base_lr, max_lr=sched.max_lr or lr, step_size_up=sched.step_size_up,
-            step_size_down=sched.step_size_down, mode=sched.mode, gamma=sched.gamma,
+            optimizer,
+            base_lr=sched.base_lr,
+            max_lr=sched.max_lr or lr,
+            step_size_up=sched.step_size_up,
+            step_size_down=sched.step_size_down,
+            mode=sched.mode,
+            gamma=sched.gamma,
             **_momentum(sched, spec.optimizer.momentum),
         )
         return Schedule(cyclic, per_batch=True)

@@ -4,7 +4,7 @@ and the CLI's input. Importing this module never imports torch."""
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -48,7 +48,9 @@ class DatasetSpec(Spec):
         description="image_folder only: a folder under DATA_DIR holding train/<class>/* and test/<class>/*",
     )
     image_size: int = Field(
-        default=32, ge=8, le=256,
+        default=32,
+        ge=8,
+        le=256,
         description="image_folder only: each image is scaled so that its shorter side is this size and "
         "centre-cropped to a square (its aspect kept); transparent pixels are composited on white. /predict "
         "prepares uploads the same way",
@@ -82,8 +84,10 @@ class DatasetSpec(Spec):
 class ModelSpec(Spec):
     name: Literal["resnet18", "custom_resnet"] = Field(
         default="resnet18",
-        description=" | ".join(f"{name} ({info['description']}; {info['parameters']:,} parameters at width 64)"
-                               for name, info in MODEL_INFO.items()),  # fmt: skip
+        description=" | ".join(
+            f"{name} ({info['description']}; {info['parameters']:,} parameters at width 64)"
+            for name, info in MODEL_INFO.items()
+        ),
     )
     width: int = Field(default=64, ge=2, le=256, description="channels of the first stage; 64 is the paper's")
 
@@ -161,9 +165,7 @@ class CycleMomentumSpec(Spec):
     def _base_below_max(self) -> CycleMomentumSpec:
         base, top = self.base_momentum, self.max_momentum
         if base is not None and top is not None and base > top:
-            raise ValueError(
-                f"scheduler.base_momentum ({base}) must be <= scheduler.max_momentum ({top})"
-            )
+            raise ValueError(f"scheduler.base_momentum ({base}) must be <= scheduler.max_momentum ({top})")
         return self
 
     def momentum_range(self, momentum: float) -> tuple[float, float]:
@@ -216,12 +218,12 @@ class NoSchedulerSpec(Spec):
 
 
 SchedulerSpec = Annotated[
-    Union[ReduceOnPlateauSpec, OneCycleSpec, CyclicSpec, NoSchedulerSpec], Field(discriminator="name")
+    ReduceOnPlateauSpec | OneCycleSpec | CyclicSpec | NoSchedulerSpec, Field(discriminator="name")
 ]
 
 # One albumentations transform: {"name": "<albumentations class>", ...its keyword arguments}.
 TransformSpec = dict[str, Any]
-Augmentation = Union[Literal["default", "none"], list[TransformSpec]]
+Augmentation = Literal["default", "none"] | list[TransformSpec]
 
 MAX_AUGMENTATIONS = 32  # transforms in a list: real pipelines have under ten; each costs every batch
 AUGMENTATION_DESCRIPTION = (
@@ -248,7 +250,9 @@ class CommonSpec(Spec):
     augmentation: Augmentation = Field(default="default", description=AUGMENTATION_DESCRIPTION)
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds data order, augmentation and weights")
     label_smoothing: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.0,
+        ge=0,
+        lt=1,
         description="cross-entropy label smoothing of the training loss (and of the LR range test's, so that it "
         "measures the loss training will use); test losses are plain cross-entropy; 0 = none",
     )
@@ -262,11 +266,26 @@ class CommonSpec(Spec):
 class LRFinderSpec(CommonSpec):
     """POST /jobs/lr-finder: Leslie Smith's LR range test."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"dataset": {"name": "cifar10", "train_subset": None}, "model": {"name": "resnet18"},
-         "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0005, "nesterov": False},
-         "batch_size": 128, "start_lr": 1e-7, "end_lr": 10, "num_iter": 100, "step_mode": "exp",
-         "smooth_f": 0.05, "diverge_th": 5, "augmentation": "default", "seed": 0}]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": {"name": "cifar10", "train_subset": None},
+                    "model": {"name": "resnet18"},
+                    "optimizer": {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0005, "nesterov": False},
+                    "batch_size": 128,
+                    "start_lr": 1e-7,
+                    "end_lr": 10,
+                    "num_iter": 100,
+                    "step_mode": "exp",
+                    "smooth_f": 0.05,
+                    "diverge_th": 5,
+                    "augmentation": "default",
+                    "seed": 0,
+                }
+            ]
+        }
+    )
 
     optimizer: SGDSpec = Field(default_factory=SGDSpec)
     start_lr: float = Field(default=1e-7, gt=0, description="the learning rate of the first iteration")
@@ -276,7 +295,9 @@ class LRFinderSpec(CommonSpec):
     smooth_f: float = Field(default=0.05, ge=0, lt=1, description="exponential smoothing of the loss; 0 = none")
     diverge_th: float = Field(default=5.0, gt=1, description="stop once loss > diverge_th x best loss")
     rise_stop: float | None = Field(
-        default=0.5, gt=0, le=1,
+        default=0.5,
+        gt=0,
+        le=1,
         description="also stop once the smoothed loss, after falling at least 10% below its first value, "
         "has climbed back this fraction of that fall (0.5 = half-way up again): the sweep has left its "
         "minimum; null = only diverge_th (torch-lr-finder's rule)",
@@ -292,24 +313,53 @@ class LRFinderSpec(CommonSpec):
 class TrainSpec(CommonSpec):
     """POST /jobs/train."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"dataset": {"name": "cifar10", "train_subset": None, "test_subset": None},
-         "model": {"name": "resnet18", "width": 64}, "epochs": 50, "batch_size": 128,
-         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005, "nesterov": False},
-         "scheduler": {"name": "reduce_on_plateau", "mode": "max", "factor": 0.1, "patience": 3,
-                       "threshold": 0.001, "threshold_mode": "abs", "min_lr": 0},
-         "augmentation": "default", "target_accuracy": None, "gradcam_misclassified": 25, "seed": 0}]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": {"name": "cifar10", "train_subset": None, "test_subset": None},
+                    "model": {"name": "resnet18", "width": 64},
+                    "epochs": 50,
+                    "batch_size": 128,
+                    "optimizer": {
+                        "name": "sgd",
+                        "lr": 0.05,
+                        "momentum": 0.9,
+                        "weight_decay": 0.0005,
+                        "nesterov": False,
+                    },
+                    "scheduler": {
+                        "name": "reduce_on_plateau",
+                        "mode": "max",
+                        "factor": 0.1,
+                        "patience": 3,
+                        "threshold": 0.001,
+                        "threshold_mode": "abs",
+                        "min_lr": 0,
+                    },
+                    "augmentation": "default",
+                    "target_accuracy": None,
+                    "gradcam_misclassified": 25,
+                    "seed": 0,
+                }
+            ]
+        }
+    )
 
     epochs: int = Field(default=50, ge=1, le=MAX_EPOCHS, description="passes over the training set")
     optimizer: TrainOptimizerSpec = Field(default_factory=TrainOptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=ReduceOnPlateauSpec)
     target_accuracy: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None,
+        gt=0,
+        le=1,
         description="stop once accuracy reaches this fraction, e.g. 0.88: validation accuracy with "
-        "validation_split, else test accuracy"
+        "validation_split, else test accuracy",
     )
     validation_split: float | None = Field(
-        default=None, gt=0, le=0.5,
+        default=None,
+        gt=0,
+        le=0.5,
         description="hold out this fraction of the training set (stratified by class, drawn from seed) as a "
         "validation set; then model selection (best), ReduceLROnPlateau and target_accuracy read validation "
         "accuracy, and the test set only measures; null = off: they read the test set",

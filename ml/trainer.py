@@ -19,8 +19,8 @@ from ml.data import DatasetBundle, ImageSet, hold_out, load_dataset
 from ml.loaders import as_normalized_by, make_eval_loader, make_loaders, pipeline, start_epoch
 from ml.models import build_model, flip_averaged, unwrap
 from ml.progress import Callbacks, NullCallbacks, download_progress
-from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.reports import Report, write_report
+from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
 
@@ -49,13 +49,26 @@ class EpochStats:
 class Trainer:
     """One training run. `train()` below is the public entrypoint."""
 
-    def __init__(self, spec: TrainSpec, bundle: DatasetBundle, *, out_dir: Path, device: torch.device,
-                 callbacks: Callbacks, num_workers: int, validation: ImageSet | None = None) -> None:
+    def __init__(
+        self,
+        spec: TrainSpec,
+        bundle: DatasetBundle,
+        *,
+        out_dir: Path,
+        device: torch.device,
+        callbacks: Callbacks,
+        num_workers: int,
+        validation: ImageSet | None = None,
+    ) -> None:
         self.spec, self.bundle, self.out_dir, self.device = spec, bundle, out_dir, device
         self.callbacks = callbacks
         self.train_loader, self.test_loader = make_loaders(
-            bundle, augmentation=spec.augmentation, batch_size=spec.batch_size, seed=spec.seed,
-            num_workers=num_workers, device=device,
+            bundle,
+            augmentation=spec.augmentation,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            num_workers=num_workers,
+            device=device,
         )
         # Selection, scheduling and target_accuracy read "val_*" when a validation set is held out, else "test_*"
         self.validation, self.val_loader, self.selected_on = validation, None, "test"
@@ -69,8 +82,12 @@ class Trainer:
         model = model.to(device, memory_format=self.memory_format)
         opt = spec.optimizer
         self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
-            nesterov=opt.nesterov, **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+            model.parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
+            **({"fused": True} if device.type == "cuda" else {"foreach": True}),
         )
         self.schedule: Schedule = build_schedule(spec, self.optimizer, steps_per_epoch=len(self.train_loader))
         self.compile_mode = resolve_mode(spec.compile, device=device, steps=spec.epochs * len(self.train_loader))
@@ -88,10 +105,15 @@ class Trainer:
     def _report(self, epoch: int, step: int, steps: int) -> bool:
         """Sends progress; returns True when the run should stop."""
         done = (epoch - 1) * steps + step
-        self.callbacks.on_progress({
-            "epoch": epoch, "epochs": self.spec.epochs, "step": step, "steps": steps,
-            "fraction": round(done / (self.spec.epochs * steps), 4),
-        })
+        self.callbacks.on_progress(
+            {
+                "epoch": epoch,
+                "epochs": self.spec.epochs,
+                "step": step,
+                "steps": steps,
+                "fraction": round(done / (self.spec.epochs * steps), 4),
+            }
+        )
         return self.callbacks.should_stop()
 
     def train_epoch(self, epoch: int) -> EpochStats:
@@ -125,8 +147,9 @@ class Trainer:
                     stopped = True
                     break
         seconds = time.perf_counter() - start
-        return EpochStats(float(loss_sum) / max(images, 1), int(correct) / max(images, 1), images, seconds,
-                          lrs, stopped)
+        return EpochStats(
+            float(loss_sum) / max(images, 1), int(correct) / max(images, 1), images, seconds, lrs, stopped
+        )
 
     @staticmethod
     def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
@@ -136,9 +159,7 @@ class Trainer:
             )
 
     @torch.inference_mode()
-    def evaluate(
-        self, model: nn.Module | None = None, *, validation: bool = False
-    ) -> tuple[float, float, np.ndarray]:
+    def evaluate(self, model: nn.Module | None = None, *, validation: bool = False) -> tuple[float, float, np.ndarray]:
         """Loss, accuracy and the predicted class of every image (in dataset order) of the test set,
         or of the validation set (with the spec's test_time_flip)."""
         model = model or self.model
@@ -205,8 +226,10 @@ class Trainer:
         if saved == self.best["epoch"]:
             return
         if self.best["epoch"] != done:
-            raise CheckpointError(f"{best} holds epoch {saved}, but the metrics' best is epoch {self.best['epoch']}"
-                                  f" and only the last checkpoint (epoch {done}) can be restored; cannot resume")
+            raise CheckpointError(
+                f"{best} holds epoch {saved}, but the metrics' best is epoch {self.best['epoch']}"
+                f" and only the last checkpoint (epoch {done}) can be restored; cannot resume"
+            )
         self._save_checkpoint("best", done, self.best["test_acc"])
 
     def run(self, *, resume: bool = False) -> TrainResult:
@@ -235,13 +258,18 @@ class Trainer:
 
     def _record(self, epoch: int, stats: EpochStats, measured: dict[str, tuple[float, float]]) -> None:
         record = {
-            "epoch": epoch, "lr": stats.lrs[0] if stats.lrs else current_lr(self.optimizer),
-            "train_loss": round(stats.loss, 6), "train_acc": round(stats.acc, 6),
-            **{f"{name}_{kind}": round(value, 6) for name, pair in measured.items()
-               for kind, value in zip(("loss", "acc"), pair)},
+            "epoch": epoch,
+            "lr": stats.lrs[0] if stats.lrs else current_lr(self.optimizer),
+            "train_loss": round(stats.loss, 6),
+            "train_acc": round(stats.acc, 6),
+            **{
+                f"{name}_{kind}": round(value, 6)
+                for name, pair in measured.items()
+                for kind, value in zip(("loss", "acc"), pair)
+            },
             "seconds": round(stats.seconds, 3),
             "images_per_second": round(stats.images / stats.seconds, 1) if stats.seconds else None,
-        }  # fmt: skip
+        }
         test_acc = record["test_acc"]
         self.epochs.append(record)
         self.step_lrs.extend(stats.lrs)
@@ -268,22 +296,36 @@ class Trainer:
     def manifest(self, epoch: int, test_acc: float) -> dict[str, Any]:
         b = self.bundle
         return {
-            "model": self.spec.model.model_dump(), "in_channels": b.in_channels, "num_classes": b.num_classes,
-            "image_size": b.image_size, "dataset": b.name, "classes": list(b.classes),
-            "mean": list(b.mean), "std": list(b.std), "epoch": epoch, "test_acc": test_acc,
+            "model": self.spec.model.model_dump(),
+            "in_channels": b.in_channels,
+            "num_classes": b.num_classes,
+            "image_size": b.image_size,
+            "dataset": b.name,
+            "classes": list(b.classes),
+            "mean": list(b.mean),
+            "std": list(b.std),
+            "epoch": epoch,
+            "test_acc": test_acc,
             "spec": self.spec.model_dump(mode="json"),
         }
 
     def _save_checkpoint(self, which: str, epoch: int, test_acc: float) -> None:
         save_checkpoint(
-            self.out_dir / "checkpoints" / which, model=self.model, manifest=self.manifest(epoch, test_acc),
+            self.out_dir / "checkpoints" / which,
+            model=self.model,
+            manifest=self.manifest(epoch, test_acc),
             optimizer=self.optimizer if which == "last" else None,
             scheduler=self.schedule.scheduler if which == "last" else None,
         )
 
     def metrics(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "best": self.best, "per_class_accuracy": None,
-                "selected_on": self.selected_on, "warnings": transform_warnings(self.spec.augmentation)}
+        return {
+            "epochs": self.epochs,
+            "best": self.best,
+            "per_class_accuracy": None,
+            "selected_on": self.selected_on,
+            "warnings": transform_warnings(self.spec.augmentation),
+        }
 
     def _write_metrics(self, metrics: dict[str, Any] | None = None) -> None:
         write_json(self.out_dir / "metrics.json", metrics or self.metrics())
@@ -295,9 +337,17 @@ class Trainer:
         _, _, predictions = self.evaluate(model)
         b, spec = self.bundle, self.spec
         report = Report(
-            out_dir=self.out_dir, epochs=self.epochs, step_lrs=self.step_lrs, classes=list(b.classes),
-            test_images=b.test.images, test_labels=b.test.labels, predictions=predictions,
-            samples=next(iter(self.train_loader)), mean=b.mean, std=b.std, label_smoothing=spec.label_smoothing,
+            out_dir=self.out_dir,
+            epochs=self.epochs,
+            step_lrs=self.step_lrs,
+            classes=list(b.classes),
+            test_images=b.test.images,
+            test_labels=b.test.labels,
+            predictions=predictions,
+            samples=next(iter(self.train_loader)),
+            mean=b.mean,
+            std=b.std,
+            label_smoothing=spec.label_smoothing,
             gradcam_count=spec.gradcam_misclassified,
         )
         return write_report(report, model)
@@ -310,13 +360,25 @@ class Trainer:
             artifacts, metrics["per_class_accuracy"] = self._write_report(checkpoints / "best")
         self._write_metrics(metrics)
         has = self.epochs != []
-        return TrainResult(metrics, stop_reason, checkpoints / "best" if has else None,
-                           checkpoints / "last" if has else None, artifacts)
+        return TrainResult(
+            metrics,
+            stop_reason,
+            checkpoints / "best" if has else None,
+            checkpoints / "last" if has else None,
+            artifacts,
+        )
 
 
-def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callbacks | None = None,
-          device: str | torch.device | None = None, num_workers: int | None = None,
-          resume: bool = False) -> TrainResult:
+def train(
+    spec: TrainSpec,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    callbacks: Callbacks | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+    resume: bool = False,
+) -> TrainResult:
     """Trains `spec` on the dataset under `data_dir`, writing metrics, checkpoints and plots to `out_dir`.
 
     With `resume`, a run that `out_dir` already holds (its `checkpoints/last` and `metrics.json`)
@@ -338,6 +400,7 @@ def train(spec: TrainSpec, *, data_dir: Path, out_dir: Path, callbacks: Callback
         bundle = replace(bundle, train=rest)
     if num_workers is None:
         num_workers = default_num_workers(dev)
-    trainer = Trainer(spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers,
-                      validation=validation)
+    trainer = Trainer(
+        spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers, validation=validation
+    )
     return trainer.run(resume=resume)

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from core import store
 from ml.specs import DatasetSpec, TrainSpec
-from service import store
 
 
 def invalid(loc: tuple[str | int, ...], message: str, value: Any) -> RequestValidationError:

@@ -54,8 +54,9 @@ class PredictBatcher:
     `max_images` 1 turns batching off (each request runs alone); a request with more images than
     `max_images` runs alone. Used from the event loop only."""
 
-    def __init__(self, run: RunBatch, *, executor: Executor, max_images: int, delay: float,
-                 room: Callable[[], int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, run: RunBatch, *, executor: Executor, max_images: int, delay: float, room: Callable[[], int] | None = None
+    ) -> None:
         """`room`: how many more requests could reach the batcher now (free prediction slots); None: any."""
         self.run, self.executor, self.room = run, executor, room
         self.max_images, self.delay = max_images, delay

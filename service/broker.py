@@ -16,23 +16,13 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import RedisError
 
-from service.config import SettingsDep
+from core.broker import BROKER_UNREACHABLE, TASK_NAME, BrokerUnavailable, client_config, task_args
+from service.deps import SettingsDep
 
-TASK_NAME = "lrcam.run_job"
 BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, RedisError, ConnectionError)
 FAIL_FAST_SECONDS = 2  # connect/read timeout towards the broker
 
 logger = logging.getLogger(__name__)
-BROKER_UNREACHABLE = "broker unreachable (REDIS_URL); the API's log has the details"  # no host, no address
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker (Redis) did not answer."""
-
-
-def client_config(queue: str) -> dict[str, Any]:
-    """Celery settings shared by the API's client and the worker (queue, serializer)."""
-    return dict(task_default_queue=queue, task_serializer="json", accept_content=["json"])
 
 
 class Broker:
@@ -57,7 +47,7 @@ class Broker:
 
     def send_job(self, job_id: str, kind: str, params: dict[str, Any]) -> None:
         try:
-            self.app.send_task(TASK_NAME, args=[job_id, kind, params], task_id=job_id)
+            self.app.send_task(TASK_NAME, **task_args(job_id, kind, params))
         except BROKER_ERRORS as exc:
             raise self._unavailable(exc) from exc
 

@@ -55,7 +55,8 @@ def error_detail(response: httpx.Response) -> str:
     if isinstance(detail, list):
         return "\n".join(
             f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg', item)}"
-            if isinstance(item, dict) else str(item)
+            if isinstance(item, dict)
+            else str(item)
             for item in detail
         )
     return detail if isinstance(detail, str) else json.dumps(detail)
@@ -260,8 +261,15 @@ def cmd_artifacts(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(api: Api, args: argparse.Namespace) -> int:
     rows = [
-        (c["id"], c["job_id"], f"{c['model'].get('name')}/{c['model'].get('width')}", c["dataset"],
-         "-" if c.get("test_acc") is None else f"{c['test_acc']:.2%}", c.get("epoch"), c["created_at"][:19])
+        (
+            c["id"],
+            c["job_id"],
+            f"{c['model'].get('name')}/{c['model'].get('width')}",
+            c["dataset"],
+            "-" if c.get("test_acc") is None else f"{c['test_acc']:.2%}",
+            c.get("epoch"),
+            c["created_at"][:19],
+        )
         for c in api.get("/checkpoints")["checkpoints"]
     ]
     print_table(("ID", "JOB", "MODEL", "DATASET", "TEST_ACC", "EPOCH", "CREATED"), rows)
@@ -281,8 +289,13 @@ def upload(paths: Sequence[str]) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 
 def cmd_predict(api: Api, args: argparse.Namespace) -> int:
-    params = {"checkpoint": args.checkpoint, "gradcam": str(args.gradcam).lower(), "topk": args.topk,
-              "method": args.method, "target": args.target}
+    params = {
+        "checkpoint": args.checkpoint,
+        "gradcam": str(args.gradcam).lower(),
+        "topk": args.topk,
+        "method": args.method,
+        "target": args.target,
+    }
     answer = api.post("/predict", params=params, files=upload(args.images))
     print(f"checkpoint {answer['checkpoint_id']}")
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Typed dependencies shared by the routers: the store session and the API-key check."""
+"""Typed dependencies shared by the routers: the settings, the store session and the API-key check."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.config import SettingsDep
-from service.db import session_for
+from core.config import Settings, get_settings
+from core.db import session_for
 
+
+async def settings_dependency() -> Settings:
+    """get_settings as a dependency: async, so FastAPI calls it on the event loop (a sync one costs
+    each request a hop to the threadpool and back)."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_KEY>` when API_KEY is set")
 
 

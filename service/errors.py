@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from core.store import JobNotFound, JobStateConflict
 from service.broker import BROKER_UNREACHABLE, BrokerUnavailable
-from service.store import JobNotFound, JobStateConflict
 
 logger = logging.getLogger(__name__)
 

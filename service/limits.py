@@ -9,6 +9,7 @@ trains on the same cores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import deque
@@ -38,15 +39,19 @@ class PredictGate:
             self.active += 1
             return
         if len(self.waiters) >= self.queue:
-            raise busy(f"{self.active} predictions are running and {len(self.waiters)} waiting, the most allowed "
-                       f"(MAX_CONCURRENT_PREDICTS={self.running}, PREDICT_QUEUE={self.queue}); retry in a moment")  # fmt: skip
+            raise busy(
+                f"{self.active} predictions are running and {len(self.waiters)} waiting, the most allowed "
+                f"(MAX_CONCURRENT_PREDICTS={self.running}, PREDICT_QUEUE={self.queue}); retry in a moment"
+            )
         turn = asyncio.get_running_loop().create_future()
         self.waiters.append(turn)
         try:
             await asyncio.wait_for(turn, self.wait)  # a slot is handed over by `leave`
         except TimeoutError:
-            raise busy(f"waited {self.wait:g} s for one of MAX_CONCURRENT_PREDICTS={self.running} prediction slots "
-                       "(PREDICT_WAIT_SECONDS); retry in a moment") from None  # fmt: skip
+            raise busy(
+                f"waited {self.wait:g} s for one of MAX_CONCURRENT_PREDICTS={self.running} prediction slots "
+                "(PREDICT_WAIT_SECONDS); retry in a moment"
+            ) from None
         finally:
             if not turn.done() or turn.cancelled():
                 self._forget(turn)
@@ -65,10 +70,8 @@ class PredictGate:
         self.active -= 1
 
     def _forget(self, turn: asyncio.Future[None]) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # already handed over and skipped
             self.waiters.remove(turn)
-        except ValueError:  # already handed over and skipped
-            pass
 
 
 async def predict_slot(request: Request) -> AsyncIterator[None]:

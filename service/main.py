@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import dashboard, errors, logs
+from core import logs
+from core.config import get_settings
+from core.db import ensure_schema, get_engine
+from service import dashboard, errors
 from service.batching import PredictBatcher
 from service.broker import get_broker
-from service.config import get_settings
-from service.db import ensure_schema, get_engine
 from service.deps import require_api_key
 from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
@@ -69,22 +70,32 @@ def create_app() -> FastAPI:
         )
     errors.install(app)
     # added last, so outermost: bodies are bounded before CORS, auth or parsing see them
-    app.add_middleware(RequestContext, max_body_bytes=settings.MAX_BODY_BYTES,
-                       max_predict_bytes=settings.MAX_PREDICT_BYTES)  # fmt: skip
+    app.add_middleware(
+        RequestContext, max_body_bytes=settings.MAX_BODY_BYTES, max_predict_bytes=settings.MAX_PREDICT_BYTES
+    )
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     for router in (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router):
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
-    app.state.predict_gate = PredictGate(running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE,
-                                         wait=settings.PREDICT_WAIT_SECONDS)  # fmt: skip
-    app.state.predict_batcher = PredictBatcher(predict.run_batch, executor=predict.MODEL_THREAD,
-                                               max_images=settings.PREDICT_MAX_BATCH,
-                                               delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
-                                               room=app.state.predict_gate.free)  # fmt: skip
-    busy = {429: {"description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
-                  "waited PREDICT_WAIT_SECONDS for a slot"}}  # fmt: skip
-    app.include_router(predict.router, dependencies=[*protected, Depends(predict_slot)],
-                       responses=PROTECTED_ERRORS | busy)  # fmt: skip
+    app.state.predict_gate = PredictGate(
+        running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE, wait=settings.PREDICT_WAIT_SECONDS
+    )
+    app.state.predict_batcher = PredictBatcher(
+        predict.run_batch,
+        executor=predict.MODEL_THREAD,
+        max_images=settings.PREDICT_MAX_BATCH,
+        delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
+        room=app.state.predict_gate.free,
+    )
+    busy = {
+        429: {
+            "description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
+            "waited PREDICT_WAIT_SECONDS for a slot"
+        }
+    }
+    app.include_router(
+        predict.router, dependencies=[*protected, Depends(predict_slot)], responses=PROTECTED_ERRORS | busy
+    )
     dashboard.install(app)  # last: the page at / and its assets at /static, both public
     return app
 

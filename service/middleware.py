@@ -2,7 +2,7 @@
 the body's size, and the answer to an unexpected error.
 
 - Request id: the client's `X-Request-ID` when it is a short plain token, else a new one; it is
-  answered in `X-Request-ID`, carried by every log line of the request (`service.logs`) and named in
+  answered in `X-Request-ID`, carried by every log line of the request (`core.logs`) and named in
   the body of an unexpected error, so that a user's report finds the server's log lines.
 - Body size: a body larger than its bound gets 413 before a byte of it is parsed, whether or not the
   request carries a valid key: at once when `Content-Length` says so, else the moment the streamed
@@ -20,15 +20,14 @@ import logging
 import re
 import time
 import uuid
-from contextvars import ContextVar
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.logs import request_id_var
 from service import telemetry
 
 logger = logging.getLogger(__name__)
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # anything else could forge log lines
 
@@ -108,11 +107,16 @@ def _counting(receive: Receive, limit: int, setting: str) -> Receive:
 
 async def _answer(send: Send, code: int, detail: str, **extra: str) -> None:
     body = json.dumps({"detail": detail, **extra}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": code,
-        # the client may still be sending: closing says the rest will not be read
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            # the client may still be sending: closing says the rest will not be read
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -25,10 +25,10 @@ import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from service import store
+from core import store
+from core.config import Settings
+from core.db import session_for, utcnow
 from service.broker import Broker, BrokerUnavailable
-from service.config import Settings
-from service.db import session_for, utcnow
 from service.errors import STORE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ def reconcile(settings: Settings, broker: Broker, *, holder: str = HOLDER) -> Re
         if not store.take_lease(session, LEASE, holder=holder, seconds=3 * settings.RECONCILE_SECONDS):
             return Reconciled(skipped=True)
         reaped = store.reap_stale_jobs(
-            session, lease_seconds=settings.JOB_LEASE_SECONDS, max_attempts=settings.MAX_JOB_ATTEMPTS,
+            session,
+            lease_seconds=settings.JOB_LEASE_SECONDS,
+            max_attempts=settings.MAX_JOB_ATTEMPTS,
             stall_seconds=settings.JOB_STALL_SECONDS,
-        )  # fmt: skip
+        )
         created_before = utcnow() - timedelta(seconds=settings.QUEUED_GRACE_SECONDS)
         candidates = store.queued_jobs(session, created_before=created_before)
         candidates += [job for job_id in reaped.requeued if (job := store.get_job(session, job_id))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -39,8 +39,18 @@ class ProgressPublic(Sparse):
     a dataset downloads, downloading, downloaded_bytes and total_bytes instead."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061,
-                                         "updated_at": "2026-11-26T10:00:03.120000+00:00"}]}  # fmt: skip
+        json_schema_extra={
+            "examples": [
+                {
+                    "epoch": 3,
+                    "epochs": 50,
+                    "step": 120,
+                    "steps": 391,
+                    "fraction": 0.061,
+                    "updated_at": "2026-11-26T10:00:03.120000+00:00",
+                }
+            ]
+        }
     )
 
     epoch: int | None = Field(default=None, description="train jobs: the epoch in progress, from 1")
@@ -62,10 +72,20 @@ class ProgressPublic(Sparse):
 def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict) -> dict:
     """The contract's Job example, its params the spec's own example with every default filled in."""
     params = spec.model_validate(spec.model_config["json_schema_extra"]["examples"][0]).model_dump(mode="json")
-    return {"id": "5f0c9a1e2b7d4c3f8e6a1b2c3d4e5f60", "kind": kind, "status": "running", "params": params,
-            "created_at": "2026-11-26T10:00:00Z", "started_at": "2026-11-26T10:00:01Z", "finished_at": None,
-            "progress": progress | {"updated_at": "2026-11-26T10:00:03.120000+00:00"}, "error": None,
-            "checkpoint_id": None, "attempts": 1, "cancel_requested": False}  # fmt: skip
+    return {
+        "id": "5f0c9a1e2b7d4c3f8e6a1b2c3d4e5f60",
+        "kind": kind,
+        "status": "running",
+        "params": params,
+        "created_at": "2026-11-26T10:00:00Z",
+        "started_at": "2026-11-26T10:00:01Z",
+        "finished_at": None,
+        "progress": progress | {"updated_at": "2026-11-26T10:00:03.120000+00:00"},
+        "error": None,
+        "checkpoint_id": None,
+        "attempts": 1,
+        "cancel_requested": False,
+    }
 
 
 WARNINGS_DESCRIPTION = (
@@ -99,14 +119,23 @@ class JobBase(BaseModel):
     best: BestEpochPublic | None = Field(
         default=None, description="train jobs that ended: their best epoch (as in the metrics); null before"
     )
-    lr: float | None = Field(default=None, description='train jobs that ended: the learning rate used ("auto" resolved)')
+    lr: float | None = Field(
+        default=None, description='train jobs that ended: the learning rate used ("auto" resolved)'
+    )
 
 
 class TrainJobPublic(JobBase):
     """A training run."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
-        "train", TrainSpec, {"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061})]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _job_example(
+                    "train", TrainSpec, {"epoch": 3, "epochs": 50, "step": 120, "steps": 391, "fraction": 0.061}
+                )
+            ]
+        }
+    )
 
     kind: Literal["train"]
     params: TrainSpec = Field(description="the validated request, every default filled in")
@@ -115,14 +144,17 @@ class TrainJobPublic(JobBase):
 class LRFinderJobPublic(JobBase):
     """An LR range test."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_job_example(
-        "lr_finder", LRFinderSpec, {"step": 35, "steps": 100, "fraction": 0.35})]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [_job_example("lr_finder", LRFinderSpec, {"step": 35, "steps": 100, "fraction": 0.35})]
+        }
+    )
 
     kind: Literal["lr_finder"]
     params: LRFinderSpec = Field(description="the validated request, every default filled in")
 
 
-JobPublic = Annotated[Union[TrainJobPublic, LRFinderJobPublic], Field(discriminator="kind")]
+JobPublic = Annotated[TrainJobPublic | LRFinderJobPublic, Field(discriminator="kind")]
 _JOB = TypeAdapter(JobPublic)
 
 
@@ -141,10 +173,21 @@ class EpochPublic(Sparse):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={"examples": [{"epoch": 1, "lr": 0.05, "train_loss": 1.47, "train_acc": 0.3555,
-                                         "test_loss": 1.41, "test_acc": 0.458, "seconds": 12.3,
-                                         "images_per_second": 4065.0}]},
-    )  # fmt: skip
+        json_schema_extra={
+            "examples": [
+                {
+                    "epoch": 1,
+                    "lr": 0.05,
+                    "train_loss": 1.47,
+                    "train_acc": 0.3555,
+                    "test_loss": 1.41,
+                    "test_acc": 0.458,
+                    "seconds": 12.3,
+                    "images_per_second": 4065.0,
+                }
+            ]
+        },
+    )
 
     epoch: int = Field(description="from 1")
     lr: float = Field(description="the learning rate at the epoch's first step")
@@ -162,11 +205,30 @@ class TrainMetricsPublic(BaseModel):
     """A train job's metrics."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"job_id": "5f0c...", "status": "running", "epochs": [
-            {"epoch": 1, "lr": 0.05, "train_loss": 1.47, "train_acc": 0.3555, "test_loss": 1.41, "test_acc": 0.458,
-             "seconds": 12.3, "images_per_second": 4065.0}], "best": {"epoch": 1, "test_acc": 0.458},
-            "per_class_accuracy": None, "stop_reason": None}]}
-    )  # fmt: skip
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "5f0c...",
+                    "status": "running",
+                    "epochs": [
+                        {
+                            "epoch": 1,
+                            "lr": 0.05,
+                            "train_loss": 1.47,
+                            "train_acc": 0.3555,
+                            "test_loss": 1.41,
+                            "test_acc": 0.458,
+                            "seconds": 12.3,
+                            "images_per_second": 4065.0,
+                        }
+                    ],
+                    "best": {"epoch": 1, "test_acc": 0.458},
+                    "per_class_accuracy": None,
+                    "stop_reason": None,
+                }
+            ]
+        }
+    )
 
     job_id: str
     status: JobStatus
@@ -198,18 +260,29 @@ class LRFinderMetricsPublic(BaseModel):
     """An LR range test's curve and suggestions."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"job_id": "5f0c...", "status": "succeeded", "lrs": [1e-7, 1.2e-7],
-            "losses": [2.31, 2.30], "smoothed_losses": [2.31, 2.305], "suggested_lr": 0.0533,
-            "suggestions": {"steepest": 0.0533, "valley": 0.021, "minimum_div10": 0.08}, "diverged_at_lr": 1.2,
-            "stop_reason": "diverged"}]}
-    )  # fmt: skip
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "5f0c...",
+                    "status": "succeeded",
+                    "lrs": [1e-7, 1.2e-7],
+                    "losses": [2.31, 2.30],
+                    "smoothed_losses": [2.31, 2.305],
+                    "suggested_lr": 0.0533,
+                    "suggestions": {"steepest": 0.0533, "valley": 0.021, "minimum_div10": 0.08},
+                    "diverged_at_lr": 1.2,
+                    "stop_reason": "diverged",
+                }
+            ]
+        }
+    )
 
     job_id: str
     status: JobStatus
     lrs: list[float] = Field(description="the learning rate of each iteration")
     losses: list[float] = Field(description="the training loss at each of lrs")
     smoothed_losses: list[float] = Field(description="losses, exponentially smoothed (smooth_f)")
-    suggested_lr: float | None = Field(description="the suggestion an lr \"auto\" train job takes")
+    suggested_lr: float | None = Field(description='the suggestion an lr "auto" train job takes')
     suggestions: SuggestionsPublic
     diverged_at_lr: float | None = Field(description="where the loss passed diverge_th x its best; null if never")
     stop_reason: Literal["completed", "diverged", "cancelled"] | None = Field(

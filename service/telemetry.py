@@ -20,9 +20,9 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from core.config import Settings
+from core.db import ENDED_STATUSES, Job, session_for, utcnow
 from service.broker import Broker, BrokerUnavailable
-from service.config import Settings
-from service.db import ENDED_STATUSES, Job, session_for, utcnow
 from service.errors import STORE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -32,14 +32,23 @@ RECENT_JOBS = 1000  # finished jobs whose durations make the histogram (one inde
 JOB_SECONDS = (10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
 
 REQUESTS = Counter("lrcam_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=REGISTRY)
-LATENCY = Histogram("lrcam_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-                    registry=REGISTRY)  # fmt: skip
+LATENCY = Histogram(
+    "lrcam_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=REGISTRY
+)
 PREDICTIONS = Counter("lrcam_predictions", "images predicted by POST /predict", ["gradcam"], registry=REGISTRY)
-PREDICT_LATENCY = Histogram("lrcam_prediction_duration_seconds", "decoding and model time of one POST /predict",
-                            ["gradcam"], registry=REGISTRY,
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
-BATCH_REQUESTS = Histogram("lrcam_prediction_batch_requests", "POST /predict requests served by one forward pass "
-                           "(service.batching)", registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
+PREDICT_LATENCY = Histogram(
+    "lrcam_prediction_duration_seconds",
+    "decoding and model time of one POST /predict",
+    ["gradcam"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_REQUESTS = Histogram(
+    "lrcam_prediction_batch_requests",
+    "POST /predict requests served by one forward pass (service.batching)",
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
@@ -66,13 +75,18 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         try:
             with session_for(self.settings.DATABASE_URL) as session:
-                counts = session.execute(select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind)).all()
+                counts = session.execute(
+                    select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind)
+                ).all()
                 ended = session.execute(
                     select(Job.kind, Job.started_at, Job.finished_at)
                     .where(Job.status.in_(ENDED_STATUSES), Job.started_at.is_not(None))
-                    .order_by(Job.finished_at.desc()).limit(RECENT_JOBS)
-                ).all()  # fmt: skip
-                beats = session.execute(select(Job.id, Job.worker, Job.heartbeat_at).where(Job.status == "running")).all()
+                    .order_by(Job.finished_at.desc())
+                    .limit(RECENT_JOBS)
+                ).all()
+                beats = session.execute(
+                    select(Job.id, Job.worker, Job.heartbeat_at).where(Job.status == "running")
+                ).all()
         except STORE_ERRORS as exc:
             logger.warning("metrics: job store unreachable: %s", exc)
             return
@@ -82,8 +96,11 @@ class StoreCollector(Collector):
         yield jobs
         yield from _durations(ended)
         now = utcnow()
-        heartbeats = GaugeMetricFamily("lrcam_worker_heartbeat_age_seconds", "seconds since a running job's "
-                                       "worker last heart-beat", labels=["job_id", "worker"])  # fmt: skip
+        heartbeats = GaugeMetricFamily(
+            "lrcam_worker_heartbeat_age_seconds",
+            "seconds since a running job's worker last heart-beat",
+            labels=["job_id", "worker"],
+        )
         for job_id, worker, beat in beats:
             heartbeats.add_metric([job_id, worker or ""], (now - beat).total_seconds() if beat else float("nan"))
         yield heartbeats
@@ -98,8 +115,9 @@ def _durations(ended: list[tuple[str, datetime, datetime]]) -> Iterator[Histogra
     by_kind: dict[str, list[float]] = {}
     for kind, started, finished in ended:
         by_kind.setdefault(kind, []).append((finished - started).total_seconds())
-    family = HistogramMetricFamily("lrcam_job_duration_seconds", f"run time of the last {RECENT_JOBS} finished jobs",
-                                   labels=["kind"])  # fmt: skip
+    family = HistogramMetricFamily(
+        "lrcam_job_duration_seconds", f"run time of the last {RECENT_JOBS} finished jobs", labels=["kind"]
+    )
     for kind, seconds in by_kind.items():
         buckets = [(str(float(bound)), sum(s <= bound for s in seconds)) for bound in JOB_SECONDS]
         family.add_metric([kind], [*buckets, ("+Inf", len(seconds))], sum(seconds))

@@ -108,9 +108,7 @@ class _FormReader:
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         assert self._current is not None  # on_headers_finished raised for non-file parts
         if len(self._current.data) + (end - start) > self.max_bytes:
-            raise too_large(
-                f"file {self._current.filename!r} is larger than MAX_UPLOAD_BYTES ({self.max_bytes} bytes)"
-            )
+            raise too_large(f"file {self._current.filename!r} is larger than MAX_UPLOAD_BYTES ({self.max_bytes} bytes)")
         self._current.data += data[start:end]
 
     def callbacks(self) -> dict:
@@ -132,8 +130,12 @@ async def read_uploads(request: Request, *, max_bytes: int) -> list[Upload]:
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise _invalid_field("file", NO_FILE)
     reader = _FormReader(max_bytes)
-    parser = MultipartParser(options[b"boundary"], reader.callbacks(),  # type: ignore[arg-type]
-                             max_header_count=MAX_PART_HEADERS, max_header_size=MAX_PART_HEADER_BYTES)
+    parser = MultipartParser(
+        options[b"boundary"],
+        reader.callbacks(),  # type: ignore[arg-type]
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=MAX_PART_HEADER_BYTES,
+    )
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -151,8 +153,10 @@ def decode_images(uploads: list[Upload], *, max_pixels: int) -> list[Image.Image
     declare more than `max_pixels` together."""
     declared = sum(_declared_pixels(upload) for upload in uploads)
     if declared > max_pixels:
-        raise too_large(f"the images hold {declared} pixels together; at most {max_pixels} per request "
-                        "(MAX_PREDICT_PIXELS): send fewer or smaller images")  # fmt: skip
+        raise too_large(
+            f"the images hold {declared} pixels together; at most {max_pixels} per request "
+            "(MAX_PREDICT_PIXELS): send fewer or smaller images"
+        )
     images = []
     for upload in uploads:
         images.append(decode_image(upload))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from datasets import SHAPES, gray28_to_cifar, write_cifar_batches, write_shapes
 
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -27,9 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def fmnist_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty DATA_DIR: ml.data falls back to the system's real Fashion-MNIST."""
     if not all((FMNIST_SYSTEM_DIR / f"{name}.gz").is_file() for name in _fmnist_names()):
-        pytest.fail(
-            f"real Fashion-MNIST is missing from {FMNIST_SYSTEM_DIR}: `apt-get install dataset-fashion-mnist`"
-        )
+        pytest.fail(f"real Fashion-MNIST is missing from {FMNIST_SYSTEM_DIR}: `apt-get install dataset-fashion-mnist`")
     return tmp_path_factory.mktemp("fmnist_data")
 
 
@@ -42,9 +39,11 @@ def fmnist_arrays(fmnist_data_dir: Path) -> dict[str, np.ndarray]:
     spec = DatasetSpec(name="fashion_mnist", train_subset=CIFAR_TRAIN_IMAGES, test_subset=CIFAR_TEST_IMAGES)
     bundle = load_dataset(spec, fmnist_data_dir)
     return {
-        "train_images": bundle.train.images, "train_labels": bundle.train.labels,
-        "test_images": bundle.test.images, "test_labels": bundle.test.labels,
-    }  # fmt: skip
+        "train_images": bundle.train.images,
+        "train_labels": bundle.train.labels,
+        "test_images": bundle.test.images,
+        "test_labels": bundle.test.labels,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +54,11 @@ def cifar_data_dir(tmp_path_factory: pytest.TempPathFactory, fmnist_arrays: dict
     data_dir = tmp_path_factory.mktemp("cifar_data")
     write_cifar_batches(
         data_dir / "cifar-10-batches-py",
-        gray28_to_cifar(fmnist_arrays["train_images"]), fmnist_arrays["train_labels"],
-        test_images=gray28_to_cifar(fmnist_arrays["test_images"]), test_labels=fmnist_arrays["test_labels"],
-    )  # fmt: skip
+        gray28_to_cifar(fmnist_arrays["train_images"]),
+        fmnist_arrays["train_labels"],
+        test_images=gray28_to_cifar(fmnist_arrays["test_images"]),
+        test_labels=fmnist_arrays["test_labels"],
+    )
     return data_dir
 
 

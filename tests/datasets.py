@@ -19,9 +19,14 @@ TINT = (1.0, 0.75, 0.5)  # R, G, B gains: gray Fashion-MNIST made into 3 channel
 
 
 def write_cifar_batches(
-    folder: Path, images: np.ndarray, labels: np.ndarray, *, test_images: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None, classes: list[str] = CIFAR10_CLASSES,
-) -> Path:  # fmt: skip
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    classes: list[str] = CIFAR10_CLASSES,
+) -> Path:
     """Write uint8 (N, 32, 32, 3) images as the CIFAR-10 python version into `folder` (the
     `cifar-10-batches-py` folder itself): the train images split over 5 data batches, the test
     images (the train images when not given) as test_batch, and batches.meta."""
@@ -134,7 +139,7 @@ def serve_folder(folder: Path) -> Iterator[tuple[str, list[str]]]:
     requested: list[str] = []
 
     class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: object) -> None:
             requested.append(self.path)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))

@@ -17,15 +17,18 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, signals
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.broker import client_config
-from service import logs
-from service.config import get_settings
-from service.db import ensure_schema, get_engine
-from service.schema import SchemaError
+from core import logs
+from core.broker import client_config
+from core.config import get_settings
+from core.db import ensure_schema, get_engine
+from core.schema import SchemaError
 
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600  # > the longest job; else Redis redelivers a running job
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, RedisError, ConnectionError)
 
 settings = get_settings()
 logger = logging.getLogger(__name__)
@@ -61,7 +64,8 @@ def check_the_device(**_: object) -> None:
         if not torch.cuda.is_available():
             raise SystemExit(
                 "lrcam worker: not starting: WORKER_DEVICE=cuda but torch sees no GPU. Check the NVIDIA driver and "
-                "the Container Toolkit (`nvidia-smi` inside the container), or set WORKER_DEVICE=auto to train on the CPU"
+                "the Container Toolkit (`nvidia-smi` inside the container), or set WORKER_DEVICE=auto to train on the "
+                "CPU"
             )
 
 

@@ -42,8 +42,11 @@ def _memory_settings(params: dict[str, Any]) -> str:
     """What the job ran with, " at batch_size 512, width 64", as far as its params say."""
     model = params.get("model")
     width = model.get("width") if isinstance(model, dict) else None
-    named = [f"{name} {value}" for name, value in (("batch_size", params.get("batch_size")), ("width", width))
-             if value is not None]  # fmt: skip
+    named = [
+        f"{name} {value}"
+        for name, value in (("batch_size", params.get("batch_size")), ("width", width))
+        if value is not None
+    ]
     return f" at {', '.join(named)}" if named else ""
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from core import store
+from core.store import ArtifactFile
 from ml.checkpoints import load_manifest
-from service import store
-from service.store import ArtifactFile
 
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
 LIVE_FILES = ("lr_steps.json",)  # rewritten by the trainer every epoch (ml.trainer writes it with metrics.json)
@@ -32,8 +32,10 @@ def register_artifacts(
 def live_artifacts(*, out_dir: Path, root: Path) -> list[ArtifactFile]:
     """The LIVE_FILES a running job has written so far, as artifacts."""
     paths = [out_dir / name for name in LIVE_FILES if (out_dir / name).is_file()]
-    return [ArtifactFile(name=p.name, media_type=MEDIA_TYPES[p.suffix], path=p.resolve().relative_to(root).as_posix())
-            for p in paths]
+    return [
+        ArtifactFile(name=p.name, media_type=MEDIA_TYPES[p.suffix], path=p.resolve().relative_to(root).as_posix())
+        for p in paths
+    ]
 
 
 def register_checkpoint(

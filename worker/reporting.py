@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service import store
-from service.db import session_for, utcnow
-from service.store import ArtifactFile
+from core import store
+from core.db import session_for, utcnow
+from core.store import ArtifactFile
 from worker import shutdown
 
 PROGRESS_INTERVAL_SECONDS = 1.0  # at most one progress write per second
@@ -37,9 +37,13 @@ class StoreReporter:
     """`ml.progress.Callbacks` that write to the job store."""
 
     def __init__(
-        self, job_id: str, database_url: str, *, claim: store.Claim | None = None,
+        self,
+        job_id: str,
+        database_url: str,
+        *,
+        claim: store.Claim | None = None,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Every write is fenced by `claim` (the worker's always is): once another delivery holds the
         job, nothing more is written and the run is told to stop."""
         self.job_id = job_id
@@ -106,9 +110,7 @@ class StoreReporter:
 
     def finish(self, status: str, **fields: Any) -> bool:
         """End the job in the store; False if it had already ended (e.g. failed by its lease)."""
-        return self._store(
-            lambda s: store.finish_job(s, self.job_id, status=status, claim=self.claim, **fields), False
-        )
+        return self._store(lambda s: store.finish_job(s, self.job_id, status=status, claim=self.claim, **fields), False)
 
 
 class Heartbeat:

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
+from core import store
+from core.config import Settings
+from core.db import session_for
 from ml.lr_finder import run_lr_finder
 from ml.specs import LRFinderSpec, TrainSpec
 from ml.trainer import train
-from service import store
-from service.config import Settings
-from service.db import session_for
 from worker.outputs import live_artifacts, register_artifacts, register_checkpoint
 from worker.reporting import StoreReporter
 
@@ -62,12 +62,21 @@ class JobRun:
 
     def lr_finder(self, spec: LRFinderSpec) -> Outcome:
         found = run_lr_finder(
-            spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
+            spec,
+            data_dir=self.settings.DATA_DIR,
+            out_dir=self.out_dir,
+            callbacks=self.reporter,
             device=choose_device(self.settings.WORKER_DEVICE),
-        )  # fmt: skip
+        )
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=found.artifacts,
-                               claim=self.reporter.claim)
+            register_artifacts(
+                session,
+                self.job_id,
+                out_dir=self.out_dir,
+                root=self.root,
+                extra=found.artifacts,
+                claim=self.reporter.claim,
+            )
         return self._outcome(found.stop_reason, found.metrics | {"stop_reason": found.stop_reason})
 
     def train(self, spec: TrainSpec) -> Outcome:
@@ -75,18 +84,28 @@ class JobRun:
             spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
         self.reporter.live_files = lambda: live_artifacts(out_dir=self.out_dir, root=self.root)
         trained = train(
-            spec, data_dir=self.settings.DATA_DIR, out_dir=self.out_dir, callbacks=self.reporter,
+            spec,
+            data_dir=self.settings.DATA_DIR,
+            out_dir=self.out_dir,
+            callbacks=self.reporter,
             device=choose_device(self.settings.WORKER_DEVICE),
             resume=True,  # a redelivery continues after the last finished epoch
-        )  # fmt: skip
+        )
         checkpoint_id = None
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=trained.artifacts,
-                               claim=self.reporter.claim)
+            register_artifacts(
+                session,
+                self.job_id,
+                out_dir=self.out_dir,
+                root=self.root,
+                extra=trained.artifacts,
+                claim=self.reporter.claim,
+            )
             if trained.best_checkpoint is not None:
                 best = trained.best_checkpoint
-                checkpoint_id = register_checkpoint(session, self.job_id, folder=best, root=self.root,
-                                                    claim=self.reporter.claim)
+                checkpoint_id = register_checkpoint(
+                    session, self.job_id, folder=best, root=self.root, claim=self.reporter.claim
+                )
         result = {
             "best": trained.metrics.get("best"),
             "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
@@ -102,8 +121,9 @@ class JobRun:
         try:
             if self.out_dir.is_dir():
                 with session_for(self.settings.DATABASE_URL) as session:
-                    register_artifacts(session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[],
-                                       claim=self.reporter.claim)
+                    register_artifacts(
+                        session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[], claim=self.reporter.claim
+                    )
         except (OSError, SQLAlchemyError) as exc:
             logger.warning("job %s: could not register the artifacts of the failed run: %s", self.job_id, exc)
 

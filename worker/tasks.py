@@ -15,12 +15,12 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import store
-from service.broker import TASK_NAME, BrokerUnavailable, get_broker
-from service.config import Settings, get_settings
-from service.db import session_for
-from service.logs import JobLogHandler, job_id_var, redact, server_roots
-from worker.celery_app import app
+from core import store
+from core.broker import TASK_NAME, task_args
+from core.config import Settings, get_settings
+from core.db import session_for
+from core.logs import JobLogHandler, job_id_var, redact, server_roots
+from worker.celery_app import BROKER_ERRORS, app
 from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
 from worker.runs import JobRun
@@ -124,8 +124,8 @@ def requeue(settings: Settings, kind: str, params: dict[str, Any], *, claim: sto
         logger.info("job %s: interrupted by the shutdown; now %s", job_id, status or "no longer ours")
         return status or "interrupted"
     try:
-        get_broker(settings).send_job(job_id, kind, params)
-    except BrokerUnavailable as exc:
+        app.send_task(TASK_NAME, **task_args(job_id, kind, params), retry=False)
+    except BROKER_ERRORS as exc:
         logger.warning("job %s: queued again; the reconciler will send it (%s)", job_id, exc)
     logger.info("job %s: interrupted by the worker's shutdown; queued again", job_id)
     return "requeued"

@@ -8,9 +8,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
-from service import store
-from service.config import SettingsDep
-from service.deps import SessionDep
+from core import store
+from service.deps import SessionDep, SettingsDep
 from service.schemas import ArtifactPublic, ArtifactsPublic
 
 router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from ml.presets import PRESETS
 from ml.specs import MODEL_INFO, ModelSpec
-from service.config import SettingsDep
+from service.deps import SettingsDep
 
 router = APIRouter(tags=["catalogue"])
 
@@ -23,7 +23,6 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
 
 
 class ModelPublic(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from service import store
+from core import store
 from service.deps import SessionDep
 from service.schemas import CheckpointPublic, CheckpointsPublic
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from sqlalchemy import text
 
+from core.db import session_for
 from service import telemetry
 from service.broker import BrokerDep, BrokerUnavailable
-from service.config import SettingsDep
-from service.db import session_for
-from service.deps import require_api_key
+from service.deps import SettingsDep, require_api_key
 from service.errors import STORE_ERRORS, store_unreachable
 from service.schemas import HealthPublic, ReadyPublic
 
@@ -54,9 +53,11 @@ def ready(settings: SettingsDep, broker: BrokerDep) -> ReadyPublic:
     "/metrics",
     dependencies=[Depends(require_api_key)],
     response_class=Response,
-    responses={200: {"description": "Prometheus text format (service.telemetry)", "content": {"text/plain": {}}},
-               401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"}},
-)  # fmt: skip
+    responses={
+        200: {"description": "Prometheus text format (service.telemetry)", "content": {"text/plain": {}}},
+        401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"},
+    },
+)
 def metrics(settings: SettingsDep, broker: BrokerDep) -> Response:
     """Requests, predictions, jobs by status, queue depth, job durations, worker heartbeats."""
     return Response(telemetry.exposition(settings, broker), media_type=telemetry.CONTENT_TYPE)

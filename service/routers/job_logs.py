@@ -1,5 +1,5 @@
 """A job's own log: what its worker said about it (claimed, warnings, the error and traceback of a
-failure), read from `<ARTIFACTS_DIR>/<job id>/job.log` (service.logs)."""
+failure), read from `<ARTIFACTS_DIR>/<job id>/job.log` (core.logs)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from service import store
-from service.config import SettingsDep
-from service.deps import SessionDep
-from service.logs import JOB_LOG
+from core import store
+from core.logs import JOB_LOG
+from service.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/jobs/{job_id}/log", tags=["jobs"])
 
@@ -21,11 +20,13 @@ router = APIRouter(prefix="/jobs/{job_id}/log", tags=["jobs"])
     "",
     response_class=PlainTextResponse,
     responses={
-        200: {"description": "the job's log lines (empty before its worker has said anything)",
-              "content": {"text/plain": {}}},
+        200: {
+            "description": "the job's log lines (empty before its worker has said anything)",
+            "content": {"text/plain": {}},
+        },
         404: {"description": "no such job"},
     },
-)  # fmt: skip
+)
 def job_log(
     job_id: str,
     session: SessionDep,

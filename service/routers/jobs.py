@@ -9,14 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
+from core import store
+from core.config import Settings
+from core.db import Job, session_for
 from ml.specs import LRFinderSpec, TrainSpec
-from service import store
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
 from service.cache import Tag, etag_of, job_tag, metrics_cache
-from service.config import Settings, SettingsDep
-from service.db import Job, session_for
-from service.deps import SessionDep
+from service.deps import SessionDep, SettingsDep
 from service.schemas import (
     BestEpochPublic,
     JobKind,
@@ -55,9 +55,7 @@ def _submit(session: Session, broker: Broker, settings: Settings, kind: str, par
         broker.send_job(job.id, kind, params)
     except BrokerUnavailable as exc:
         store.fail_job(session, job.id, f"could not enqueue: {exc}")
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; job {job.id} was recorded as failed"
-        ) from exc
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; job {job.id} was recorded as failed") from exc
     return job
 
 
@@ -140,9 +138,10 @@ NOT_MODIFIED = {304: {"description": "If-None-Match names the current metrics: t
 
 
 @router.get(
-    "/{job_id}/metrics", response_model=TrainMetricsPublic | LRFinderMetricsPublic,
+    "/{job_id}/metrics",
+    response_model=TrainMetricsPublic | LRFinderMetricsPublic,
     responses=UNKNOWN_JOB | UNAVAILABLE | NOT_MODIFIED,
-)  # fmt: skip
+)
 async def get_metrics(
     job_id: str,
     settings: SettingsDep,

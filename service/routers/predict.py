@@ -15,11 +15,13 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from service import store, telemetry
+from core import store
+from core.config import Settings
+from core.db import Checkpoint, session_for
+from service import telemetry
 from service.admission import invalid
 from service.batching import Outcome, PredictBatcher, Work
-from service.config import Settings, SettingsDep
-from service.db import Checkpoint, session_for
+from service.deps import SettingsDep
 from service.schemas import PredictionsPublic
 from service.uploads import OPENAPI_BODY, Upload, decode_images, read_uploads
 
@@ -34,8 +36,10 @@ MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
 RESPONSES = {
     404: {"description": "unknown checkpoint, or none yet with checkpoint=latest"},
-    413: {"description": "a file is larger than MAX_UPLOAD_BYTES, the body than MAX_PREDICT_BYTES, an image "
-          "has too many pixels, or the images together more than MAX_PREDICT_PIXELS"},
+    413: {
+        "description": "a file is larger than MAX_UPLOAD_BYTES, the body than MAX_PREDICT_BYTES, an image "
+        "has too many pixels, or the images together more than MAX_PREDICT_PIXELS"
+    },
     415: {"description": "a file is not an image, is empty or is truncated"},
     422: {"description": "no image in the form field 'file' (or 'files'): no body, or not multipart/form-data"},
 }
@@ -61,8 +65,16 @@ async def predict(
             raise invalid(("query", "target"), message, target)
         folder = _folder(settings, row)
         uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-        ask = Ask(row.id, folder, uploads, topk=topk, target=target, max_pixels=settings.MAX_PREDICT_PIXELS,
-                  device=settings.PREDICT_DEVICE, threads=settings.PREDICT_THREADS)  # fmt: skip
+        ask = Ask(
+            row.id,
+            folder,
+            uploads,
+            topk=topk,
+            target=target,
+            max_pixels=settings.MAX_PREDICT_PIXELS,
+            device=settings.PREDICT_DEVICE,
+            threads=settings.PREDICT_THREADS,
+        )
         client = (request.client.host, request.client.port) if request.client else None
         results = await submit(Work(key=(row.id, gradcam, method), images=len(uploads), payload=ask, client=client))
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]

@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_gpu_script_runs_every_row_and_prints_the_table(tmp_path: Path) -> None:
     env = {**os.environ, "DATA_DIR": str(tmp_path)}  # no CIFAR-10 there: random CIFAR-shaped images
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--dry-run", "--seeds", "1"], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--dry-run", "--seeds", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     assert lines[-1] == "gpu: 5 of 5 rows measured", run.stdout[-3000:]

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FIGURE = re.compile(r"^(?P<name>[\w ]+): ours (?P<ours>[\d.]+) [^,]*, baseline (?P<baseline>[\d.]+) [^,]*, "
-                    r"ratio (?P<ratio>[\d.]+)$")  # fmt: skip
+FIGURE = re.compile(
+    r"^(?P<name>[\w ]+): ours (?P<ours>[\d.]+) [^,]*, baseline (?P<baseline>[\d.]+) [^,]*, "
+    r"ratio (?P<ratio>[\d.]+)$"
+)
 BENCHES = {  # script (and options besides --quick): the figure's name on its last line
     "augment.py": "augment",
     "train.py": "train",
@@ -31,8 +33,14 @@ BENCHES = {  # script (and options besides --quick): the figure's name on its la
 def test_a_quick_benchmark_ends_with_its_figure(command: str, tmp_path: Path) -> None:
     script, *options = command.split()
     env = {**os.environ, "DATA_DIR": str(tmp_path)}  # no CIFAR-10 there: random CIFAR-shaped images
-    run = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", *options], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick", *options],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     last = run.stdout.strip().splitlines()[-1]
     figure = FIGURE.match(last)

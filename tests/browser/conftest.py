@@ -15,14 +15,25 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the stack of the e2e tests
 
-from e2e_support import STARTUP_SECONDS, Stack, free_port, running_stack  # noqa: E402
-from stores import POSTGRES_URL, skip_without_postgres  # noqa: E402
-from stores import postgres_schema_url  # noqa: E402
+from e2e_support import STARTUP_SECONDS, Stack, free_port, running_stack
+from stores import (
+    POSTGRES_URL,
+    postgres_schema_url,
+    skip_without_postgres,
+)
 
 CHROMIUM = os.environ.get("LRCAM_CHROMIUM", "/usr/bin/chromium")
 # headless on a machine without a GPU or network: no sandbox (root in CI), no QUIC or background calls
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 API_KEY = "dash-s3cret"
 SHOTS: list[Path] = []
 
@@ -68,7 +79,7 @@ def keyed_api(stack: Stack) -> Iterator[Stack]:
 # Module scope too: while sync_playwright is open its event loop runs on this thread, and a later
 # test's asyncio.run() would refuse to start ("cannot be called from a running event loop").
 @pytest.fixture(scope="module")
-def browser():  # noqa: ANN201 - playwright's Browser
+def browser():
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set LRCAM_CHROMIUM")
     from playwright.sync_api import sync_playwright
@@ -88,7 +99,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def shoot(screenshots: Path) -> Callable[..., Path]:
-    def _shoot(page, name: str, *, full_page: bool = True) -> Path:  # noqa: ANN001
+    def _shoot(page, name: str, *, full_page: bool = True) -> Path:
         page.wait_for_timeout(300)  # charts finish their resize
         path = screenshots / f"{name}.png"
         page.screenshot(path=str(path), full_page=full_page)
@@ -98,6 +109,6 @@ def shoot(screenshots: Path) -> Callable[..., Path]:
     return _shoot
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter) -> None:
     if SHOTS:
         terminalreporter.write_line(f"dashboard screenshots ({len(SHOTS)}): {SHOTS[0].parent}")

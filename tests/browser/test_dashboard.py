@@ -12,24 +12,44 @@ import time
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from e2e_support import Stack
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-LR_FINDER = {"dataset": {"name": "fashion_mnist", "train_subset": 500}, "model": {"name": "resnet18", "width": 4},
-             "batch_size": 32, "num_iter": 30, "start_lr": 1e-4, "end_lr": 10}  # fmt: skip
+LR_FINDER = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 500},
+    "model": {"name": "resnet18", "width": 4},
+    "batch_size": 32,
+    "num_iter": 30,
+    "start_lr": 1e-4,
+    "end_lr": 10,
+}
 # Epochs of a few seconds here, so that the 1.5 s poll sees the curves grow.
 EPOCHS = 10  # for the page, polling every 1.5 s, to see the curves grow: ~0.5 s an epoch on a fast machine
-TRAIN_EDITS = {"dataset.train_subset": "1200", "dataset.test_subset": "300", "epochs": str(EPOCHS), "batch_size": "64",
-               "gradcam_misclassified": "8"}  # fmt: skip
-OTHER = {"dataset": {"name": "fashion_mnist", "train_subset": 600, "test_subset": 200},
-         "model": {"name": "resnet18", "width": 4}, "epochs": 2, "batch_size": 64, "gradcam_misclassified": 4,
-         "optimizer": {"lr": 0.02}}  # fmt: skip
-LONG = {"dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
-        "model": {"name": "resnet18", "width": 4}, "epochs": 200, "batch_size": 32, "gradcam_misclassified": 0,
-        "compile": "off"}  # 1,400 steps would compile ("auto"): minutes on a busy CPU before the first epoch  # fmt: skip
+TRAIN_EDITS = {
+    "dataset.train_subset": "1200",
+    "dataset.test_subset": "300",
+    "epochs": str(EPOCHS),
+    "batch_size": "64",
+    "gradcam_misclassified": "8",
+}
+OTHER = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 600, "test_subset": 200},
+    "model": {"name": "resnet18", "width": 4},
+    "epochs": 2,
+    "batch_size": 64,
+    "gradcam_misclassified": 4,
+    "optimizer": {"lr": 0.02},
+}
+LONG = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
+    "model": {"name": "resnet18", "width": 4},
+    "epochs": 200,
+    "batch_size": 32,
+    "gradcam_misclassified": 0,
+    "compile": "off",
+}  # 1,400 steps would compile ("auto"): minutes on a busy CPU before the first epoch
 LAPTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -40,7 +60,7 @@ def state() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def page(browser, stack: Stack):  # noqa: ANN001, ANN201
+def page(browser, stack: Stack):
     context = browser.new_context(viewport=LAPTOP)
     opened = context.new_page()
     opened.set_default_timeout(60_000)
@@ -51,20 +71,20 @@ def page(browser, stack: Stack):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(autouse=True)
-def no_script_errors(page):  # noqa: ANN001, ANN201
+def no_script_errors(page):
     yield
     assert page.errors == [], "the page threw"
 
 
-def goto(page, stack: Stack, route: str) -> None:  # noqa: ANN001
+def goto(page, stack: Stack, route: str) -> None:
     page.goto(f"{stack.url}/#{route}")
 
 
-def field(page, path: str):  # noqa: ANN001, ANN201
+def field(page, path: str):
     return page.locator(f'[data-field="{path}"]')
 
 
-def job_id_of(page) -> str:  # noqa: ANN001
+def job_id_of(page) -> str:
     page.wait_for_url(re.compile(r"#/jobs/\w+$"))
     return page.url.rsplit("/", 1)[1]
 
@@ -80,7 +100,7 @@ def fashion_png(columns: list[int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_the_form_puts_422_messages_beside_their_fields(page, stack: Stack, shoot) -> None:  # noqa: ANN001
+def test_the_form_puts_422_messages_beside_their_fields(page, stack: Stack, shoot) -> None:
     goto(page, stack, "/jobs")
     page.wait_for_selector("table.jobs")
     assert not page.locator("#key-dialog").evaluate("d => d.open"), "no API_KEY: the page opens straight away"
@@ -95,12 +115,14 @@ def test_the_form_puts_422_messages_beside_their_fields(page, stack: Stack, shoo
     batch_error.wait_for()
     assert "greater than or equal to 1" in batch_error.inner_text()
     assert "fast" in field(page, "optimizer.lr").locator(".field-error").inner_text()
-    assert "less than 1" in field(page, "scheduler.pct_start").locator(".field-error").inner_text()  # loc has "one_cycle"
+    assert (
+        "less than 1" in field(page, "scheduler.pct_start").locator(".field-error").inner_text()
+    )  # loc has "one_cycle"
     assert "#/new" in page.url, "nothing was submitted"
     shoot(page, "01-new-job-form-errors")
 
 
-def test_lr_finder_from_the_form_shows_its_curve_and_suggestions(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+def test_lr_finder_from_the_form_shows_its_curve_and_suggestions(page, stack: Stack, shoot, state) -> None:
     goto(page, stack, "/new?kind=lr_finder")
     page.locator("#spec-editor").fill(json.dumps(LR_FINDER))
     assert field(page, "num_iter").locator("input").input_value() == "30"  # the form follows the JSON
@@ -113,7 +135,7 @@ def test_lr_finder_from_the_form_shows_its_curve_and_suggestions(page, stack: St
     shoot(page, "02-lr-finder")
 
 
-def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot, state) -> None:
     assert "lr_finder" in state, "needs the LR-finder job of the previous test"
     page.click("#train-with-lr")
     page.wait_for_selector('[data-field="optimizer.lr"] input')
@@ -151,14 +173,15 @@ def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot,
     assert page.locator(".view").get_attribute("data-epochs") == str(EPOCHS)
 
 
-def test_the_gradcam_gallery_and_a_larger_view(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+def test_the_gradcam_gallery_and_a_larger_view(page, stack: Stack, shoot, state) -> None:
     assert "train" in state, "needs the training job of the previous test"
     gallery = page.locator("#galleries .gallery-image")
     page.wait_for_function("() => document.querySelector('#galleries .gallery-image')?.naturalWidth > 0")
     assert gallery.get_attribute("data-name") == "gradcam_misclassified.png"
     page.click("#galleries .tabs button[data-name='gradcam_misclassified_true.png']")
-    page.wait_for_function("() => document.querySelector('#galleries .gallery-image').dataset.name"
-                           " === 'gradcam_misclassified_true.png'")
+    page.wait_for_function(
+        "() => document.querySelector('#galleries .gallery-image').dataset.name === 'gradcam_misclassified_true.png'"
+    )
     page.click("#galleries .tabs button[data-name='gradcam_misclassified.png']")
     page.wait_for_function("() => document.querySelector('#galleries .gallery-image').naturalWidth > 0")
     assert page.locator("#chart-lr canvas").count() == 1 and page.locator("#checkpoint a").count() == 1
@@ -169,7 +192,7 @@ def test_the_gradcam_gallery_and_a_larger_view(page, stack: Stack, shoot, state)
     page.keyboard.press("Escape")
 
 
-def test_predict_with_this_checkpoint_on_an_uploaded_file(page, stack: Stack, shoot, state, tmp_path) -> None:  # noqa: ANN001
+def test_predict_with_this_checkpoint_on_an_uploaded_file(page, stack: Stack, shoot, state, tmp_path) -> None:
     assert "train" in state, "needs the training job"
     page.click("#checkpoint a")
     page.wait_for_selector("#files", state="attached")
@@ -186,12 +209,14 @@ def test_predict_with_this_checkpoint_on_an_uploaded_file(page, stack: Stack, sh
     assert "gradcam for" in page.locator(".prediction figcaption").nth(1).inner_text()
     page.select_option("#method", "gradcam++")
     page.select_option("#target", "Trouser")
-    page.wait_for_function("() => [...document.querySelectorAll('.prediction figcaption')].filter("
-                           "c => c.textContent.includes('gradcam++ for \"Trouser\"')).length === 2")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.prediction figcaption')].filter("
+        "c => c.textContent.includes('gradcam++ for \"Trouser\"')).length === 2"
+    )
     shoot(page, "07-predict")
 
 
-def test_compare_two_training_jobs(page, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+def test_compare_two_training_jobs(page, stack: Stack, shoot, state) -> None:
     assert "train" in state, "needs the training job"
     other = stack.submit("train", OTHER)
     assert stack.wait(other)["status"] == "succeeded"
@@ -207,28 +232,34 @@ def test_compare_two_training_jobs(page, stack: Stack, shoot, state) -> None:  #
     shoot(page, "09-compare")
 
 
-def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:  # noqa: ANN001
+def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:
     job_id = stack.submit("train", LONG)
     goto(page, stack, f"/jobs/{job_id}")
-    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'running'"
-                           " && Number(document.querySelector('.view').dataset.epochs) >= 1", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#progress .badge')?.textContent === 'running'"
+        " && Number(document.querySelector('.view').dataset.epochs) >= 1",
+        timeout=120_000,
+    )
     page.click("#progress button.danger")
-    page.wait_for_function("() => document.querySelector('#progress .badge')?.textContent === 'cancelled'",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#progress .badge')?.textContent === 'cancelled'", timeout=120_000
+    )
     assert stack.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     page.wait_for_selector("#checkpoint a")  # a cancelled run keeps its epochs and best checkpoint
     assert "stopped: cancelled" in page.locator(".view").inner_text()
     shoot(page, "10-cancelled")
 
 
-def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # noqa: ANN001
+def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:
     assert "train" in state, "needs the training job"
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
     phone = context.new_page()
     try:
-        pages = ((f"/jobs/{state['train']}", "#per-class .bar-row", "11-phone-training"),
-                 ("/jobs", "table.jobs tbody tr[data-job]", "12-phone-jobs"),
-                 ("/new", "#spec-editor", "13-phone-new-job"))  # fmt: skip
+        pages = (
+            (f"/jobs/{state['train']}", "#per-class .bar-row", "11-phone-training"),
+            ("/jobs", "table.jobs tbody tr[data-job]", "12-phone-jobs"),
+            ("/new", "#spec-editor", "13-phone-new-job"),
+        )
         for route, ready, name in pages:
             phone.goto(f"{stack.url}/#{route}")
             phone.wait_for_selector(ready)
@@ -239,7 +270,7 @@ def test_readable_on_a_phone(browser, stack: Stack, shoot, state) -> None:  # no
         context.close()
 
 
-def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, api_key: str, shoot) -> None:  # noqa: ANN001
+def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, api_key: str, shoot) -> None:
     context = browser.new_context(viewport=LAPTOP)
     keyed = context.new_page()
     try:

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
+from e2e_support import Stack, running_stack
 from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
-from e2e_support import Stack, running_stack
 
 
 @pytest.fixture(scope="session")

@@ -70,8 +70,21 @@ class Stack:
 
     def start_worker(self) -> None:
         name = f"e2e-{uuid.uuid4().hex[:6]}@%h"
-        command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-                   "--concurrency=1", "-n", name, "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "-n",
+            name,
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         self.processes["worker"] = self.spawn("worker", command)
 
     def kill_worker(self) -> None:
@@ -88,7 +101,9 @@ class Stack:
         except subprocess.TimeoutExpired:
             worker.kill()  # not left running after a failed test
             worker.wait(timeout=30)
-            raise AssertionError(f"the worker did not stop within {timeout}s of {sig.name}:\n{self.log('worker')}")
+            raise AssertionError(
+                f"the worker did not stop within {timeout}s of {sig.name}:\n{self.log('worker')}"
+            ) from None
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -106,13 +121,22 @@ class Stack:
 def running_stack(tmp: Path, database_url: str) -> Iterator[Stack]:
     """An API and a worker on a queue of their own, ready; stopped and their queue forgotten after."""
     queue = f"lrcam-e2e-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": database_url, "JOB_QUEUE": queue,
-           "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
-           "JOB_LEASE_SECONDS": str(LEASE_SECONDS), "RECONCILE_SECONDS": "1", "QUEUED_GRACE_SECONDS": "3",
-           "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           # the tests poll every 0.1 s for epochs of ~0.3 s: a cache this short stays in the path
-           # without hiding a whole job (the default 0.5 s did: "the job finished before the kill")
-           "METRICS_CACHE_SECONDS": "0.05"}  # fmt: skip
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": database_url,
+        "JOB_QUEUE": queue,
+        "DATA_DIR": str(tmp / "data"),
+        "ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+        "RECONCILE_SECONDS": "1",
+        "QUEUED_GRACE_SECONDS": "3",
+        "LRCAM_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        # the tests poll every 0.1 s for epochs of ~0.3 s: a cache this short stays in the path
+        # without hiding a whole job (the default 0.5 s did: "the job finished before the kill")
+        "METRICS_CACHE_SECONDS": "0.05",
+    }
     for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):
         env.pop(name, None)
     running = Stack(url=f"http://127.0.0.1:{free_port()}", env=env, tmp=tmp)

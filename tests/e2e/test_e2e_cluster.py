@@ -15,19 +15,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-
 from e2e_support import REDIS_URL, REPO, forget_queue, free_port, stop_processes
+from sqlalchemy import create_engine, text
 from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
 
 pytestmark = pytest.mark.e2e
 
 JOBS = 6
-LR_FINDER = {"dataset": {"name": "fashion_mnist", "train_subset": 200}, "model": {"name": "resnet18", "width": 2},
-             "batch_size": 32, "num_iter": 8}  # fmt: skip
-TRAIN = {"dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
-         "model": {"name": "resnet18", "width": 2}, "epochs": 3, "batch_size": 64, "gradcam_misclassified": 0}  # fmt: skip
+LR_FINDER = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 200},
+    "model": {"name": "resnet18", "width": 2},
+    "batch_size": 32,
+    "num_iter": 8,
+}
+TRAIN = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 100},
+    "model": {"name": "resnet18", "width": 2},
+    "epochs": 3,
+    "batch_size": 64,
+    "gradcam_misclassified": 0,
+}
 
 
 class Cluster:
@@ -42,9 +50,22 @@ class Cluster:
             port = url.rsplit(":", 1)[1]
             self.spawn(f"api{index}", [sys.executable, "-m", "uvicorn", "service.main:app", "--port", port])
         for index in range(2):  # the default node name on both: the claim must still tell them apart
-            self.spawn(f"worker{index}", [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-                                          "--pool=solo", "--concurrency=1", "--loglevel=INFO", "--without-gossip",
-                                          "--without-mingle"])  # fmt: skip
+            self.spawn(
+                f"worker{index}",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "--pool=solo",
+                    "--concurrency=1",
+                    "--loglevel=INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+            )
         deadline = time.monotonic() + 120
         for url in self.urls:
             while True:
@@ -87,9 +108,19 @@ def cluster_store() -> Iterator[str]:
 def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_store: str) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     queue = f"lrcam-cluster-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": cluster_store, "JOB_QUEUE": queue,
-           "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"), "RECONCILE_SECONDS": "1",
-           "QUEUED_GRACE_SECONDS": "5", "LRCAM_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "METRICS_CACHE_SECONDS": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": cluster_store,
+        "JOB_QUEUE": queue,
+        "DATA_DIR": str(tmp / "data"),
+        "ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "RECONCILE_SECONDS": "1",
+        "QUEUED_GRACE_SECONDS": "5",
+        "LRCAM_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "METRICS_CACHE_SECONDS": "2",
+    }
     env.pop("API_KEY", None)
     running = Cluster(tmp, env)
     try:
@@ -129,8 +160,9 @@ def test_jobs_sent_to_either_api_run_once_each_on_either_worker(cluster: Cluster
     with create_engine(cluster_store).connect() as connection:
         rows = connection.execute(text("SELECT worker, attempts FROM jobs")).all()
         holders = connection.execute(text("SELECT holder FROM leases WHERE name = 'reconciler'")).scalars().all()
-        duplicates = connection.execute(text(
-            "SELECT job_id, epoch FROM epoch_metrics GROUP BY job_id, epoch HAVING count(*) > 1")).all()  # fmt: skip
+        duplicates = connection.execute(
+            text("SELECT job_id, epoch FROM epoch_metrics GROUP BY job_id, epoch HAVING count(*) > 1")
+        ).all()
     workers = {worker for worker, _ in rows}
     assert len(rows) == JOBS and len(workers) == 2, f"both workers, told apart by process: {workers}"
     assert len(holders) == 1 and duplicates == []

@@ -24,8 +24,12 @@ def reference_cam(
     device = next(model.parameters()).device
     # A clone outside inference mode: an inference tensor cannot take part in the backward pass.
     # oneDNN off for this full backward: the torch 2.14.1 CPU defect of ml.runtime.memory_format.
-    with (torch.inference_mode(False), torch.enable_grad(), _preserved(model),
-          torch.backends.mkldnn.flags(enabled=False)):
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        _preserved(model),
+        torch.backends.mkldnn.flags(enabled=False),
+    ):
         batch = images.detach().to(device).clone()
         with METHODS[method](model=model, target_layers=[gradcam_layer(model, min(images.shape[-2:]))]) as cam:
             try:

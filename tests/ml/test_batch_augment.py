@@ -53,8 +53,12 @@ def decode(codes: np.ndarray, *, step: int = STEP) -> dict[str, np.ndarray]:
     flipped = line[:, middle[1]] < line[:, middle[0]]
     position = np.where(flipped, size - 1 - middle[0], middle[0])
     covered = hole.any(axis=1)  # (n, W): the columns the hole covers
-    return {"offset": line[:, middle[0]] - position + PAD, "reversed": flipped, "cut": hole.any(axis=(1, 2)),
-            "start": covered.argmax(axis=1)}
+    return {
+        "offset": line[:, middle[0]] - position + PAD,
+        "reversed": flipped,
+        "cut": hole.any(axis=(1, 2)),
+        "start": covered.argmax(axis=1),
+    }
 
 
 def assert_same_distribution(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -74,16 +78,29 @@ def test_coverage_and_the_equivalent_pipeline():
     assert (flip.crop, flip.flip_p, flip.cutout_p) == (False, 0.3, 0.0)
     default = BatchAugment.from_spec("default", **stats)
     assert (default.crop, default.flip_p, default.cutout_p) == (True, 0.5, 0.5)
-    spelled = [{"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
-               {"name": "RandomCrop", "height": 32, "width": 32}, {"name": "HorizontalFlip", "p": 0.5},
-               {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [16, 16],
-                "hole_width_range": [16, 16], "fill": [26.0, 26.0, 26.0], "p": 0.5}]  # fmt: skip
+    spelled = [
+        {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
+        {"name": "RandomCrop", "height": 32, "width": 32},
+        {"name": "HorizontalFlip", "p": 0.5},
+        {
+            "name": "CoarseDropout",
+            "num_holes_range": [1, 1],
+            "hole_height_range": [16, 16],
+            "hole_width_range": [16, 16],
+            "fill": [26.0, 26.0, 26.0],
+            "p": 0.5,
+        },
+    ]
     assert BatchAugment.from_spec(spelled, **stats) == default, "the default ops spelled out are the default"
     crop_flip = BatchAugment.from_spec([*spelled[:2], {"name": "HorizontalFlip", "p": 0.3}], **stats)
     assert (crop_flip.crop, crop_flip.flip_p, crop_flip.cutout_p, crop_flip.pad) == (True, 0.3, 0.0, 4)
-    for uncovered in ([{"name": "VerticalFlip"}], [{"name": "HorizontalFlip"}, {"name": "HorizontalFlip"}],
-                      [{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
-                      spelled[:2], [{**spelled[0], "min_height": 48, "min_width": 48}, *spelled[1:3]]):  # fmt: skip
+    for uncovered in (
+        [{"name": "VerticalFlip"}],
+        [{"name": "HorizontalFlip"}, {"name": "HorizontalFlip"}],
+        [{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
+        spelled[:2],
+        [{**spelled[0], "min_height": 48, "min_width": 48}, *spelled[1:3]],
+    ):
         assert BatchAugment.from_spec(uncovered, **stats) is None, uncovered
 
 
@@ -103,8 +120,10 @@ def test_shapes_dtypes_devices_and_seeds(device, channels, size):
     assert x.shape == (4, channels, size, size) and x.dtype == torch.float32 and x.device.type == device
     assert x.stride() == (channels * size * size, size * size, size, 1)
     assert torch.equal(x, batch(0)) and not torch.equal(x, batch(1))
-    assert torch.equal(x.cpu(), augment.apply(pixels(images, mean), (channels, size, size), indices.cpu(),
-                                              torch.Generator().manual_seed(0))), "same draws on every device"
+    assert torch.equal(
+        x.cpu(),
+        augment.apply(pixels(images, mean), (channels, size, size), indices.cpu(), torch.Generator().manual_seed(0)),
+    ), "same draws on every device"
 
 
 def test_normalize_matches_the_eval_transform():
@@ -188,10 +207,17 @@ def test_flip_only_list_matches_its_probability():
 FLIP_03 = {"name": "HorizontalFlip", "p": 0.3}
 SPELLED_DEFAULT = [
     {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
-    {"name": "RandomCrop", "height": 32, "width": 32}, {"name": "HorizontalFlip", "p": 0.5},
-    {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [16, 16], "hole_width_range": [16, 16],
-     "fill": [26.0, 26.0, 26.0], "p": 0.5},
-]  # fmt: skip
+    {"name": "RandomCrop", "height": 32, "width": 32},
+    {"name": "HorizontalFlip", "p": 0.5},
+    {
+        "name": "CoarseDropout",
+        "num_holes_range": [1, 1],
+        "hole_height_range": [16, 16],
+        "hole_width_range": [16, 16],
+        "fill": [26.0, 26.0, 26.0],
+        "p": 0.5,
+    },
+]
 
 
 @pytest.mark.parametrize(
@@ -214,9 +240,11 @@ def test_lists_that_do_what_a_covered_pipeline_does_take_the_batched_path(spelle
 
 def test_lists_that_do_something_else_stay_on_albumentations():
     stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
-    for other in ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 0}],  # Cutout filled with black
-                  [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
-                  [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}]):  # fmt: skip
+    for other in (
+        [*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 0}],  # Cutout filled with black
+        [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
+        [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
+    ):
         assert BatchAugment.from_spec(other, **stats) is None, other
 
 

@@ -71,9 +71,7 @@ def test_round_trip_gives_identical_logits(tmp_path: Path, name: str) -> None:
     assert load_manifest(folder) == manifest
 
 
-def test_files_are_safetensors_and_json_never_pickles(
-    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_files_are_safetensors_and_json_never_pickles(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling was attempted")
 

@@ -15,24 +15,40 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATA_DIR": str(data_dir), "LRCAM_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ml", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ml", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_lr_find_then_train_with_auto_lr_then_predict(fmnist_data_dir: Path, tmp_path: Path) -> None:
     dataset = {"name": "fashion_mnist", "train_subset": 300, "test_subset": 100}
-    (tmp_path / "lr.json").write_text(json.dumps({
-        "dataset": dataset, "model": {"name": "custom_resnet", "width": 4}, "batch_size": 32, "num_iter": 20,
-    }))  # fmt: skip
+    (tmp_path / "lr.json").write_text(
+        json.dumps(
+            {
+                "dataset": dataset,
+                "model": {"name": "custom_resnet", "width": 4},
+                "batch_size": 32,
+                "num_iter": 20,
+            }
+        )
+    )
     lr = run_cli("lr-find", str(tmp_path / "lr.json"), "--out", str(tmp_path / "lr1"), data_dir=fmnist_data_dir)
     assert lr.returncode == 0, lr.stderr
     suggested = json.loads(lr.stdout)["suggested_lr"]
     assert suggested > 0 and (tmp_path / "lr1" / "lr_finder.png").is_file()
 
-    (tmp_path / "train.json").write_text(json.dumps({
-        "dataset": dataset, "model": {"name": "custom_resnet", "width": 4}, "epochs": 1, "batch_size": 32,
-        "optimizer": {"lr": "auto", "lr_finder_job": str(tmp_path / "lr1")}, "gradcam_misclassified": 2,
-    }))  # fmt: skip
+    (tmp_path / "train.json").write_text(
+        json.dumps(
+            {
+                "dataset": dataset,
+                "model": {"name": "custom_resnet", "width": 4},
+                "epochs": 1,
+                "batch_size": 32,
+                "optimizer": {"lr": "auto", "lr_finder_job": str(tmp_path / "lr1")},
+                "gradcam_misclassified": 2,
+            }
+        )
+    )
     run = run_cli("train", str(tmp_path / "train.json"), "--out", str(tmp_path / "t1"), data_dir=fmnist_data_dir)
     assert run.returncode == 0, run.stderr
     assert f"lr auto: using {suggested:.4g}" in run.stderr and "epoch 1:" in run.stderr
@@ -42,8 +58,16 @@ def test_lr_find_then_train_with_auto_lr_then_predict(fmnist_data_dir: Path, tmp
     image = tmp_path / "shirt.png"
     Image.new("L", (28, 28), 128).save(image)
     best = json.loads(run.stdout)["best_checkpoint"]
-    pred = run_cli("predict", "--checkpoint", best, str(image), "--gradcam", "--out", str(tmp_path / "cams"),
-                   data_dir=fmnist_data_dir)
+    pred = run_cli(
+        "predict",
+        "--checkpoint",
+        best,
+        str(image),
+        "--gradcam",
+        "--out",
+        str(tmp_path / "cams"),
+        data_dir=fmnist_data_dir,
+    )
     assert pred.returncode == 0, pred.stderr
     line = json.loads(pred.stdout.splitlines()[0])
     assert len(line["topk"]) == 3 and line["label"] in metrics["per_class_accuracy"]

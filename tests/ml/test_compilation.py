@@ -18,15 +18,18 @@ from ml.trainer import train
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.mark.parametrize(("compile", "device", "steps", "expected"), [
-    ("auto", CPU, COMPILE_MIN_STEPS - 1, None),
-    ("auto", CPU, COMPILE_MIN_STEPS, "default"),
-    ("auto", CUDA, 10 * COMPILE_MIN_STEPS, "default"),
-    ("off", CUDA, 10 * COMPILE_MIN_STEPS, None),
-    ("reduce-overhead", CUDA, 1, "reduce-overhead"),
-    ("reduce-overhead", CPU, 1, "default"),  # CUDA graphs need CUDA
-    ("max-autotune-no-cudagraphs", CPU, 1, "max-autotune-no-cudagraphs"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("compile", "device", "steps", "expected"),
+    [
+        ("auto", CPU, COMPILE_MIN_STEPS - 1, None),
+        ("auto", CPU, COMPILE_MIN_STEPS, "default"),
+        ("auto", CUDA, 10 * COMPILE_MIN_STEPS, "default"),
+        ("off", CUDA, 10 * COMPILE_MIN_STEPS, None),
+        ("reduce-overhead", CUDA, 1, "reduce-overhead"),
+        ("reduce-overhead", CPU, 1, "default"),  # CUDA graphs need CUDA
+        ("max-autotune-no-cudagraphs", CPU, 1, "max-autotune-no-cudagraphs"),
+    ],
+)
 def test_resolve_mode(compile: str, device: torch.device, steps: int, expected: str | None) -> None:
     assert resolve_mode(compile, device=device, steps=steps) == expected
 
@@ -37,12 +40,21 @@ def test_the_spec_refuses_an_unknown_mode_naming_the_allowed_ones() -> None:
 
 
 def compiled_spec(seed: int) -> TrainSpec:
-    return TrainSpec.model_validate({
-        "dataset": {"name": "fashion_mnist", "train_subset": 1000, "test_subset": 200},
-        "model": {"name": "custom_resnet", "width": 8}, "epochs": 2, "batch_size": 32, "seed": seed,
-        "optimizer": {"lr": 0.05}, "scheduler": {"name": "one_cycle", "max_lr": 0.05},
-        "augmentation": "none", "gradcam_misclassified": 2, "compile": "default", "label_smoothing": 0.1,
-    })  # fmt: skip
+    return TrainSpec.model_validate(
+        {
+            "dataset": {"name": "fashion_mnist", "train_subset": 1000, "test_subset": 200},
+            "model": {"name": "custom_resnet", "width": 8},
+            "epochs": 2,
+            "batch_size": 32,
+            "seed": seed,
+            "optimizer": {"lr": 0.05},
+            "scheduler": {"name": "one_cycle", "max_lr": 0.05},
+            "augmentation": "none",
+            "gradcam_misclassified": 2,
+            "compile": "default",
+            "label_smoothing": 0.1,
+        }
+    )
 
 
 def test_a_compiled_run_learns_saves_eager_weights_and_a_second_job_reuses_its_graphs(

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from datasets import CIFAR10_CLASSES, SHAPES, write_cifar_batches, write_idx
 from PIL import Image
 
-from datasets import CIFAR10_CLASSES, SHAPES, write_cifar_batches, write_idx
 from ml.data import FMNIST_CLASSES, DatasetBundle, DatasetError, channel_stats, load_dataset, stratified_indices
 from ml.specs import DatasetSpec
 
@@ -26,7 +26,7 @@ def assert_well_formed(bundle: DatasetBundle, *, size: int, channels: int, class
     for split in (bundle.train, bundle.test):
         assert split.images.dtype == np.uint8 and split.labels.dtype == np.int64
         assert split.images.shape[1:] == (size, size, channels) and len(split.images) == len(split) > 0
-        assert 0 <= split.labels.min() and split.labels.max() < len(classes)
+        assert split.labels.min() >= 0 and split.labels.max() < len(classes)
     assert bundle.classes == classes and bundle.num_classes == len(classes)
     assert (bundle.in_channels, bundle.image_size) == (channels, size)
     assert len(bundle.mean) == len(bundle.std) == channels
@@ -202,8 +202,9 @@ def test_image_folder_symlink_outside_data_dir_is_refused(tmp_path, image_folder
 
 @pytest.mark.parametrize("path", ["/etc", "../folder_data"])
 def test_image_folder_unvalidated_escaping_path_is_refused(tmp_path, path):
-    spec = DatasetSpec.model_construct(name="image_folder", path=path, image_size=32, train_subset=None,
-                                       test_subset=None)  # fmt: skip
+    spec = DatasetSpec.model_construct(
+        name="image_folder", path=path, image_size=32, train_subset=None, test_subset=None
+    )
     with pytest.raises(DatasetError, match="outside DATA_DIR"):
         load_dataset(spec, tmp_path)
 

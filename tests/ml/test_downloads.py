@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from datasets import gray28_to_cifar, serve_folder, write_cifar_archive
+
 from ml import downloads
 from ml.data import DatasetError, load_dataset
 from ml.specs import DatasetSpec
@@ -22,7 +22,9 @@ def archive(tmp_path: Path, fmnist_arrays: dict[str, np.ndarray]) -> tuple[Path,
     served = tmp_path / "served"
     served.mkdir()
     path = served / "cifar-10-python.tar.gz"
-    return path, write_cifar_archive(path, images, labels, extra={"../escaped": b"x", "/tmp/lrcam-absolute-member": b"x"})
+    return path, write_cifar_archive(
+        path, images, labels, extra={"../escaped": b"x", "/tmp/lrcam-absolute-member": b"x"}
+    )
 
 
 @pytest.fixture

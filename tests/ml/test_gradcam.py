@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from gradcam_reference import reference_cam
 from PIL import Image
 from torch import nn
 
-from gradcam_reference import reference_cam
 from ml.gradcam import METHODS, cam_for_batch, explain, overlay, to_png_bytes
 from ml.models import build_model, gradcam_layer
 from ml.specs import MODELS, ModelSpec
@@ -170,7 +170,6 @@ def test_explain_leaves_no_grads_and_the_modes_as_they_were() -> None:
 def test_explain_refuses_a_target_beyond_the_classes() -> None:
     with pytest.raises(ValueError, match=r"not a class index of this model \(10 classes\)"):
         explain(tiny("custom_resnet"), batch(2), targets=[1, 10])
-
 
 
 @pytest.mark.parametrize("name", MODELS)

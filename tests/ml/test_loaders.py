@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from ml.augment import describe
 from ml.data import DatasetBundle, ImageSet, load_dataset
 from ml.loaders import TensorTrainLoader, denormalize, make_loaders, pipeline
 from ml.specs import DatasetSpec
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,9 @@ def test_normalized_training_set_has_zero_mean_unit_std(cifar, batched):
 @pytest.mark.parametrize(("num_workers", "batched"), [(0, True), (0, False), (2, False)])
 def test_same_seed_same_batches(cifar, num_workers, batched):
     def batches(seed):
-        train, _ = make_loaders(cifar, augmentation="default", batch_size=100, seed=seed, num_workers=num_workers,
-                                batched=batched)  # fmt: skip
+        train, _ = make_loaders(
+            cifar, augmentation="default", batch_size=100, seed=seed, num_workers=num_workers, batched=batched
+        )
         return [batch for _, batch in zip(range(2), train)]
 
     first, again, other = batches(3), batches(3), batches(4)
@@ -117,8 +118,14 @@ def test_augmentations_differ_between_epochs_and_workers(num_workers, batched):
     image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
     images = ImageSet(np.stack([image] * 40), np.arange(40, dtype=np.int64) % 2)
     bundle = DatasetBundle("copies", images, images, ["a", "b"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    train, _ = make_loaders(bundle, augmentation=[{"name": "HorizontalFlip", "p": 0.5}], batch_size=10,
-                            seed=0, num_workers=num_workers, batched=batched)  # fmt: skip
+    train, _ = make_loaders(
+        bundle,
+        augmentation=[{"name": "HorizontalFlip", "p": 0.5}],
+        batch_size=10,
+        seed=0,
+        num_workers=num_workers,
+        batched=batched,
+    )
     epoch1, epoch2 = flip_pattern(train, image), flip_pattern(train, image)
     assert 5 < sum(map(sum, epoch1)) < 35, "about half the images are flipped"
     assert epoch1 != epoch2

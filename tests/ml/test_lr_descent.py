@@ -61,8 +61,12 @@ def test_the_readme_sweep_no_longer_suggests_a_diverging_lr():
 )
 def test_real_sweeps_suggest_on_the_descending_part(fmnist_data_dir, tmp_path, options):
     spec = LRFinderSpec(
-        dataset={"name": "fashion_mnist", "train_subset": 400}, augmentation="none", start_lr=1e-5, end_lr=10,
-        num_iter=50, **options,
+        dataset={"name": "fashion_mnist", "train_subset": 400},
+        augmentation="none",
+        start_lr=1e-5,
+        end_lr=10,
+        num_iter=50,
+        **options,
     )
     metrics = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", num_workers=0).metrics
     assert_on_the_descending_part(metrics["lrs"], metrics["smoothed_losses"], metrics["suggestions"])
@@ -72,19 +76,31 @@ def test_real_sweeps_suggest_on_the_descending_part(fmnist_data_dir, tmp_path, o
 def test_a_sweep_that_left_its_minimum_is_stopped(fmnist_data_dir, tmp_path):
     """With rise_stop (default 0.5) the sweep ends once the smoothed loss has climbed half-way back
     from its best to where it started; torch-lr-finder's rule alone (rise_stop null) runs on."""
-    body = {"dataset": {"name": "fashion_mnist", "train_subset": 400}, "augmentation": "none",
-            "model": {"name": "custom_resnet", "width": 4}, "batch_size": 32, "start_lr": 1e-4, "end_lr": 100,
-            "num_iter": 60}  # fmt: skip
-    stopped = run_lr_finder(LRFinderSpec(**body), data_dir=fmnist_data_dir, out_dir=tmp_path / "a", device="cpu",
-                            num_workers=0).metrics
+    body = {
+        "dataset": {"name": "fashion_mnist", "train_subset": 400},
+        "augmentation": "none",
+        "model": {"name": "custom_resnet", "width": 4},
+        "batch_size": 32,
+        "start_lr": 1e-4,
+        "end_lr": 100,
+        "num_iter": 60,
+    }
+    stopped = run_lr_finder(
+        LRFinderSpec(**body), data_dir=fmnist_data_dir, out_dir=tmp_path / "a", device="cpu", num_workers=0
+    ).metrics
     smoothed = stopped["smoothed_losses"]
     best, first = min(smoothed), smoothed[0]
     assert stopped["stop_reason"] == "diverged" and best < 0.9 * first
     assert smoothed[-1] > best + 0.5 * (first - best)  # clearly left its minimum ...
     lowest = smoothed.index(best)
     assert all(s <= best + 0.5 * (first - best) for s in smoothed[lowest:-1])  # ... and stopped right there
-    unstopped = run_lr_finder(LRFinderSpec(**body, rise_stop=None), data_dir=fmnist_data_dir, out_dir=tmp_path / "b",
-                              device="cpu", num_workers=0).metrics
+    unstopped = run_lr_finder(
+        LRFinderSpec(**body, rise_stop=None),
+        data_dir=fmnist_data_dir,
+        out_dir=tmp_path / "b",
+        device="cpu",
+        num_workers=0,
+    ).metrics
     assert len(unstopped["lrs"]) > len(stopped["lrs"])
     assert unstopped["smoothed_losses"][: len(smoothed)] == pytest.approx(smoothed)
 
@@ -106,8 +122,17 @@ def scripted(values):
 def test_rise_stop_on_scripted_losses(raw, rise_stop, recorded):
     model = nn.Linear(2, 2)
     batches = [(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))]
-    curve = range_test(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, criterion=scripted(raw),
-                       start_lr=1e-3, end_lr=1.0, num_iter=len(raw), smooth_f=0.0, rise_stop=rise_stop)
+    curve = range_test(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        batches,
+        criterion=scripted(raw),
+        start_lr=1e-3,
+        end_lr=1.0,
+        num_iter=len(raw),
+        smooth_f=0.0,
+        rise_stop=rise_stop,
+    )
     assert len(curve.losses) == recorded
     assert curve.stop_reason == ("diverged" if recorded < len(raw) else "completed")
 
@@ -121,8 +146,13 @@ def test_the_range_test_measures_the_label_smoothed_loss_training_will_use(fmnis
             made.append(kwargs)
 
     monkeypatch.setattr("ml.lr_finder.nn.CrossEntropyLoss", Recorded)
-    body = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "custom_resnet", "width": 2},
-            "batch_size": 16, "num_iter": 5, "augmentation": "none"}  # fmt: skip
+    body = {
+        "dataset": {"name": "fashion_mnist", "train_subset": 100},
+        "model": {"name": "custom_resnet", "width": 2},
+        "batch_size": 16,
+        "num_iter": 5,
+        "augmentation": "none",
+    }
     run_lr_finder(LRFinderSpec(**body, label_smoothing=0.1), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     assert made == [{"label_smoothing": 0.1}]
     assert LRFinderSpec(**body).label_smoothing == 0.0

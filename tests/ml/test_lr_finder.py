@@ -77,8 +77,11 @@ def sweep(criterion=None, *, model=None, optimizer=None, batches=None, **kwargs)
     options = dict(start_lr=1e-4, end_lr=1e-1, num_iter=10, step_mode="exp", smooth_f=0.05, diverge_th=1e9)
     options.update(kwargs)
     curve = range_test(
-        model, optimizer, tiny_batches() if batches is None else batches,
-        criterion=criterion or nn.CrossEntropyLoss(), **options,
+        model,
+        optimizer,
+        tiny_batches() if batches is None else batches,
+        criterion=criterion or nn.CrossEntropyLoss(),
+        **options,
     )
     return curve, optimizer
 
@@ -177,8 +180,10 @@ def test_reading_losses_in_chunks_records_the_same_curve_and_stop(sync_every):
     """What a GPU does (a host read every few steps) gives the curve of a read per step: same LRs,
     losses, smoothing and divergence point; only the steps past a divergence, up to the chunk's
     end, are extra (and undone)."""
-    for options in ({"start_lr": 1e-3, "end_lr": 1e4, "num_iter": 60, "diverge_th": 5.0},  # diverges
-                    {"start_lr": 1e-4, "end_lr": 1e-1, "num_iter": 23}):  # completes
+    for options in (
+        {"start_lr": 1e-3, "end_lr": 1e4, "num_iter": 60, "diverge_th": 5.0},  # diverges
+        {"start_lr": 1e-4, "end_lr": 1e-1, "num_iter": 23},
+    ):  # completes
         reference, ref_opt = sweep(sync_every=1, **options)
         chunked, opt = sweep(sync_every=sync_every, **options)
         assert chunked.lrs == reference.lrs and chunked.stop_reason == reference.stop_reason
@@ -372,8 +377,17 @@ def test_metrics_have_the_contract_shape():
     raw = [2.3, 2.2, 2.0, 1.7, 1.5, 1.4, 1.6, 9.0]
     curve, _ = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0)
     metrics = build_metrics(curve, num_iter=8, seconds=1.23456)
-    assert set(metrics) == {"lrs", "losses", "smoothed_losses", "suggested_lr", "suggestions", "diverged_at_lr",
-                            "stop_reason", "num_iter", "seconds"}
+    assert set(metrics) == {
+        "lrs",
+        "losses",
+        "smoothed_losses",
+        "suggested_lr",
+        "suggestions",
+        "diverged_at_lr",
+        "stop_reason",
+        "num_iter",
+        "seconds",
+    }
     assert metrics["suggested_lr"] == metrics["suggestions"]["steepest"] is not None
     assert metrics["stop_reason"] == "diverged" and metrics["diverged_at_lr"] == curve.lrs[-1]
     assert metrics["seconds"] == 1.235 and metrics["num_iter"] == 8
@@ -386,8 +400,12 @@ def test_metrics_have_the_contract_shape():
 @pytest.mark.parametrize("model_name", ["resnet18", "custom_resnet"])
 def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
     spec = LRFinderSpec(
-        dataset={"name": "fashion_mnist", "train_subset": 500}, model={"name": model_name, "width": 4},
-        batch_size=32, start_lr=1e-4, end_lr=10, num_iter=30,
+        dataset={"name": "fashion_mnist", "train_subset": 500},
+        model={"name": model_name, "width": 4},
+        batch_size=32,
+        start_lr=1e-4,
+        end_lr=10,
+        num_iter=30,
     )
     result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path / "run", device="cpu")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -406,8 +424,11 @@ def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
 
 def test_run_lr_finder_cancelled_keeps_what_it_logged(fmnist_data_dir, tmp_path):
     spec = LRFinderSpec(
-        dataset={"name": "fashion_mnist", "train_subset": 100}, model={"name": "custom_resnet", "width": 4},
-        batch_size=16, num_iter=50, augmentation="none",
+        dataset={"name": "fashion_mnist", "train_subset": 100},
+        model={"name": "custom_resnet", "width": 4},
+        batch_size=16,
+        num_iter=50,
+        augmentation="none",
     )
     result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=StopAfter(4), device="cpu")
     assert result.stop_reason == "cancelled" and len(result.metrics["lrs"]) == 4

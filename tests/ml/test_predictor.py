@@ -20,8 +20,9 @@ from ml.specs import ModelSpec
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_checkpoint(folder: Path, *, in_channels: int, image_size: int, name: str = "custom_resnet",
-                     spec: dict | None = None) -> Path:  # fmt: skip
+def write_checkpoint(
+    folder: Path, *, in_channels: int, image_size: int, name: str = "custom_resnet", spec: dict | None = None
+) -> Path:
     torch.manual_seed(0)
     model = build_model(ModelSpec(name=name, width=4), in_channels=in_channels, num_classes=len(CIFAR))
     manifest = {
@@ -205,8 +206,9 @@ def test_a_test_time_flip_checkpoint_predicts_on_the_image_and_its_mirror(tmp_pa
     from ml.gradcam import explain
 
     plain = Predictor(write_checkpoint(tmp_path / "plain", in_channels=3, image_size=32))
-    flipping = Predictor(write_checkpoint(tmp_path / "flip", in_channels=3, image_size=32,
-                                          spec={"test_time_flip": True}))  # fmt: skip
+    flipping = Predictor(
+        write_checkpoint(tmp_path / "flip", in_channels=3, image_size=32, spec={"test_time_flip": True})
+    )
     with torch.no_grad():  # the same weights, made decisive: random ones predict one class for all noise
         for predictor in (plain, flipping):
             predictor.model.fc.weight.mul_(200)
@@ -230,5 +232,9 @@ def test_a_test_time_flip_checkpoint_predicts_on_the_image_and_its_mirror(tmp_pa
         _, maps, _ = explain(flipping.model, batch[i : i + 1], targets=[int(expected[i].argmax())])
         _, other, _ = explain(flipping.model, batch[i : i + 1], targets=[int(unflipped[i])])
         assert not np.allclose(maps, other)
-        assert answer == flipping._overlays(np.stack([flipping._pixels(images[i])]), maps,
-                                            [int(expected[i].argmax())], "gradcam")[0]["overlay_png_base64"]  # fmt: skip
+        assert (
+            answer
+            == flipping._overlays(
+                np.stack([flipping._pixels(images[i])]), maps, [int(expected[i].argmax())], "gradcam"
+            )[0]["overlay_png_base64"]
+        )

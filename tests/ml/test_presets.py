@@ -33,5 +33,7 @@ def test_the_cpu_presets_augment_on_the_batched_path(name) -> None:
 
     spec = TrainSpec.model_validate(next(p["spec"] for p in PRESETS if p["name"] == name))
     size, channels = (28, 1) if spec.dataset.name == "fashion_mnist" else (32, 3)
-    assert BatchAugment.from_spec(spec.augmentation, image_size=size, mean=[0.5] * channels,
-                                  std=[0.25] * channels) is not None  # fmt: skip
+    assert (
+        BatchAugment.from_spec(spec.augmentation, image_size=size, mean=[0.5] * channels, std=[0.25] * channels)
+        is not None
+    )

@@ -38,9 +38,14 @@ class Recorder:
 def spec(**overrides) -> TrainSpec:
     base = {
         "dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
-        "model": {"name": "resnet18", "width": 2}, "epochs": 3, "batch_size": 64, "augmentation": "none",
-        "optimizer": {"lr": 0.05}, "scheduler": {"name": "one_cycle", "max_lr": 0.1}, "gradcam_misclassified": 0,
-    }  # fmt: skip
+        "model": {"name": "resnet18", "width": 2},
+        "epochs": 3,
+        "batch_size": 64,
+        "augmentation": "none",
+        "optimizer": {"lr": 0.05},
+        "scheduler": {"name": "one_cycle", "max_lr": 0.1},
+        "gradcam_misclassified": 0,
+    }
     base.update(overrides)
     return TrainSpec.model_validate(base)
 
@@ -106,14 +111,17 @@ def test_resume_without_a_previous_run_starts_fresh_and_after_the_last_epoch_onl
     assert done.metrics["epochs"] == fresh.metrics["epochs"] and [e["epoch"] for e in again.epochs] == [1]
 
 
-def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(
-    fmnist_data_dir: Path, tmp_path: Path
-) -> None:
+def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(fmnist_data_dir: Path, tmp_path: Path) -> None:
     s = spec(epochs=1, scheduler={"name": "none"})
     train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     with pytest.raises(CheckpointError, match="another spec"):
-        train(spec(epochs=2, scheduler={"name": "none"}), data_dir=fmnist_data_dir, out_dir=tmp_path,
-              device="cpu", resume=True)  # fmt: skip
+        train(
+            spec(epochs=2, scheduler={"name": "none"}),
+            data_dir=fmnist_data_dir,
+            out_dir=tmp_path,
+            device="cpu",
+            resume=True,
+        )
     state = tmp_path / "checkpoints" / "last" / "training_state.safetensors"
     state.write_bytes(state.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(CheckpointError, match="sha256"):
@@ -138,6 +146,7 @@ def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
             if which == cut and len(self.epochs) == 2:
                 raise Killed(f"killed before writing {which} of epoch 2")
             return write(self, *args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(Trainer, "evaluate", rising)
@@ -179,16 +188,18 @@ LEARNED = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
     ["default", [{"name": "HorizontalFlip"}, {"name": "Affine", "translate_px": [-2, 2], "p": 0.5}]],
     ids=["batched", "albumentations"],
 )
-def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(fmnist_data_dir: Path, tmp_path: Path,
-                                                             augmentation) -> None:  # fmt: skip
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(
+    fmnist_data_dir: Path, tmp_path: Path, augmentation
+) -> None:
     """Each epoch's shuffle and augmentations come from (seed, epoch): before, a resume replayed epoch
     1's order and augmentations as epoch 2's. Two runs of one spec and seed agree too (on a CPU)."""
     s = spec(augmentation=augmentation, epochs=3)
     whole = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "whole", device="cpu").metrics["epochs"]
     again = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "again", device="cpu").metrics["epochs"]
     with pytest.raises(Killed):
-        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1),
-              device="cpu")  # fmt: skip
+        train(
+            s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1), device="cpu"
+        )
     resumed = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", device="cpu", resume=True)
     learned = [[record[key] for key in LEARNED] for record in whole]
     assert [[record[key] for key in LEARNED] for record in again] == learned

@@ -28,10 +28,14 @@ class RecordingSGD(torch.optim.SGD):
 
 
 def momenta(scheduler: dict, *, momentum: float, steps: int = 20) -> list[float]:
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "fashion_mnist"}, "epochs": 2, "scheduler": scheduler,
-        "optimizer": {"lr": 0.1, "momentum": momentum},
-    })  # fmt: skip
+    spec = TrainSpec.model_validate(
+        {
+            "dataset": {"name": "fashion_mnist"},
+            "epochs": 2,
+            "scheduler": scheduler,
+            "optimizer": {"lr": 0.1, "momentum": momentum},
+        }
+    )
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = RecordingSGD([weight], lr=0.1, momentum=momentum)
     schedule = build_schedule(spec, optimizer, steps_per_epoch=steps // 2)
@@ -55,8 +59,9 @@ def test_cycled_momentum_defaults_to_the_optimizers_momentum_and_a_tenth_below(n
 
 
 def test_an_explicit_momentum_range_is_used():
-    used = momenta({"name": "one_cycle", "cycle_momentum": True, "base_momentum": 0.7, "max_momentum": 0.8},
-                   momentum=0.5)
+    used = momenta(
+        {"name": "one_cycle", "cycle_momentum": True, "base_momentum": 0.7, "max_momentum": 0.8}, momentum=0.5
+    )
     assert used[0] == pytest.approx(0.8) and min(used) == pytest.approx(0.7, abs=0.01)
 
 
@@ -70,11 +75,18 @@ def test_a_range_upside_down_is_refused():
 
 
 def test_a_one_cycle_run_ends_with_the_momentum_it_was_given(fmnist_data_dir: Path, tmp_path: Path) -> None:
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50},
-        "model": {"name": "custom_resnet", "width": 4}, "epochs": 1, "batch_size": 50, "augmentation": "none",
-        "optimizer": {"lr": 0.05, "momentum": 0.5}, "scheduler": {"name": "one_cycle"}, "gradcam_misclassified": 0,
-    })  # fmt: skip
+    spec = TrainSpec.model_validate(
+        {
+            "dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50},
+            "model": {"name": "custom_resnet", "width": 4},
+            "epochs": 1,
+            "batch_size": 50,
+            "augmentation": "none",
+            "optimizer": {"lr": 0.05, "momentum": 0.5},
+            "scheduler": {"name": "one_cycle"},
+            "gradcam_misclassified": 0,
+        }
+    )
     train(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     state = json.loads((tmp_path / "checkpoints" / "last" / "training_state.json").read_text())
     assert {group["momentum"] for group in state["optimizer"]["param_groups"]} == {0.5}  # torch's default: 0.95

@@ -15,17 +15,28 @@ from ml.specs import TrainSpec
 from ml.trainer import train
 
 PNG_ARTIFACTS = [
-    "samples.png", "accuracy.png", "loss.png", "lr.png", "confusion_matrix.png", "misclassified.png",
-    "gradcam_misclassified.png", "gradcam_misclassified_true.png", "gradcam_correct.png",
-]  # fmt: skip
+    "samples.png",
+    "accuracy.png",
+    "loss.png",
+    "lr.png",
+    "confusion_matrix.png",
+    "misclassified.png",
+    "gradcam_misclassified.png",
+    "gradcam_misclassified_true.png",
+    "gradcam_correct.png",
+]
 
 
 def spec(**overrides) -> TrainSpec:
     base = {
         "dataset": {"name": "fashion_mnist", "train_subset": 400, "test_subset": 100},
-        "model": {"name": "resnet18", "width": 4}, "epochs": 1, "batch_size": 64,
-        "optimizer": {"lr": 0.05}, "scheduler": {"name": "none"}, "gradcam_misclassified": 4,
-    }  # fmt: skip
+        "model": {"name": "resnet18", "width": 4},
+        "epochs": 1,
+        "batch_size": 64,
+        "optimizer": {"lr": 0.05},
+        "scheduler": {"name": "none"},
+        "gradcam_misclassified": 4,
+    }
     base.update(overrides)
     return TrainSpec.model_validate(base)
 
@@ -48,9 +59,14 @@ class StopAfter:
 
 
 def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Path, tmp_path: Path) -> None:
-    s = spec(dataset={"name": "fashion_mnist", "train_subset": 1000, "test_subset": 300},
-             model={"name": "resnet18", "width": 8}, epochs=2, batch_size=32,
-             scheduler={"name": "one_cycle", "max_lr": 0.05}, augmentation="none")
+    s = spec(
+        dataset={"name": "fashion_mnist", "train_subset": 1000, "test_subset": 300},
+        model={"name": "resnet18", "width": 8},
+        epochs=2,
+        batch_size=32,
+        scheduler={"name": "one_cycle", "max_lr": 0.05},
+        augmentation="none",
+    )
     callbacks = StopAfter(10**9)
     result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=callbacks, device="cpu")
 
@@ -60,13 +76,31 @@ def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Pa
     assert epochs[-1]["test_acc"] > 0.6, epochs  # chance is 0.1; seeds 0-3 end at 0.71-0.75
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     for record in epochs:
-        assert set(record) == {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
-                               "images_per_second"}
+        assert set(record) == {
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "seconds",
+            "images_per_second",
+        }
         assert record["images_per_second"] > 0
     assert result.metrics["best"]["test_acc"] == max(e["test_acc"] for e in epochs)
     per_class = result.metrics["per_class_accuracy"]
-    assert list(per_class) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                               "Sneaker", "Bag", "Ankle boot"]
+    assert list(per_class) == [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     assert all(0 <= v <= 1 for v in per_class.values())
     fractions = [p["fraction"] for p in callbacks.progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -94,8 +128,9 @@ def test_cancel_keeps_finished_epochs_and_best_checkpoint(fmnist_data_dir: Path,
 
 
 def test_cancel_before_any_epoch_leaves_no_checkpoint(fmnist_data_dir: Path, tmp_path: Path) -> None:
-    result = train(spec(epochs=3, batch_size=16), data_dir=fmnist_data_dir, out_dir=tmp_path,
-                   callbacks=StopAfter(0), device="cpu")
+    result = train(
+        spec(epochs=3, batch_size=16), data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=StopAfter(0), device="cpu"
+    )
     assert result.stop_reason == "cancelled"
     assert result.metrics["epochs"] == [] and result.best_checkpoint is None
 
@@ -123,11 +158,14 @@ def test_diverging_loss_is_a_clear_error(fmnist_data_dir: Path, tmp_path: Path, 
         train(spec(), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
 
 
-@pytest.mark.parametrize("scheduler, check", [
-    ({"name": "one_cycle", "max_lr": 0.2, "peak_epoch": 1}, lambda lrs: np.argmax(lrs) in range(5, 7)),
-    ({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size_up": 3}, lambda lrs: max(lrs) > 10 * min(lrs)),
-    ({"name": "none"}, lambda lrs: set(lrs) == {0.05}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "scheduler, check",
+    [
+        ({"name": "one_cycle", "max_lr": 0.2, "peak_epoch": 1}, lambda lrs: np.argmax(lrs) in range(5, 7)),
+        ({"name": "cyclic", "base_lr": 0.001, "max_lr": 0.1, "step_size_up": 3}, lambda lrs: max(lrs) > 10 * min(lrs)),
+        ({"name": "none"}, lambda lrs: set(lrs) == {0.05}),
+    ],
+)
 def test_schedulers_shape_the_lr(fmnist_data_dir: Path, tmp_path: Path, scheduler, check) -> None:
     s = spec(epochs=2, scheduler=scheduler, gradcam_misclassified=0)
     result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
@@ -140,8 +178,12 @@ def test_schedulers_shape_the_lr(fmnist_data_dir: Path, tmp_path: Path, schedule
 def test_reduce_on_plateau_steps_on_test_accuracy(fmnist_data_dir: Path, tmp_path: Path) -> None:
     # threshold 1.0 (abs): no epoch after the first can count as better, so with patience 0 the
     # LR drops 10x after epoch 2
-    s = spec(dataset={"name": "fashion_mnist", "train_subset": 200, "test_subset": 50}, epochs=3,
-             scheduler={"name": "reduce_on_plateau", "patience": 0, "threshold": 1.0}, gradcam_misclassified=0)
+    s = spec(
+        dataset={"name": "fashion_mnist", "train_subset": 200, "test_subset": 50},
+        epochs=3,
+        scheduler={"name": "reduce_on_plateau", "patience": 0, "threshold": 1.0},
+        gradcam_misclassified=0,
+    )
     epochs = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu").metrics["epochs"]
     assert [e["lr"] for e in epochs] == pytest.approx([0.05, 0.05, 0.005])
 
@@ -155,8 +197,11 @@ def test_auto_lr_must_be_resolved_first(fmnist_data_dir: Path, tmp_path: Path) -
 
 def test_odd_batch_sizes_train_and_evaluate(fmnist_data_dir: Path, tmp_path: Path) -> None:
     # torch 2.14.1 on CPU corrupts memory with channels_last at odd batch sizes: a crash here is that
-    s = spec(dataset={"name": "fashion_mnist", "train_subset": 100, "test_subset": 77}, batch_size=25,
-             gradcam_misclassified=3)
+    s = spec(
+        dataset={"name": "fashion_mnist", "train_subset": 100, "test_subset": 77},
+        batch_size=25,
+        gradcam_misclassified=3,
+    )
     result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
     assert len(result.metrics["epochs"]) == 1
 

@@ -17,10 +17,15 @@ from ml.trainer import Trainer, train
 def spec(**overrides) -> TrainSpec:
     base = {
         "dataset": {"name": "fashion_mnist", "train_subset": 200, "test_subset": 50},
-        "model": {"name": "custom_resnet", "width": 2}, "epochs": 3, "batch_size": 32, "augmentation": "none",
-        "optimizer": {"lr": 0.05}, "scheduler": {"name": "none"}, "gradcam_misclassified": 0,
+        "model": {"name": "custom_resnet", "width": 2},
+        "epochs": 3,
+        "batch_size": 32,
+        "augmentation": "none",
+        "optimizer": {"lr": 0.05},
+        "scheduler": {"name": "none"},
+        "gradcam_misclassified": 0,
         "validation_split": 0.2,
-    }  # fmt: skip
+    }
     return TrainSpec.model_validate(base | overrides)
 
 

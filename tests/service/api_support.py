@@ -10,9 +10,9 @@ from typing import Any
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from service import store
+from core import store
+from core.db import Job
 from service.broker import BROKER_UNREACHABLE, BrokerUnavailable, get_broker
-from service.db import Job
 from service.main import create_app
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which this project does not ship

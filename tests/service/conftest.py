@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_support import FakeBroker, TestClient, make_client
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-
 from stores import POSTGRES_URL, postgres_schema_url, skip_without_postgres
-from api_support import FakeBroker, TestClient, make_client
-from service.config import Settings, get_settings
-from service.db import session_for
+
+from core.config import Settings, get_settings
+from core.db import session_for
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,7 @@ def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-def configure(settings: Settings, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def configure(settings: Settings, monkeypatch: pytest.MonkeyPatch):
     """configure(NAME=value, ...) -> the new Settings (the environment changed, the cache cleared)."""
 
     def _configure(**values: Any) -> Settings:
@@ -101,5 +101,3 @@ def client(settings: Settings, broker: FakeBroker) -> Iterator[TestClient]:
 def session(settings: Settings) -> Iterator[Session]:
     with session_for(settings.DATABASE_URL) as db_session:
         yield db_session
-
-

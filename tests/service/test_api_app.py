@@ -7,22 +7,32 @@ import subprocess
 import sys
 
 import pytest
+from api_support import DEAD_REDIS_URL, FakeBroker, TestClient, make_client
 from pydantic import ValidationError
 
-from api_support import DEAD_REDIS_URL, FakeBroker, TestClient, make_client
+from core.config import Settings
 from ml.specs import TrainSpec
-from service.config import Settings
 from service.routers.catalogue import PRESETS
 
 DEAD_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
 
 CONTRACT = {
-    "/health": {"get"}, "/ready": {"get"}, "/models": {"get"}, "/datasets": {"get"},
-    "/jobs": {"get"}, "/jobs/lr-finder": {"post"}, "/jobs/train": {"post"}, "/jobs/{job_id}": {"get"},
-    "/jobs/{job_id}/cancel": {"post"}, "/jobs/{job_id}/metrics": {"get"}, "/jobs/{job_id}/artifacts": {"get"},
-    "/jobs/{job_id}/artifacts/{name}": {"get"}, "/checkpoints": {"get"}, "/checkpoints/{checkpoint_id}": {"get"},
+    "/health": {"get"},
+    "/ready": {"get"},
+    "/models": {"get"},
+    "/datasets": {"get"},
+    "/jobs": {"get"},
+    "/jobs/lr-finder": {"post"},
+    "/jobs/train": {"post"},
+    "/jobs/{job_id}": {"get"},
+    "/jobs/{job_id}/cancel": {"post"},
+    "/jobs/{job_id}/metrics": {"get"},
+    "/jobs/{job_id}/artifacts": {"get"},
+    "/jobs/{job_id}/artifacts/{name}": {"get"},
+    "/checkpoints": {"get"},
+    "/checkpoints/{checkpoint_id}": {"get"},
     "/predict": {"post"},
-}  # fmt: skip
+}
 
 
 def test_import_service_main_leaves_torch_out() -> None:
@@ -119,8 +129,12 @@ def test_models_catalogue(client: TestClient) -> None:
     models = {m["name"]: m for m in body["models"]}
     assert models["resnet18"]["parameters_at_width_64"] == 11_173_962
     assert models["custom_resnet"]["parameters_at_width_64"] == 6_573_130
-    assert models["resnet18"]["options"]["width"] == {**models["resnet18"]["options"]["width"], "default": 64,
-                                                      "min": 2, "max": 256}  # fmt: skip
+    assert models["resnet18"]["options"]["width"] == {
+        **models["resnet18"]["options"]["width"],
+        "default": 64,
+        "min": 2,
+        "max": 256,
+    }
     assert body["presets"] == PRESETS
 
 

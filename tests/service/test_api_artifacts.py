@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from api_support import png_bytes, put_job
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from api_support import png_bytes, put_job
-from service import store
-from service.config import Settings
-from service.store import ArtifactFile
+from core import store
+from core.config import Settings
+from core.store import ArtifactFile
 
 
 @pytest.fixture
@@ -20,12 +20,16 @@ def job_with_artifacts(settings: Settings, session: Session) -> str:
     (folder / "accuracy.png").write_bytes(png_bytes())
     (folder / "metrics.json").write_text('{"epochs": []}')
     (settings.ARTIFACTS_DIR / "secret.txt").write_text("not an artifact")
-    store.add_artifacts(session, job.id, [
-        ArtifactFile("accuracy.png", "image/png", f"{job.id}/accuracy.png"),
-        ArtifactFile("metrics.json", "application/json", f"{job.id}/metrics.json"),
-        ArtifactFile("gone.png", "image/png", f"{job.id}/gone.png"),
-        ArtifactFile("outside.txt", "text/plain", "../outside.txt"),
-    ])  # fmt: skip
+    store.add_artifacts(
+        session,
+        job.id,
+        [
+            ArtifactFile("accuracy.png", "image/png", f"{job.id}/accuracy.png"),
+            ArtifactFile("metrics.json", "application/json", f"{job.id}/metrics.json"),
+            ArtifactFile("gone.png", "image/png", f"{job.id}/gone.png"),
+            ArtifactFile("outside.txt", "text/plain", "../outside.txt"),
+        ],
+    )
     (settings.ARTIFACTS_DIR.parent / "outside.txt").write_text("outside ARTIFACTS_DIR")
     return job.id
 
@@ -34,7 +38,8 @@ def test_list_and_download_artifacts(client: TestClient, job_with_artifacts: str
     job_id = job_with_artifacts
     listed = client.get(f"/jobs/{job_id}/artifacts").json()["artifacts"]
     assert {a["name"]: (a["media_type"], a["url"]) for a in listed}["accuracy.png"] == (
-        "image/png", f"/jobs/{job_id}/artifacts/accuracy.png"
+        "image/png",
+        f"/jobs/{job_id}/artifacts/accuracy.png",
     )
     png = client.get(f"/jobs/{job_id}/artifacts/accuracy.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -83,26 +88,58 @@ def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
     assert client.get("/checkpoints").json() == {"checkpoints": [], "total": 0}
     job = put_job(session, status="succeeded")
     classes = ["cat", "dog"]
-    first = store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 8}, dataset="cifar10",
-                                 classes=classes, test_acc=0.5, epoch=2, path=f"{job.id}/checkpoints/best")
-    second = store.add_checkpoint(session, job_id=put_job(session, status="succeeded").id,
-                                  model={"name": "custom_resnet", "width": 4},
-                                  dataset="fashion_mnist", classes=classes, test_acc=None, epoch=1, path="x")
+    first = store.add_checkpoint(
+        session,
+        job_id=job.id,
+        model={"name": "resnet18", "width": 8},
+        dataset="cifar10",
+        classes=classes,
+        test_acc=0.5,
+        epoch=2,
+        path=f"{job.id}/checkpoints/best",
+    )
+    second = store.add_checkpoint(
+        session,
+        job_id=put_job(session, status="succeeded").id,
+        model={"name": "custom_resnet", "width": 4},
+        dataset="fashion_mnist",
+        classes=classes,
+        test_acc=None,
+        epoch=1,
+        path="x",
+    )
     listed = client.get("/checkpoints").json()["checkpoints"]
     assert [c["id"] for c in listed] == [second.id, first.id]  # newest first
     got = client.get(f"/checkpoints/{first.id}").json()
-    assert got == {"id": first.id, "job_id": job.id, "model": {"name": "resnet18", "width": 8}, "dataset": "cifar10",
-                   "classes": classes, "test_acc": 0.5, "epoch": 2, "created_at": got["created_at"]}  # fmt: skip
+    assert got == {
+        "id": first.id,
+        "job_id": job.id,
+        "model": {"name": "resnet18", "width": 8},
+        "dataset": "cifar10",
+        "classes": classes,
+        "test_acc": 0.5,
+        "epoch": 2,
+        "created_at": got["created_at"],
+    }
     assert got["created_at"].endswith(("Z", "+00:00"))
     response = client.get("/checkpoints/nope")
     assert response.status_code == 404 and "nope" in response.json()["detail"]
 
 
 def test_checkpoints_page_like_jobs(client: TestClient, session: Session) -> None:
-    ids = [store.add_checkpoint(session, job_id=put_job(session, status="succeeded").id,
-                                model={"name": "resnet18", "width": 8}, dataset="cifar10",
-                                classes=["cat", "dog"], test_acc=0.5, epoch=i, path=f"x{i}").id
-           for i in range(5)][::-1]  # fmt: skip
+    ids = [
+        store.add_checkpoint(
+            session,
+            job_id=put_job(session, status="succeeded").id,
+            model={"name": "resnet18", "width": 8},
+            dataset="cifar10",
+            classes=["cat", "dog"],
+            test_acc=0.5,
+            epoch=i,
+            path=f"x{i}",
+        ).id
+        for i in range(5)
+    ][::-1]
     page = client.get("/checkpoints", params={"limit": 2, "offset": 1}).json()
     assert [c["id"] for c in page["checkpoints"]] == ids[1:3] and page["total"] == 5
     assert [c["id"] for c in client.get("/checkpoints").json()["checkpoints"]] == ids  # default: the first 50

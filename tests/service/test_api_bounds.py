@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_support import TRAIN_PARAMS, FakeBroker, TestClient, make_client, png_bytes
 from PIL import Image
 
-from api_support import TRAIN_PARAMS, FakeBroker, TestClient, make_client, png_bytes
 from service.routers import catalogue
 from service.uploads import REDUCED_SIZE, Upload, decode_images
 
@@ -53,7 +53,7 @@ def test_a_chunked_body_is_stopped_once_it_passes_the_bound(configure) -> None:
         nonlocal sent
         for start in range(0, len(body), 4096):
             sent += 1
-            yield body[start:start + 4096]
+            yield body[start : start + 4096]
 
     with make_client(FakeBroker()) as client:
         response = client.post("/jobs/train", content=chunks(), headers={"Content-Type": "application/json"})
@@ -85,7 +85,7 @@ def test_an_unexpected_error_is_500_with_a_request_id_and_no_internals(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Broken(dict):
-        def items(self):  # noqa: ANN202 - a bug somewhere below a route
+        def items(self):
             raise RuntimeError("could not open /srv/lrcam/var/secret.db on db-7.internal:5432")
 
     monkeypatch.setattr(catalogue, "MODELS", Broken())
@@ -130,17 +130,28 @@ print(count, len(images), (after - before) // 1024)
 def test_the_worst_request_the_settings_allow_decodes_in_bounded_memory(tmp_path: Path) -> None:
     """64 files, as many as the default pixel budget allows decoding to 36-megapixel images (each a
     PNG of a few hundred KB): the peak grows by about one decoded image, not by all of them."""
-    from service.config import Settings
+    from core.config import Settings
 
     side = 6000
     (tmp_path / "big.png").write_bytes(big_png(side))
     (tmp_path / "small.png").write_bytes(png_bytes())
     budget = Settings().MAX_PREDICT_PIXELS
     result = subprocess.run(
-        [sys.executable, "-c", WORST_REQUEST, str(tmp_path / "big.png"), str(tmp_path / "small.png"),
-         str(budget), str(side * side)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            WORST_REQUEST,
+            str(tmp_path / "big.png"),
+            str(tmp_path / "small.png"),
+            str(budget),
+            str(side * side),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     count, decoded, grown_mb = map(int, result.stdout.split())
     one_image_mb = side * side * 4 // 2**20  # Pillow keeps RGB in 4 bytes a pixel
     assert count >= 4 and decoded == 64

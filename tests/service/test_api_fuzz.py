@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from api_support import FakeBroker
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -21,9 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api_support import FakeBroker
+from core.config import get_settings
 from service.broker import get_broker
-from service.config import get_settings
 from service.main import create_app
 
 API_KEY = "fuzz-key"
@@ -34,9 +34,16 @@ EXAMPLES = int(os.environ.get("LRCAM_FUZZ_EXAMPLES", "8"))  # per operation; ~12
 def fuzz_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Settings of a fresh store in tmp with API_KEY set; the app reads them per request."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = {"DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "API_KEY": API_KEY, "DATA_DIR": str(tmp / "data"),
-           "ARTIFACTS_DIR": str(tmp / "artifacts"), "REDIS_URL": "redis://127.0.0.1:6379/0",
-           "JOB_QUEUE": "lrcam-fuzz", "MAX_UPLOAD_BYTES": "65536", "CORS_ORIGINS": ""}  # fmt: skip
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
+        "API_KEY": API_KEY,
+        "DATA_DIR": str(tmp / "data"),
+        "ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "JOB_QUEUE": "lrcam-fuzz",
+        "MAX_UPLOAD_BYTES": "65536",
+        "CORS_ORIGINS": "",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -53,8 +60,7 @@ with warnings.catch_warnings():
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
-CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]  # fmt: skip
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance, response_headers_conformance]
 
 
 @schema.parametrize()

@@ -9,10 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from api_support import FakeBroker, make_client, png_bytes
 from fastapi import HTTPException
 
-from api_support import FakeBroker, make_client, png_bytes
-from service.db import get_engine
+from core.db import get_engine
 from service.routers import predict as predict_router
 
 
@@ -20,7 +20,7 @@ def blocking_lookup(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Semaphor
     """Predictions that hold their slot until released (each stands for a long one): (entered, release)."""
     entered, release = threading.Semaphore(0), threading.Event()
 
-    def slow_lookup(database_url, checkpoint):  # noqa: ANN001, ANN202
+    def slow_lookup(database_url, checkpoint):
         entered.release()
         assert release.wait(30)
         raise HTTPException(404, "no checkpoint (test)")

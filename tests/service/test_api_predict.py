@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from api_support import FakeBroker, TestClient, make_client, png_bytes, put_job
 from fastapi import HTTPException
 from PIL import Image
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from api_support import FakeBroker, TestClient, make_client, png_bytes, put_job
-from service import store
-from service.config import Settings
+from core import store
+from core.config import Settings
 from service import uploads
 from service.uploads import MAX_FILES, MAX_PART_HEADER_BYTES, read_uploads
 
@@ -36,14 +36,24 @@ def save_checkpoint(settings: Settings, session: Session, *, in_channels: int = 
 
     spec = {"name": "resnet18", "width": 4}
     model = build_model(ModelSpec(**spec), in_channels=in_channels, num_classes=len(CLASSES))
-    manifest = {"model": spec, "in_channels": in_channels, "num_classes": len(CLASSES), "image_size": 32,
-                "dataset": "cifar10", "classes": CLASSES, "mean": [0.5] * in_channels, "std": [0.25] * in_channels,
-                "epoch": 1, "test_acc": 0.4}  # fmt: skip
+    manifest = {
+        "model": spec,
+        "in_channels": in_channels,
+        "num_classes": len(CLASSES),
+        "image_size": 32,
+        "dataset": "cifar10",
+        "classes": CLASSES,
+        "mean": [0.5] * in_channels,
+        "std": [0.25] * in_channels,
+        "epoch": 1,
+        "test_acc": 0.4,
+    }
     job = put_job(session, status="succeeded")
     relative = f"{job.id}/checkpoints/{name}"
     ml_save(settings.ARTIFACTS_DIR / relative, model=model, manifest=manifest)
-    row = store.add_checkpoint(session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES,
-                               test_acc=0.4, epoch=1, path=relative)  # fmt: skip
+    row = store.add_checkpoint(
+        session, job_id=job.id, model=spec, dataset="cifar10", classes=CLASSES, test_acc=0.4, epoch=1, path=relative
+    )
     return row.id
 
 
@@ -62,6 +72,7 @@ def noise_png(size: tuple[int, int]) -> bytes:
 
 def bomb_png(width: int, height: int) -> bytes:
     """A valid PNG header claiming width x height pixels (a decompression bomb's first bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -71,8 +82,9 @@ def bomb_png(width: int, height: int) -> bytes:
 
 
 def test_predict_one_image(client: TestClient, checkpoint_id: str) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id},
-                           files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict", params={"checkpoint": checkpoint_id}, files={"file": ("cat.png", png_bytes(), "image/png")}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["checkpoint_id"] == checkpoint_id and len(body["predictions"]) == 1
@@ -102,8 +114,11 @@ def test_every_prediction_runs_on_the_one_model_thread(
 
     monkeypatch.setattr(predictor, "load", recording)
     for query in ({}, {"gradcam": "true"}, {}, {"gradcam": "true"}):
-        response = client.post("/predict", params={"checkpoint": checkpoint_id, **query},
-                               files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+        response = client.post(
+            "/predict",
+            params={"checkpoint": checkpoint_id, **query},
+            files={"file": ("cat.png", png_bytes(), "image/png")},
+        )
         assert response.status_code == 200, response.text
     assert len(threads) == 1 and next(iter(threads)).startswith("predict"), threads
 
@@ -117,8 +132,9 @@ def test_predict_threads_sets_torch_threads_on_the_model_thread(
     from service.routers.predict import MODEL_THREAD
 
     def predict_and_read_threads() -> int:
-        response = client.post("/predict", params={"checkpoint": checkpoint_id},
-                               files={"file": ("cat.png", png_bytes(), "image/png")})  # fmt: skip
+        response = client.post(
+            "/predict", params={"checkpoint": checkpoint_id}, files={"file": ("cat.png", png_bytes(), "image/png")}
+        )
         assert response.status_code == 200, response.text
         return MODEL_THREAD.submit(torch.get_num_threads).result()
 
@@ -133,9 +149,11 @@ def test_predict_several_images_with_gradcam_on_latest(
 ) -> None:
     save_checkpoint(settings, session, name="older")
     newest = save_checkpoint(settings, session, name="newest")
-    files = [("files", ("a.png", png_bytes((64, 64)), "image/png")),
-             ("files", ("b.jpg", png_bytes((20, 50), fmt="JPEG"), "image/jpeg")),
-             ("files", ("c.gif", png_bytes((33, 33), fmt="GIF"), "image/gif"))]  # fmt: skip
+    files = [
+        ("files", ("a.png", png_bytes((64, 64)), "image/png")),
+        ("files", ("b.jpg", png_bytes((20, 50), fmt="JPEG"), "image/jpeg")),
+        ("files", ("c.gif", png_bytes((33, 33), fmt="GIF"), "image/gif")),
+    ]
     params = {"checkpoint": "latest", "gradcam": "true", "topk": 2, "method": "gradcam++", "target": "dog"}
     response = client.post("/predict", params=params, files=files)
     assert response.status_code == 200, response.text
@@ -176,8 +194,9 @@ def test_a_checkpoint_named_by_id_is_looked_up_once_and_latest_every_time(
 
 def test_a_greyscale_checkpoint_takes_colour_images(client: TestClient, settings: Settings, session: Session) -> None:
     checkpoint = save_checkpoint(settings, session, in_channels=1, name="grey")
-    response = client.post("/predict", params={"checkpoint": checkpoint, "topk": 99},
-                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict", params={"checkpoint": checkpoint, "topk": 99}, files={"file": ("x.png", png_bytes(), "image/png")}
+    )
     assert response.status_code == 200 and len(response.json()["predictions"][0]["topk"]) == len(CLASSES)
 
 
@@ -188,8 +207,16 @@ def test_unknown_or_missing_checkpoints_are_404(client: TestClient, settings: Se
     response = client.post("/predict", params={"checkpoint": "nope"}, files=upload)
     assert response.status_code == 404 and "'nope'" in response.json()["detail"]
     job = put_job(session, status="succeeded")
-    gone = store.add_checkpoint(session, job_id=job.id, model={"name": "resnet18", "width": 4}, dataset="cifar10",
-                                classes=CLASSES, test_acc=None, epoch=1, path=f"{job.id}/checkpoints/best")
+    gone = store.add_checkpoint(
+        session,
+        job_id=job.id,
+        model={"name": "resnet18", "width": 4},
+        dataset="cifar10",
+        classes=CLASSES,
+        test_acc=None,
+        epoch=1,
+        path=f"{job.id}/checkpoints/best",
+    )
     response = client.post("/predict", params={"checkpoint": gone.id}, files=upload)
     assert response.status_code == 404 and "no files on disk" in response.json()["detail"]
 
@@ -198,8 +225,9 @@ def test_a_tampered_checkpoint_is_422_naming_it(client: TestClient, settings: Se
     checkpoint = save_checkpoint(settings, session, name="tampered")
     weights = next(settings.ARTIFACTS_DIR.glob("*/checkpoints/tampered/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
-    response = client.post("/predict", params={"checkpoint": checkpoint},
-                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict", params={"checkpoint": checkpoint}, files={"file": ("x.png", png_bytes(), "image/png")}
+    )
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "checkpoint"]
     assert "sha256" in response.json()["detail"][0]["msg"]
 
@@ -216,8 +244,9 @@ def test_a_tampered_checkpoint_is_422_naming_it(client: TestClient, settings: Se
 def test_bad_options_are_422_naming_allowed_values(
     client: TestClient, checkpoint_id: str, params: dict, loc: str, words: list[str]
 ) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id, **params},
-                           files={"file": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict", params={"checkpoint": checkpoint_id, **params}, files={"file": ("x.png", png_bytes(), "image/png")}
+    )
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["query", loc] and all(word in str(detail) for word in words), detail
@@ -236,16 +265,15 @@ def test_bad_options_are_422_naming_allowed_values(
 def test_uploads_that_are_not_images_are_415(
     client: TestClient, checkpoint_id: str, content: bytes, words: str
 ) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id},
-                           files={"file": ("upload.png", content, "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict", params={"checkpoint": checkpoint_id}, files={"file": ("upload.png", content, "image/png")}
+    )
     assert response.status_code == 415, response.text
     assert words in response.json()["detail"] and "'upload.png'" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("body", [{"json": {"file": "cat.png"}}, {}], ids=["json", "no-body"])
-def test_a_request_without_a_file_is_422_naming_the_field(
-    client: TestClient, checkpoint_id: str, body: dict
-) -> None:
+def test_a_request_without_a_file_is_422_naming_the_field(client: TestClient, checkpoint_id: str, body: dict) -> None:
     """No body, or one that is not multipart, lacks the field: 422 as FastAPI answers a missing field."""
     response = client.post("/predict", params={"checkpoint": checkpoint_id}, **body)
     assert response.status_code == 422, response.text
@@ -254,21 +282,37 @@ def test_a_request_without_a_file_is_422_naming_the_field(
 
 
 def test_a_malformed_multipart_body_is_400(client: TestClient, checkpoint_id: str) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id}, content=b"garbage",
-                           headers={"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        content=b"garbage",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
     assert response.status_code == 400 and "malformed multipart body" in response.json()["detail"]
 
 
 def test_no_file_or_a_wrong_field_is_422(client: TestClient, checkpoint_id: str) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id}, data={"other": "x"},
-                           files={"image": ("x.png", png_bytes(), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        data={"other": "x"},
+        files={"image": ("x.png", png_bytes(), "image/png")},
+    )
     assert response.status_code == 422 and "'file' or 'files'" in str(response.json()["detail"])
-    response = client.post("/predict", params={"checkpoint": checkpoint_id}, data={"file": "x.png"},
-                           headers={"Content-Type": "multipart/form-data; boundary=b"},
-                           content=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nx.png\r\n--b--\r\n')
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        data={"file": "x.png"},
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        content=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nx.png\r\n--b--\r\n',
+    )
     assert response.status_code == 422 and "must be a file upload" in str(response.json()["detail"])
-    response = client.post("/predict", params={"checkpoint": checkpoint_id},
-                           headers={"Content-Type": "multipart/form-data; boundary=b"}, content=b"--b--\r\n")
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        content=b"--b--\r\n",
+    )
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "file"]
 
 
@@ -278,8 +322,9 @@ def test_too_large_uploads_are_413(configure, session: Session) -> None:
     with make_client(FakeBroker()) as client:
         small = client.post("/predict", params={"checkpoint": checkpoint}, files={"file": ("s.png", png_bytes())})
         assert small.status_code == 200
-        big = client.post("/predict", params={"checkpoint": checkpoint},
-                          files={"file": ("big.png", noise_png((64, 64)), "image/png")})  # fmt: skip
+        big = client.post(
+            "/predict", params={"checkpoint": checkpoint}, files={"file": ("big.png", noise_png((64, 64)), "image/png")}
+        )
         assert big.status_code == 413 and "MAX_UPLOAD_BYTES (4000 bytes)" in big.json()["detail"]
         many = [("files", (f"{i}.png", png_bytes())) for i in range(MAX_FILES + 1)]
         assert client.post("/predict", params={"checkpoint": checkpoint}, files=many).status_code == 413
@@ -317,8 +362,11 @@ def test_predict_device_is_validated_and_a_missing_gpu_falls_back_to_the_cpu(
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns on open; we refuse
 @pytest.mark.parametrize("side", [7_000, 100_000])  # above the limit, and far above (Pillow's own bomb check)
 def test_a_decompression_bomb_is_refused_before_decoding(client: TestClient, checkpoint_id: str, side: int) -> None:
-    response = client.post("/predict", params={"checkpoint": checkpoint_id},
-                           files={"file": ("bomb.png", bomb_png(side, side), "image/png")})  # fmt: skip
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        files={"file": ("bomb.png", bomb_png(side, side), "image/png")},
+    )
     assert response.status_code == 413 and "'bomb.png' has too many pixels" in response.json()["detail"]
 
 
@@ -373,8 +421,12 @@ def test_a_part_with_huge_headers_is_400(client: TestClient, checkpoint_id: str)
     filename = "a" * (MAX_PART_HEADER_BYTES + 1)
     body = f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'.encode()
     body += png_bytes() + b"\r\n--b--\r\n"
-    response = client.post("/predict", params={"checkpoint": checkpoint_id}, content=body,
-                           headers={"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    response = client.post(
+        "/predict",
+        params={"checkpoint": checkpoint_id},
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
     assert response.status_code == 400 and "Maximum header size exceeded" in response.json()["detail"]
 
 
@@ -413,20 +465,25 @@ def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone
     asks = {  # name: (query, files): different topk, targets and GradCAM; one upload that is no image
         "a": ({"gradcam": "true"}, {"file": ("a.png", images["img0"], "image/png")}),
         "b": ({"gradcam": "true", "topk": 1}, {"file": ("b.png", images["img1"], "image/png")}),
-        "c": ({"gradcam": "true", "target": "dog"}, [("files", ("c1.png", images["img2"], "image/png")),
-                                                     ("files", ("c2.png", images["img3"], "image/png"))]),
+        "c": (
+            {"gradcam": "true", "target": "dog"},
+            [("files", ("c1.png", images["img2"], "image/png")), ("files", ("c2.png", images["img3"], "image/png"))],
+        ),
         "d": ({"gradcam": "true"}, {"file": ("d.png", b"not an image at all", "image/png")}),
         "e": ({}, {"file": ("e.png", images["img4"], "image/png")}),
         "f": ({"topk": 2}, {"file": ("f.png", images["img0"], "image/png")}),
-    }  # fmt: skip
-    alone = {name: client.post("/predict", params={"checkpoint": checkpoint_id, **query}, files=files)
-             for name, (query, files) in asks.items()}  # fmt: skip
+    }
+    alone = {
+        name: client.post("/predict", params={"checkpoint": checkpoint_id, **query}, files=files)
+        for name, (query, files) in asks.items()
+    }
     assert alone["d"].status_code == 415 and all(alone[n].status_code == 200 for n in "abcef")
 
     def served() -> tuple[float, float]:  # /metrics: forward passes, and the requests they served
         text = client.get("/metrics").text
-        return tuple(float(re.search(rf"^lrcam_prediction_batch_requests_{k} (\S+)$", text, re.M)[1])
-                     for k in ("count", "sum"))  # fmt: skip
+        return tuple(
+            float(re.search(rf"^lrcam_prediction_batch_requests_{k} (\S+)$", text, re.M)[1]) for k in ("count", "sum")
+        )
 
     passes, requests = served()
     release = threading.Event()
@@ -434,8 +491,10 @@ def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone
     before, answers = batcher.batches, {}
     threads = [_post_in_thread(client, {"checkpoint": checkpoint_id}, asks["e"][1], answers, "first")]
     _wait_for(lambda: batcher.batches == before + 1)  # taken alone: the model was free to take it
-    threads += [_post_in_thread(client, {"checkpoint": checkpoint_id, **query}, files, answers, name)
-                for name, (query, files) in asks.items()]  # fmt: skip
+    threads += [
+        _post_in_thread(client, {"checkpoint": checkpoint_id, **query}, files, answers, name)
+        for name, (query, files) in asks.items()
+    ]
     _wait_for(lambda: len(batcher.pending) == len(asks))
     release.set()
     for thread in threads:
@@ -451,7 +510,8 @@ def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone
             assert mine["filename"] == theirs["filename"] and mine["label"] == theirs["label"]
             assert [t["label"] for t in mine["topk"]] == [t["label"] for t in theirs["topk"]]
             assert [t["probability"] for t in mine["topk"]] == pytest.approx(
-                [t["probability"] for t in theirs["topk"]], abs=1e-4)
+                [t["probability"] for t in theirs["topk"]], abs=1e-4
+            )
             assert (mine["gradcam"] is None) == (theirs["gradcam"] is None)
             if mine["gradcam"]:
                 assert mine["gradcam"]["target"] == theirs["gradcam"]["target"]
@@ -469,8 +529,10 @@ def test_predict_max_batch_1_runs_each_request_alone(client: TestClient, checkpo
         MODEL_THREAD.submit(release.wait, 30)
         answers: dict = {}
         files = {"file": ("x.png", png_bytes(), "image/png")}
-        threads = [_post_in_thread(unbatched, {"checkpoint": checkpoint_id, "gradcam": "true"}, files, answers, str(i))
-                   for i in range(3)]  # fmt: skip
+        threads = [
+            _post_in_thread(unbatched, {"checkpoint": checkpoint_id, "gradcam": "true"}, files, answers, str(i))
+            for i in range(3)
+        ]
         _wait_for(lambda: len(batcher.pending) == 2)  # the first is taken at once and waits for the model
         release.set()
         for thread in threads:

@@ -75,8 +75,14 @@ def test_other_keys_and_images_beyond_the_maximum_go_to_later_batches_in_order(e
         model = Model()
         batcher = PredictBatcher(model, executor=executor, max_images=4, delay=0)
         busy = await occupied(batcher, model)
-        asks = [work("a1", images=2), work("b1", key="b"), work("a2", images=2), work("a3", images=1),
-                work("b2", key="b"), work("big", images=9)]  # fmt: skip
+        asks = [
+            work("a1", images=2),
+            work("b1", key="b"),
+            work("a2", images=2),
+            work("a3", images=1),
+            work("b2", key="b"),
+            work("big", images=9),
+        ]
         tasks = [asyncio.create_task(batcher.predict(ask)) for ask in asks]
         await until(lambda: len(batcher.pending) == len(asks))
         model.gate.set()

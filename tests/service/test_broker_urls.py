@@ -19,8 +19,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from core.config import Settings
 from service.broker import Broker
-from service.config import Settings
 
 PASSWORD = "s3/cr@t"  # needs quoting in a URL
 
@@ -49,14 +49,58 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
             pytest.fail(f"{tool} is not installed (apt-get install redis-server openssl)")
     folder = tmp_path_factory.mktemp("redis")
     cert, key = folder / "cert.pem", folder / "key.pem"  # self-signed: the certificate is its own CA
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     running = RedisServer(free_port(), free_port(), folder / "redis.sock", cert)
-    command = ["redis-server", "--port", str(running.port), "--bind", "127.0.0.1", "--unixsocket", str(running.socket),
-               "--unixsocketperm", "700", "--tls-port", str(running.tls_port), "--tls-cert-file", str(cert),
-               "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-               "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(folder)]  # fmt: skip
+    command = [
+        "redis-server",
+        "--port",
+        str(running.port),
+        "--bind",
+        "127.0.0.1",
+        "--unixsocket",
+        str(running.socket),
+        "--unixsocketperm",
+        "700",
+        "--tls-port",
+        str(running.tls_port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(cert),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        PASSWORD,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -89,7 +133,7 @@ URLS = {  # form -> (REDIS_URL, the database kombu uses)
 def test_the_queue_is_read_where_kombu_writes_it(server: RedisServer, form: str) -> None:
     template, db = URLS[form]
     url = template.format(secret=SECRET, port=server.port, tls_port=server.tls_port, ca=server.ca, socket=server.socket)
-    assert Settings(REDIS_URL=url).REDIS_URL == url
+    assert url == Settings(REDIS_URL=url).REDIS_URL
     queue, job_id = f"lrcam-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     broker = Broker(url, queue=queue)
     try:

@@ -22,16 +22,21 @@ import redis
 import uvicorn
 from PIL import Image
 
-from service import client, store
+from core import store
+from core.config import Settings, get_settings
+from core.db import session_for
+from service import client
 from service.client import main
-from service.config import Settings, get_settings
-from service.db import session_for
 from service.main import create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 API_KEY = "client-test-key"
-TRAIN_SPEC = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "custom_resnet", "width": 4},
-              "epochs": 2, "batch_size": 32}
+TRAIN_SPEC = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 100},
+    "model": {"name": "custom_resnet", "width": 4},
+    "epochs": 2,
+    "batch_size": 32,
+}
 LR_FINDER_SPEC = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "num_iter": 10}
 
 
@@ -54,8 +59,14 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("client")
     queue = f"lrcam-client-test-{uuid.uuid4().hex[:8]}"
-    env = {"DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "REDIS_URL": REDIS_URL, "JOB_QUEUE": queue,
-           "DATA_DIR": str(tmp / "data"), "ARTIFACTS_DIR": str(tmp / "artifacts"), "API_KEY": API_KEY}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
+        "REDIS_URL": REDIS_URL,
+        "JOB_QUEUE": queue,
+        "DATA_DIR": str(tmp / "data"),
+        "ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "API_KEY": API_KEY,
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -188,8 +199,16 @@ def play_worker(server: Server, job_id: str, epochs: list[dict], result: dict, s
 
 
 def epoch_record(epoch: int, test_acc: float) -> dict:
-    return {"epoch": epoch, "lr": 0.05, "train_loss": 1.5 / epoch, "train_acc": 0.4, "test_loss": 1.4 / epoch,
-            "test_acc": test_acc, "seconds": 1.25, "images_per_second": 4065.0}
+    return {
+        "epoch": epoch,
+        "lr": 0.05,
+        "train_loss": 1.5 / epoch,
+        "train_acc": 0.4,
+        "test_loss": 1.4 / epoch,
+        "test_acc": test_acc,
+        "seconds": 1.25,
+        "images_per_second": 4065.0,
+    }
 
 
 def test_train_watch_prints_each_epoch_once_and_the_end(
@@ -217,8 +236,15 @@ def test_lr_find_watch_prints_the_suggestions(
     monkeypatch.setattr(client, "POLL_SECONDS", 0.05)
     path = server.tmp / "lr.json"
     path.write_text(json.dumps(LR_FINDER_SPEC))
-    result = {"lrs": [1e-3, 1e-2], "losses": [2.3, 2.1], "smoothed_losses": [2.3, 2.2], "suggested_lr": 0.0533,
-              "suggestions": {"steepest": 0.0533, "valley": 0.021}, "diverged_at_lr": None, "stop_reason": "completed"}
+    result = {
+        "lrs": [1e-3, 1e-2],
+        "losses": [2.3, 2.1],
+        "smoothed_losses": [2.3, 2.2],
+        "suggested_lr": 0.0533,
+        "suggestions": {"steepest": 0.0533, "valley": 0.021},
+        "diverged_at_lr": None,
+        "stop_reason": "completed",
+    }
     with server.session() as session:
         before = {job.id for job in store.list_jobs(session, limit=500)[0]}
 
@@ -256,10 +282,14 @@ def test_artifacts_downloads_every_file(server: Server, capsys: pytest.CaptureFi
     for name, content in files.items():
         (folder / name).write_bytes(content)
     with server.session() as session:
-        store.add_artifacts(session, job_id, [
-            store.ArtifactFile("accuracy.png", "image/png", f"jobs/{job_id}/accuracy.png"),
-            store.ArtifactFile("metrics.json", "application/json", f"jobs/{job_id}/metrics.json"),
-        ])
+        store.add_artifacts(
+            session,
+            job_id,
+            [
+                store.ArtifactFile("accuracy.png", "image/png", f"jobs/{job_id}/accuracy.png"),
+                store.ArtifactFile("metrics.json", "application/json", f"jobs/{job_id}/metrics.json"),
+            ],
+        )
     out_dir = server.tmp / "downloads"
     code, out, _ = lrcam(server, capsys, "artifacts", job_id, "--out", str(out_dir))
     assert code == 0 and sorted(out.split()) == sorted(str(out_dir / name) for name in files)
@@ -274,13 +304,31 @@ def save_tiny_checkpoint(server: Server, classes: list[str]) -> str:
 
     spec = {"name": "custom_resnet", "width": 4}
     model = build_model(ModelSpec(**spec), in_channels=3, num_classes=len(classes))
-    manifest = {"model": spec, "in_channels": 3, "num_classes": len(classes), "image_size": 32, "dataset": "cifar10",
-                "classes": classes, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "epoch": 3, "test_acc": 0.5}
+    manifest = {
+        "model": spec,
+        "in_channels": 3,
+        "num_classes": len(classes),
+        "image_size": 32,
+        "dataset": "cifar10",
+        "classes": classes,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "epoch": 3,
+        "test_acc": 0.5,
+    }
     save_checkpoint(server.settings.ARTIFACTS_DIR / "checkpoints" / "tiny", model=model, manifest=manifest)
     with server.session() as session:
         job = store.create_job(session, kind="train", params=TRAIN_SPEC)
-        row = store.add_checkpoint(session, job_id=job.id, model=spec, dataset="cifar10", classes=classes,
-                                   test_acc=0.5, epoch=3, path="checkpoints/tiny")
+        row = store.add_checkpoint(
+            session,
+            job_id=job.id,
+            model=spec,
+            dataset="cifar10",
+            classes=classes,
+            test_acc=0.5,
+            epoch=3,
+            path="checkpoints/tiny",
+        )
     return row.id
 
 
@@ -303,8 +351,19 @@ def test_checkpoints_and_predict_with_gradcam(server: Server, capsys: pytest.Cap
     images[0].write_bytes(png((200, 30, 30), (40, 40)))
     images[1].write_bytes(png((30, 30, 200), (17, 23)))
     out_dir = server.tmp / "overlays"
-    code, out, err = lrcam(server, capsys, "predict", *map(str, images), "--checkpoint", checkpoint_id,
-                           "--gradcam", "--topk", "2", "--out", str(out_dir))
+    code, out, err = lrcam(
+        server,
+        capsys,
+        "predict",
+        *map(str, images),
+        "--checkpoint",
+        checkpoint_id,
+        "--gradcam",
+        "--topk",
+        "2",
+        "--out",
+        str(out_dir),
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"checkpoint {checkpoint_id}"
@@ -326,7 +385,6 @@ def test_predict_errors(server: Server, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 2 and err.startswith("error: 404: ") and "no-such-checkpoint" in err
     code, _, err = lrcam(server, capsys, "predict", str(server.tmp / "missing.png"))
     assert code == 2 and "cannot read the image" in err
-
 
 
 def test_the_client_is_a_pure_http_client() -> None:

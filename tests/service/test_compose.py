@@ -140,8 +140,11 @@ def test_dockerfiles_install_dependencies_before_the_code_without_dev_extras(pat
     """Two runs of the shared script: the dependencies (from pyproject.toml alone), then, after the
     code is copied, lrcam itself: a code change rebuilds only the second layer."""
     instructions = dockerfile_instructions(path)
-    installs = [i for i, (instruction, arguments) in enumerate(instructions)
-                if instruction == "RUN" and re.search(r"(^|[\s;&])(bash )?scripts/install\b", arguments)]  # fmt: skip
+    installs = [
+        i
+        for i, (instruction, arguments) in enumerate(instructions)
+        if instruction == "RUN" and re.search(r"(^|[\s;&])(bash )?scripts/install\b", arguments)
+    ]
     copy_code = instructions.index(("COPY", ". ."))
     assert len(installs) == 2 and installs[0] < copy_code < installs[1], f"{path}: deps, COPY . ., lrcam"
     assert "LRCAM_DEPS_ONLY=1" in instructions[installs[0]][1]
@@ -170,7 +173,7 @@ def compose_config(tmp_path: Path, env: str) -> subprocess.CompletedProcess[str]
 
 
 def test_compose_reads_every_setting_of_env_into_both_app_containers(tmp_path: Path) -> None:
-    from service.config import Settings
+    from core.config import Settings
 
     result = compose_config(tmp_path, "API_KEY=k3y\nPOSTGRES_PASSWORD=pw\nMAX_QUEUED_JOBS=7\nLOG_FORMAT=json\n")
     assert result.returncode == 0, result.stderr
@@ -181,7 +184,9 @@ def test_compose_reads_every_setting_of_env_into_both_app_containers(tmp_path: P
         assert set(Settings.model_fields) <= set(environment), f"{name} lacks settings"
         assert environment["MAX_QUEUED_JOBS"] == "7" and environment["LOG_FORMAT"] == "json"
         assert environment["API_KEY"] == "k3y" and ":pw@postgres:5432/lrcam" in environment["DATABASE_URL"]
-        defaults = {key: value for key, value in environment.items() if key in Settings.model_fields and key not in fixed}
+        defaults = {
+            key: value for key, value in environment.items() if key in Settings.model_fields and key not in fixed
+        }
         read = Settings(_env_file=None, **defaults)  # what the container's app makes of them
         for key in set(defaults) - {"API_KEY", "MAX_QUEUED_JOBS", "LOG_FORMAT", "WORKER_DEVICE"}:
             assert getattr(read, key) == Settings.model_fields[key].get_default(call_default_factory=True), key
@@ -196,8 +201,9 @@ def test_compose_refuses_to_start_without_a_key(tmp_path: Path) -> None:
 
 def test_api_image_uses_cpu_torch_in_its_python() -> None:
     instructions = dockerfile_instructions("docker/api.Dockerfile")
-    install = next(arguments for instruction, arguments in instructions
-                   if instruction == "RUN" and "scripts/install" in arguments)  # fmt: skip
+    install = next(
+        arguments for instruction, arguments in instructions if instruction == "RUN" and "scripts/install" in arguments
+    )
     assert "LRCAM_VENV=none" in install
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in install
     cmd = next(arguments for instruction, arguments in instructions if instruction == "CMD")
@@ -268,7 +274,7 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
 
 
 def test_env_example_names_every_setting_the_app_reads() -> None:
-    from service.config import Settings
+    from core.config import Settings
 
     text = (ROOT / ".env.example").read_text()
     missing = [name for name in Settings.model_fields if not re.search(rf"^#? ?{name}=", text, re.M)]
@@ -281,7 +287,7 @@ def test_the_worker_gets_time_to_queue_its_job_again_when_stopped(services: dict
 
 @pytest.mark.parametrize("given", ["postgresql://u:pw@db:5432/lrcam", "postgres://u:pw@db:5432/lrcam"])
 def test_a_plain_postgresql_url_means_the_installed_driver(given: str) -> None:
-    from service.config import Settings
+    from core.config import Settings
 
     assert Settings(_env_file=None, DATABASE_URL=given).DATABASE_URL == "postgresql+psycopg://u:pw@db:5432/lrcam"
 
@@ -289,7 +295,7 @@ def test_a_plain_postgresql_url_means_the_installed_driver(given: str) -> None:
 def test_another_postgresql_driver_is_refused_with_the_fix() -> None:
     from pydantic import ValidationError
 
-    from service.config import Settings
+    from core.config import Settings
 
     with pytest.raises(ValidationError, match=r"psycopg2.*postgresql\+psycopg://u:\*\*\*@db/lrcam"):
         Settings(_env_file=None, DATABASE_URL="postgresql+psycopg2://u:pw@db/lrcam")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
+from api_support import FakeBroker, TestClient, make_client, put_job
 from sqlalchemy.orm import Session
 
-from api_support import FakeBroker, TestClient, make_client, put_job
-from service import store
+from core import store
 from service.dashboard import STATIC_DIR
 
 
@@ -21,7 +21,11 @@ def test_the_page_and_every_asset_it_names_are_served(client: TestClient) -> Non
     for asset in assets + modules:
         response = client.get(asset)
         assert response.status_code == 200 and response.content, asset
-    assert client.get("/static/js/main.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert (
+        client.get("/static/js/main.js")
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
+    )
     assert (STATIC_DIR / "vendor" / "uPlot.LICENSE").read_text().startswith("The MIT License")
 
 

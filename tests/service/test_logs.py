@@ -8,10 +8,10 @@ import logging
 import sys
 
 import pytest
-
 from api_support import FakeBroker, make_client
-from service import logs, store
-from service.db import session_for
+
+from core import logs, store
+from core.db import session_for
 from worker.tasks import run_job
 
 DEAD_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"

@@ -13,16 +13,24 @@ import typing
 from pathlib import Path
 
 import pytest
+from api_support import LR_FINDER_PARAMS, TRAIN_PARAMS
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from api_support import LR_FINDER_PARAMS, TRAIN_PARAMS
-from service import store
+from core import store
 
 # Free-form by design: an albumentations transform's arguments, a preset's partial spec, a model's options.
 FREE_FORM = {"TrainSpec.augmentation", "LRFinderSpec.augmentation", "PresetPublic.spec", "ModelPublic.options"}
-TYPED_ROOTS = ("TrainJobPublic", "LRFinderJobPublic", "JobsPublic", "TrainMetricsPublic", "LRFinderMetricsPublic",
-               "CheckpointsPublic", "PredictionsPublic", "ModelsPublic")  # fmt: skip
+TYPED_ROOTS = (
+    "TrainJobPublic",
+    "LRFinderJobPublic",
+    "JobsPublic",
+    "TrainMetricsPublic",
+    "LRFinderMetricsPublic",
+    "CheckpointsPublic",
+    "PredictionsPublic",
+    "ModelsPublic",
+)
 
 
 @pytest.fixture
@@ -31,9 +39,22 @@ def generated(client: TestClient, tmp_path: Path) -> types.ModuleType:
     spec = tmp_path / "openapi.json"
     spec.write_text(json.dumps(client.get("/openapi.json").json()))
     out = tmp_path / "lrcam_models.py"
-    command = [sys.executable, "-m", "datamodel_code_generator", "--input", str(spec), "--input-file-type",
-               "openapi", "--output", str(out), "--output-model-type", "pydantic_v2.BaseModel",
-               "--disable-timestamp", "--formatters", "isort"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "datamodel_code_generator",
+        "--input",
+        str(spec),
+        "--input-file-type",
+        "openapi",
+        "--output",
+        str(out),
+        "--output-model-type",
+        "pydantic_v2.BaseModel",
+        "--disable-timestamp",
+        "--formatters",
+        "isort",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     module_spec = importlib.util.spec_from_file_location("lrcam_models", out)
@@ -107,18 +128,46 @@ def test_generated_models_parse_real_responses(
     job_id, finder_id = job.id, finder.id
     for found in (store.claim_job(session, i, worker="w", lease_seconds=60) for i in (job_id, finder_id)):
         assert found is not None
-    store.heartbeat(session, job_id, {"epoch": 1, "epochs": 50, "step": 3, "steps": 4, "fraction": 0.015,
-                                      "updated_at": "2026-11-26T10:00:03.120000+00:00"})  # fmt: skip
-    store.add_epoch(session, job_id, {"epoch": 1, "lr": 0.05, "train_loss": 1.5, "train_acc": 0.4, "test_loss": 1.4,
-                                      "test_acc": 0.5, "seconds": 1.25, "images_per_second": 80.0})  # fmt: skip
+    store.heartbeat(
+        session,
+        job_id,
+        {
+            "epoch": 1,
+            "epochs": 50,
+            "step": 3,
+            "steps": 4,
+            "fraction": 0.015,
+            "updated_at": "2026-11-26T10:00:03.120000+00:00",
+        },
+    )
+    store.add_epoch(
+        session,
+        job_id,
+        {
+            "epoch": 1,
+            "lr": 0.05,
+            "train_loss": 1.5,
+            "train_acc": 0.4,
+            "test_loss": 1.4,
+            "test_acc": 0.5,
+            "seconds": 1.25,
+            "images_per_second": 80.0,
+        },
+    )
     progress = generated.TrainJobPublic.model_validate(client.get(f"/jobs/{job_id}").json()).progress
     assert progress.epoch == 1 and progress.fraction == 0.015
     metrics = generated.TrainMetricsPublic.model_validate(client.get(f"/jobs/{job_id}/metrics").json())
     assert metrics.epochs[0].test_acc == 0.5 and metrics.best.epoch == 1
 
-    result = {"lrs": [1e-4, 1e-3], "losses": [2.3, 2.2], "smoothed_losses": [2.3, 2.25], "suggested_lr": 1e-3,
-              "suggestions": {"steepest": 1e-3, "valley": None, "minimum_div10": 1e-4}, "diverged_at_lr": None,
-              "stop_reason": "completed"}  # fmt: skip
+    result = {
+        "lrs": [1e-4, 1e-3],
+        "losses": [2.3, 2.2],
+        "smoothed_losses": [2.3, 2.25],
+        "suggested_lr": 1e-3,
+        "suggestions": {"steepest": 1e-3, "valley": None, "minimum_div10": 1e-4},
+        "diverged_at_lr": None,
+        "stop_reason": "completed",
+    }
     store.finish_job(session, finder_id, status="succeeded", result=result)
     curve = generated.LRFinderMetricsPublic.model_validate(client.get(f"/jobs/{finder_id}/metrics").json())
     assert curve.suggestions.steepest == 1e-3 and curve.suggestions.valley is None and curve.lrs == [1e-4, 1e-3]
@@ -132,5 +181,13 @@ def test_every_example_in_the_document_parses_with_the_generated_models(
         for example in schema.get("examples", []):
             getattr(generated, name).model_validate(example)  # raises on an example its own schema refuses
             checked.append(name)
-    assert {"TrainSpec", "LRFinderSpec", "TrainJobPublic", "LRFinderJobPublic", "ProgressPublic", "EpochPublic",
-            "TrainMetricsPublic", "LRFinderMetricsPublic"} <= set(checked)  # fmt: skip
+    assert {
+        "TrainSpec",
+        "LRFinderSpec",
+        "TrainJobPublic",
+        "LRFinderJobPublic",
+        "ProgressPublic",
+        "EpochPublic",
+        "TrainMetricsPublic",
+        "LRFinderMetricsPublic",
+    } <= set(checked)

@@ -12,15 +12,21 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service import store
-from service.db import Checkpoint, Job, session_for, utcnow
-from service.store import ArtifactFile, Claim
+from core import store
+from core.db import Checkpoint, Job, session_for, utcnow
+from core.store import ArtifactFile, Claim
 from worker.reporting import StoreReporter
 from worker.tasks import worker_name
 
 PARAMS = {"dataset": {"name": "cifar10"}, "epochs": 3}
-CHECKPOINT = dict(model={"name": "resnet18", "width": 4}, dataset="cifar10", classes=["a", "b"], test_acc=0.5,
-                  epoch=1, path="x/checkpoints/best")  # fmt: skip
+CHECKPOINT = dict(
+    model={"name": "resnet18", "width": 4},
+    dataset="cifar10",
+    classes=["a", "b"],
+    test_acc=0.5,
+    epoch=1,
+    path="x/checkpoints/best",
+)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from service.config import Settings
+from core.config import Settings
 
 CHILD = textwrap.dedent("""
     import os, threading, time

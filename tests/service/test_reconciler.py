@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from api_support import TRAIN_PARAMS, FakeBroker, make_client, put_job
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from api_support import TRAIN_PARAMS, FakeBroker, make_client, put_job
-from service import store
+from core import store
+from core.db import Job, Lease, utcnow
 from service.broker import BrokerUnavailable, get_broker
-from service.db import Job, Lease, utcnow
 from service.reconciler import reconcile
 
 
@@ -123,8 +123,19 @@ class RedisServer:
         self.port, self.folder, self.process = port, folder, None
 
     def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                   "no", "--dir", str(self.folder)]  # fmt: skip
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
@@ -154,8 +165,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_a_redis_restart_loses_no_queued_job_and_only_submissions_get_503(configure, redis_server) -> None:
-    settings = configure(REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0", RECONCILE_SECONDS=3600,
-                         QUEUED_GRACE_SECONDS=0)  # fmt: skip
+    settings = configure(
+        REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0", RECONCILE_SECONDS=3600, QUEUED_GRACE_SECONDS=0
+    )
     broker = get_broker(settings)
     with make_client() as client:  # the real broker
         ids = [client.post("/jobs/train", json=TRAIN_PARAMS).json()["id"] for _ in range(2)]

@@ -13,17 +13,19 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-
 from api_support import FakeBroker, make_client
-from service import store
-from service.db import Base, get_engine, session_for
-from service.schema import SchemaError, _config, current_revision, known_revisions, migrate
+from sqlalchemy import inspect, text
+
+from core import store
+from core.db import Base, get_engine, session_for
+from core.schema import SchemaError, _config, current_revision, known_revisions, migrate
 
 REPO = Path(__file__).resolve().parents[2]
-OLD_JOB = ("INSERT INTO jobs (id, kind, status, params, created_at, progress, cancel_requested, attempts) VALUES "
-           "('0123456789abcdef0123456789abcdef', 'train', 'succeeded', '{\"epochs\": 2}', '2026-11-20 10:00:00', "
-           "'{}', false, 1)")  # fmt: skip
+OLD_JOB = (
+    "INSERT INTO jobs (id, kind, status, params, created_at, progress, cancel_requested, attempts) VALUES "
+    "('0123456789abcdef0123456789abcdef', 'train', 'succeeded', '{\"epochs\": 2}', '2026-11-20 10:00:00', "
+    "'{}', false, 1)"
+)
 
 
 def at_revision(url: str, revision: str) -> None:
@@ -62,13 +64,23 @@ def test_a_store_made_before_migrations_is_taken_as_the_first_revision(database_
         assert store.get_job(session, "0123456789abcdef0123456789abcdef") is not None
 
 
-MIGRATE = "import sys; from service.db import get_engine; from service.schema import migrate; " \
-          "migrate(get_engine(sys.argv[1])); print('ok')"
+MIGRATE = (
+    "import sys; from core.db import get_engine; from core.schema import migrate; "
+    "migrate(get_engine(sys.argv[1])); print('ok')"
+)
 
 
 def test_two_processes_migrating_one_empty_store_at_once_do_not_collide(database_url: str) -> None:
-    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE, database_url], cwd=REPO, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, database_url],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
     with get_engine(database_url).connect() as connection:
@@ -83,7 +95,7 @@ def unknown_revision(url: str) -> None:
 
 def test_a_revision_this_code_does_not_know_stops_the_api(configure, database_url: str) -> None:
     unknown_revision(database_url)
-    with pytest.raises(SchemaError, match=r"'9999'.*python -m service.schema downgrade"):
+    with pytest.raises(SchemaError, match=r"'9999'.*python -m core.schema downgrade"):
         migrate(get_engine(database_url))
     configure(DATABASE_URL=database_url)
     with pytest.raises(SchemaError), make_client(FakeBroker()):
@@ -94,9 +106,23 @@ def test_a_revision_this_code_does_not_know_stops_the_worker(configure, sqlite_u
     unknown_revision(sqlite_url)
     configure(DATABASE_URL=sqlite_url)
     worker = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo", "-Q", "lrcam-schema-test",
-         "--without-gossip", "--without-mingle"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            "lrcam-schema-test",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert worker.returncode != 0
-    assert "python -m service.schema downgrade" in worker.stdout + worker.stderr
+    assert "python -m core.schema downgrade" in worker.stdout + worker.stderr

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service import store
-from service.db import Job, session_for, utcnow
-from service.store import ArtifactFile, JobNotFound, JobStateConflict
+from core import store
+from core.db import Job, session_for, utcnow
+from core.store import ArtifactFile, JobNotFound, JobStateConflict
 
 PARAMS = {"dataset": {"name": "cifar10", "train_subset": None}, "optimizer": {"lr": 0.05}, "epochs": 2}
 
@@ -177,8 +177,11 @@ def test_epochs_replace_and_filter(db: Session) -> None:
 
 def test_artifacts_register_and_replace(db: Session) -> None:
     job_id = store.create_job(db, kind="train", params=PARAMS).id
-    store.add_artifacts(db, job_id, [ArtifactFile("a.png", "image/png", "x/a.png"),
-                                     ArtifactFile("b.json", "application/json", "x/b.json")])  # fmt: skip
+    store.add_artifacts(
+        db,
+        job_id,
+        [ArtifactFile("a.png", "image/png", "x/a.png"), ArtifactFile("b.json", "application/json", "x/b.json")],
+    )
     store.add_artifacts(db, job_id, [ArtifactFile("a.png", "image/png", "y/a.png")])
     listed = [(a.name, a.path) for a in store.list_artifacts(db, job_id)]
     assert listed == [("a.png", "y/a.png"), ("b.json", "x/b.json")]
@@ -189,10 +192,20 @@ def test_checkpoints_newest_first(db: Session) -> None:
     job_id, other_job = (store.create_job(db, kind="train", params=PARAMS).id for _ in range(2))
     assert store.latest_checkpoint(db) is None
     model = {"name": "resnet18", "width": 8}
-    old = store.add_checkpoint(db, job_id=other_job, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.5,
-                               epoch=1, path="p", created_at=utcnow() - timedelta(minutes=5))  # fmt: skip
-    new = store.add_checkpoint(db, job_id=job_id, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.6,
-                               epoch=2, path="q")  # fmt: skip
+    old = store.add_checkpoint(
+        db,
+        job_id=other_job,
+        model=model,
+        dataset="cifar10",
+        classes=["a", "b"],
+        test_acc=0.5,
+        epoch=1,
+        path="p",
+        created_at=utcnow() - timedelta(minutes=5),
+    )
+    new = store.add_checkpoint(
+        db, job_id=job_id, model=model, dataset="cifar10", classes=["a", "b"], test_acc=0.6, epoch=2, path="q"
+    )
     assert store.latest_checkpoint(db).id == new.id  # type: ignore[union-attr]
     assert [c.id for c in store.list_checkpoints(db)] == [new.id, old.id]
     got = store.get_checkpoint(db, old.id)

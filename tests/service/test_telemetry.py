@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from api_support import FakeBroker, make_client, put_job
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from api_support import FakeBroker, make_client, put_job
-from service.db import Job, utcnow
+from core.db import Job, utcnow
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_count_requests_jobs_queue_durations_and_heartbeats(configure, session: Session) -> None:
@@ -42,8 +45,11 @@ def test_metrics_count_requests_jobs_queue_durations_and_heartbeats(configure, s
     assert got[("lrcam_queue_depth", ())] == 3
     assert got[("lrcam_job_duration_seconds_bucket", (("kind", "train"), ("le", "30.0")))] == 0
     assert got[("lrcam_job_duration_seconds_bucket", (("kind", "train"), ("le", "60.0")))] == 1
-    heartbeat = [value for (name, labels), value in got.items()
-                 if name == "lrcam_worker_heartbeat_age_seconds" and ("job_id", running.id) in labels]  # fmt: skip
+    heartbeat = [
+        value
+        for (name, labels), value in got.items()
+        if name == "lrcam_worker_heartbeat_age_seconds" and ("job_id", running.id) in labels
+    ]
     assert len(heartbeat) == 1 and 0 <= heartbeat[0] < 60
 
 

@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def environment(tmp_path: Path, **values: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in ("API_KEY", "HOST", "PORT")}
-    return env | {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-                  "DATA_DIR": str(tmp_path / "data"), "JOB_QUEUE": "lrcam-test-up", **values}  # fmt: skip
+    return env | {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "JOB_QUEUE": "lrcam-test-up",
+        **values,
+    }
 
 
 def free_port() -> int:
@@ -26,8 +31,14 @@ def free_port() -> int:
 
 
 def test_another_address_without_a_key_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(["bash", "scripts/up"], cwd=ROOT, env=environment(tmp_path, HOST="0.0.0.0"),
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "scripts/up"],
+        cwd=ROOT,
+        env=environment(tmp_path, HOST="0.0.0.0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "refusing to listen on 0.0.0.0 without an API key" in result.stderr and "API_KEY" in result.stderr
     assert "starting a Celery worker" not in result.stdout  # nothing was started
@@ -35,8 +46,15 @@ def test_another_address_without_a_key_is_refused(tmp_path: Path) -> None:
 
 def test_without_a_key_it_listens_on_loopback_and_says_so(tmp_path: Path) -> None:
     port = free_port()
-    up = subprocess.Popen(["bash", "scripts/up"], cwd=ROOT, env=environment(tmp_path, PORT=str(port)),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    up = subprocess.Popen(
+        ["bash", "scripts/up"],
+        cwd=ROOT,
+        env=environment(tmp_path, PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120

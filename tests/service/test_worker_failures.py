@@ -10,15 +10,18 @@ import pytest
 import torch
 from sqlalchemy.orm import Session
 
+from core import store
+from core.db import Job
 from ml import trainer
 from ml.models import build_model
 from ml.specs import LRFinderSpec, TrainSpec
-from service import store
-from service.db import Job
 from worker.tasks import run_job
 
-TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 64, "test_subset": 32}, "model": {"width": 2},
-        "batch_size": 32}  # fmt: skip
+TINY = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 64, "test_subset": 32},
+    "model": {"width": 2},
+    "batch_size": 32,
+}
 ONE_EPOCH = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
 
 
@@ -33,7 +36,7 @@ def failed_train_job(session: Session, patch: pytest.MonkeyPatch, name: str, rep
 
 
 def test_a_full_disk_fails_the_job_clearly_and_the_worker_takes_the_next(settings, session: Session) -> None:
-    def disk_full(folder, **_):  # noqa: ANN001, ANN202
+    def disk_full(folder, **_):
         raise OSError(errno.ENOSPC, "No space left on device", str(folder))
 
     with pytest.MonkeyPatch.context() as patch:
@@ -50,7 +53,7 @@ def test_cuda_out_of_memory_names_the_job_s_settings_frees_its_model_and_the_wor
     models: list[weakref.ref[torch.nn.Module]] = []
     freed_before_empty_cache: list[bool] = []
 
-    def model_out_of_memory(spec, **kwargs):  # noqa: ANN001, ANN202
+    def model_out_of_memory(spec, **kwargs):
         model = build_model(spec, **kwargs)
         models.append(weakref.ref(model))
 

@@ -14,16 +14,19 @@ from celery import signals
 from celery.exceptions import WorkerTerminate
 from sqlalchemy.orm import Session
 
+from core import store
+from core.config import Settings
 from ml.specs import LRFinderSpec, TrainSpec
-from service import store
 from service.broker import get_broker
-from service.config import Settings
 from worker.reporting import StoreReporter
 from worker.shutdown import SHUTDOWN
 from worker.tasks import run_job
 
-TINY = {"dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50}, "model": {"width": 2},
-        "batch_size": 32}  # fmt: skip
+TINY = {
+    "dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50},
+    "model": {"width": 2},
+    "batch_size": 32,
+}
 
 
 @pytest.fixture

@@ -1,13 +1,13 @@
-"""The job store's schema, kept by Alembic migrations (service/migrations/versions/, one file a
+"""The job store's schema, kept by Alembic migrations (core/migrations/versions/, one file a
 revision). The API and the worker bring a store to the newest revision when they first open it:
 an empty store is created, a store made before migrations existed (tables, no revision) is taken as
 revision 0001, a store at an older revision is upgraded. One process migrates at a time (a
 PostgreSQL advisory lock, a lock file beside an SQLite file). A store at a revision this code does
 not know (written by a newer lrcam) is refused, and nothing starts on it.
 
-    python -m service.schema current          the store's revision (DATABASE_URL) and this code's
-    python -m service.schema upgrade          to the newest revision
-    python -m service.schema downgrade REV    back to REV (run with the lrcam that knows the store's)
+    python -m core.schema current          the store's revision (DATABASE_URL) and this code's
+    python -m core.schema upgrade          to the newest revision
+    python -m core.schema downgrade REV    back to REV (run with the lrcam that knows the store's)
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def migrate(engine: Engine) -> None:
             raise SchemaError(
                 f"the job store (DATABASE_URL) is at schema revision {current!r}, which this lrcam does not "
                 f"know (it knows {', '.join(known)}): a newer lrcam migrated it. Run that version, or with it "
-                f"`python -m service.schema downgrade {known[-1]}`"
+                f"`python -m core.schema downgrade {known[-1]}`"
             )
         if current != known[-1]:
             command.upgrade(_config(connection), "head")
@@ -90,10 +90,10 @@ def _one_at_a_time(connection: Connection) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from service.config import get_settings
-    from service.db import get_engine
+    from core.config import get_settings
+    from core.db import get_engine
 
-    parser = argparse.ArgumentParser(prog="python -m service.schema", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.schema", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("current", help="the store's revision and the ones this lrcam knows")
     verbs.add_parser("upgrade", help="to the newest revision")

@@ -14,8 +14,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, ForeignKey, String, Text, TypeDecorator, UniqueConstraint
-from sqlalchemy import create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -164,8 +174,8 @@ _schema_ready: set[str] = set()
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Bring the store to the newest schema revision once per engine (service.schema); raises the
-    store's OperationalError while it is down, and service.schema.SchemaError for a revision this
+    """Bring the store to the newest schema revision once per engine (core.schema); raises the
+    store's OperationalError while it is down, and core.schema.SchemaError for a revision this
     code does not know."""
     key = str(engine.url)
     if key in _schema_ready:
@@ -173,7 +183,7 @@ def ensure_schema(engine: Engine) -> None:
     with _schema_lock:
         if key in _schema_ready:
             return
-        from service.schema import migrate  # alembic: imported by the first session only
+        from core.schema import migrate  # alembic: imported by the first session only
 
         migrate(engine)
         _schema_ready.add(key)

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import ENDED_STATUSES, Artifact, Checkpoint, EpochMetric, Job, Lease, new_id, utcnow
+from core.db import ENDED_STATUSES, Artifact, Checkpoint, EpochMetric, Job, Lease, new_id, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,7 @@ def request_cancel(session: Session, job_id: str) -> Job:
         session, job_id, Job.status == "queued", status="cancelled", finished_at=utcnow()
     ):
         return _reload(session, job_id)
-    if status in ("queued", "running") and _update_job(
-        session, job_id, Job.status == "running", cancel_requested=True
-    ):
+    if status in ("queued", "running") and _update_job(session, job_id, Job.status == "running", cancel_requested=True):
         return _reload(session, job_id)
     job = _reload(session, job_id)
     raise JobStateConflict(
@@ -169,26 +167,36 @@ def reap_stale_jobs(
     dead = Job.heartbeat_at < now - timedelta(seconds=lease_seconds)
     stalled = Job.progress_at < now - timedelta(seconds=stall_seconds) if stall_seconds else dead
     stale = session.execute(
-        select(Job.id, Job.heartbeat_at, Job.progress_at, Job.attempts, Job.cancel_requested, dead.label("dead"))
-        .where(Job.status == "running", or_(dead, stalled))
-    ).all()  # fmt: skip
+        select(Job.id, Job.heartbeat_at, Job.progress_at, Job.attempts, Job.cancel_requested, dead.label("dead")).where(
+            Job.status == "running", or_(dead, stalled)
+        )
+    ).all()
     requeued, ended = [], []
     for job_id, heartbeat_at, progress_at, attempts, cancel_requested, is_dead in stale:
         if is_dead:
-            why = f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} " \
-                  f"(JOB_LEASE_SECONDS={lease_seconds:g})"  # fmt: skip
+            why = (
+                f"worker died or lost contact: no heartbeat since {heartbeat_at.isoformat()} "
+                f"(JOB_LEASE_SECONDS={lease_seconds:g})"
+            )
         else:
-            why = f"stalled: its worker heart-beats but made no progress since {progress_at.isoformat()} " \
-                  f"(JOB_STALL_SECONDS={stall_seconds:g})"  # fmt: skip
+            why = (
+                f"stalled: its worker heart-beats but made no progress since {progress_at.isoformat()} "
+                f"(JOB_STALL_SECONDS={stall_seconds:g})"
+            )
         if cancel_requested or attempts < max_attempts:
             status = requeue_job(session, job_id, heartbeat_at=heartbeat_at)
             logger.warning("job %s re-queued (attempt %d of %d): %s", job_id, attempts, max_attempts, why)
         else:
             error = f"{why}; gave up after {attempts} attempt(s) (MAX_JOB_ATTEMPTS={max_attempts})"
             failed = _update_job(
-                session, job_id, Job.status == "running", Job.heartbeat_at == heartbeat_at,
-                status="failed", error=error, finished_at=utcnow(),
-            )  # fmt: skip
+                session,
+                job_id,
+                Job.status == "running",
+                Job.heartbeat_at == heartbeat_at,
+                status="failed",
+                error=error,
+                finished_at=utcnow(),
+            )
             status = "failed" if failed else None
             logger.warning("job %s failed: %s", job_id, error)
         if status is not None:
@@ -237,8 +245,7 @@ def requeue_job(
     running = [Job.status == "running"]
     running += [Job.heartbeat_at == heartbeat_at] if heartbeat_at is not None else []
     running += list(claim.holds()) if claim is not None else []
-    if _update_job(session, job_id, *running, Job.cancel_requested.is_(True), status="cancelled",
-                   finished_at=utcnow()):  # fmt: skip
+    if _update_job(session, job_id, *running, Job.cancel_requested.is_(True), status="cancelled", finished_at=utcnow()):
         return "cancelled"
     values: dict[str, Any] = dict(status="queued", worker=None, heartbeat_at=None)
     if not count_attempt:
@@ -349,9 +356,7 @@ def list_epochs(session: Session, job_id: str, *, since_epoch: int = 0) -> list[
     return [row.record for row in rows]
 
 
-def add_artifacts(
-    session: Session, job_id: str, files: Iterable[ArtifactFile], *, claim: Claim | None = None
-) -> bool:
+def add_artifacts(session: Session, job_id: str, files: Iterable[ArtifactFile], *, claim: Claim | None = None) -> bool:
     """Register files of a job (replacing any of the same name); False, and nothing registered, when
     `claim` no longer holds the job."""
     if not _held(session, job_id, claim):
@@ -391,8 +396,15 @@ def add_checkpoint(
     written, when `claim` no longer holds the job."""
     if not _held(session, job_id, claim):
         return None
-    values = dict(model=model, dataset=dataset, classes=classes, test_acc=test_acc, epoch=epoch, path=path,
-                  created_at=created_at or utcnow())  # fmt: skip
+    values = dict(
+        model=model,
+        dataset=dataset,
+        classes=classes,
+        test_acc=test_acc,
+        epoch=epoch,
+        path=path,
+        created_at=created_at or utcnow(),
+    )
     checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).limit(1))
     if checkpoint is None:
         checkpoint = Checkpoint(id=checkpoint_id or new_id(), job_id=job_id, **values)

@@ -9,7 +9,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -36,7 +35,8 @@ class Settings(BaseSettings):
         default=32 * 1024 * 1024, gt=0, description="one POST /predict body, all its files together; larger get 413"
     )
     MAX_PREDICT_PIXELS: int = Field(
-        default=160_000_000, gt=0,
+        default=160_000_000,
+        gt=0,
         description="pixels of one POST /predict request's images together, as their headers declare; more get 413",
     )
     MAX_BODY_BYTES: int = Field(
@@ -46,12 +46,15 @@ class Settings(BaseSettings):
         default=120, gt=0, description="a running job without a worker heartbeat for this long: its worker died"
     )
     JOB_STALL_SECONDS: float = Field(
-        default=900, gt=0,
+        default=900,
+        gt=0,
         description="a running job whose worker heart-beats but reports no progress (no batch) for this long is "
         "stalled (a hung data loader, a stuck device): re-queued, then failed, like a dead worker's",
     )
     MAX_JOB_ATTEMPTS: int = Field(
-        default=3, ge=1, description="deliveries a job gets; a dead worker's job is queued again until then, then failed"
+        default=3,
+        ge=1,
+        description="deliveries a job gets; a dead worker's job is queued again until then, then failed",
     )
     RECONCILE_SECONDS: float = Field(
         default=5, gt=0, description="how often the API re-queues dead workers' jobs and jobs the broker lost"
@@ -61,28 +64,38 @@ class Settings(BaseSettings):
     )
     MAX_QUEUED_JOBS: int = Field(default=100, ge=1, description="submissions beyond this many queued jobs get 429")
     MAX_CONCURRENT_PREDICTS: int = Field(
-        default=16, ge=1, description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE"
+        default=16,
+        ge=1,
+        description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE",
     )
     PREDICT_QUEUE: int = Field(
-        default=64, ge=0, le=10_000,
+        default=64,
+        ge=0,
+        le=10_000,
         description="POST /predict requests that wait for a slot once MAX_CONCURRENT_PREDICTS run; more get 429",
     )
     PREDICT_WAIT_SECONDS: float = Field(
         default=10, gt=0, le=300, description="how long a /predict request waits for a slot before it gets 429"
     )
     PREDICT_MAX_BATCH: int = Field(
-        default=64, ge=1, le=1024,
+        default=64,
+        ge=1,
+        le=1024,
         description="the most images that concurrent /predict requests for one checkpoint share in one forward pass "
         "(1: no batching, each request alone; a request with more images runs alone)",
     )
     PREDICT_BATCH_DELAY_MS: float = Field(
-        default=20, ge=0, le=1000,
+        default=20,
+        ge=0,
+        le=1000,
         description="how long a batch waits, past the moment it could have run, for requests still reading their "
         "uploads and for clients just answered that come straight back (never longer, and not at all when none is): "
         "the most a prediction is delayed to share the model",
     )
     METRICS_CACHE_SECONDS: float = Field(
-        default=0.5, ge=0, le=60,
+        default=0.5,
+        ge=0,
+        le=60,
         description="GET /jobs/{id}/metrics reuses its response for this long (dashboards poll it; 0: never)",
     )
     JOB_QUEUE: str = Field(default="lrcam", min_length=1, description="Celery queue the API sends jobs to")
@@ -95,12 +108,16 @@ class Settings(BaseSettings):
         "that sees no GPU refuses to start: the GPU image sets it, so a missing driver is loud, not slow)",
     )
     PREDICT_THREADS: int = Field(
-        default=0, ge=0, le=1024,
+        default=0,
+        ge=0,
+        le=1024,
         description="torch threads /predict uses (0: torch's default, one per core); 1 where a worker trains on "
         "the same cores (scripts/up): predictions then take one core instead of fighting training for both",
     )
     API_NICE: int = Field(
-        default=0, ge=0, le=19,
+        default=0,
+        ge=0,
+        le=19,
         description="CPU niceness the API takes at start (0-19): where a worker trains on the same CPUs "
         "(scripts/up), e.g. 5 lets training have the cores first and requests wait instead",
     )
@@ -132,11 +149,16 @@ class Settings(BaseSettings):
         except ArgumentError as exc:
             raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
         if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql+psycopg:// (postgresql:// means the same); got {value!r}")
+            raise ValueError(
+                "DATABASE_URL must be sqlite:/// or postgresql+psycopg:// (postgresql:// means the same); "
+                f"got {value!r}"
+            )
         if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
             fixed = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
-            raise ValueError(f"DATABASE_URL names the driver {url.get_driver_name()!r}, which lrcam does not install; "
-                             f"use postgresql:// or postgresql+psycopg:// (e.g. {fixed})")  # fmt: skip
+            raise ValueError(
+                f"DATABASE_URL names the driver {url.get_driver_name()!r}, which lrcam does not install; "
+                f"use postgresql:// or postgresql+psycopg:// (e.g. {fixed})"
+            )
         return value
 
     @field_validator("PREDICT_DEVICE")
@@ -163,12 +185,3 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
-
-
-async def settings_dependency() -> Settings:
-    """get_settings as a dependency: async, so FastAPI calls it on the event loop (a sync one costs
-    each request a hop to the threadpool and back)."""
-    return get_settings()
-
-
-SettingsDep = Annotated[Settings, Depends(settings_dependency)]

@@ -13,9 +13,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from service.middleware import request_id_var
-
-job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
+job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)  # set by the worker for its job
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)  # set by the API per request
 LogFormat = Literal["text", "json"]
 TEXT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s req=%(request_id)s] %(message)s"
 JOB_LOG = "job.log"
@@ -25,9 +24,14 @@ JOB_LOG_BYTES = 1024 * 1024  # a job's own log; beyond it lines are dropped, say
 def server_roots(data_dir: Path, artifacts_dir: Path) -> dict[str, Path]:
     """The server's folders that texts shown to users name by setting, not by path."""
     code = Path(__file__).resolve().parents[1]
-    return {"DATA_DIR": data_dir.resolve(), "ARTIFACTS_DIR": artifacts_dir.resolve(), "<lrcam>": code,
-            "<python>": Path(sys.prefix).resolve(), "<python base>": Path(sys.base_prefix).resolve(),
-            "~": Path.home()}  # fmt: skip
+    return {
+        "DATA_DIR": data_dir.resolve(),
+        "ARTIFACTS_DIR": artifacts_dir.resolve(),
+        "<lrcam>": code,
+        "<python>": Path(sys.prefix).resolve(),
+        "<python base>": Path(sys.base_prefix).resolve(),
+        "~": Path.home(),
+    }
 
 
 def redact(text: str, roots: Mapping[str, Path]) -> str:
@@ -67,7 +71,7 @@ class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a line is written (test runners swap it)."""
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -79,7 +83,7 @@ def formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT)
 
 
-OWN_LOGGERS = ("service", "worker", "ml", "celery")  # at `level`; every other library's at WARNING
+OWN_LOGGERS = ("core", "service", "worker", "ml", "celery")  # at `level`; every other library's at WARNING
 
 
 def configure(log_format: LogFormat, level: int | str = logging.INFO) -> None:
@@ -123,7 +127,9 @@ class JobLogHandler(logging.Handler):
                 return
             line = redact(self.format(record), self.roots) + "\n"
             if size + len(line.encode()) > self.max_bytes:
-                line = f"... job.log reached {self.max_bytes} bytes (JOB_LOG_BYTES); later lines are in the worker's log\n"
+                line = (
+                    f"... job.log reached {self.max_bytes} bytes (JOB_LOG_BYTES); later lines are in the worker's log\n"
+                )
             with self.path.open("a", encoding="utf-8") as log:
                 log.write(line)
         except OSError:
