@@ -5,6 +5,7 @@ on the first request."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,11 +16,30 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://")
+MIN_API_KEY_CHARS = 16  # 16 hex digits are 64 bits: beyond guessing at any request rate an API allows
 PREDICT_DEVICES = ("cpu", "cuda")
 
 
+def masked(url: str) -> str:
+    """`url` with the password of its `user:password@` part written as ***: safe for a message or a log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a bad URL's password never reaches a log through pydantic's `input_value`
+    model_config = SettingsConfigDict(
+        env_file=os.environ.get("LRCAM_ENV_FILE", ".env"),  # the file of settings beside the environment
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
 
     REDIS_URL: str = Field(default="redis://localhost:6379/0", description="Celery broker")
     DATABASE_URL: str = Field(
@@ -43,7 +63,10 @@ class Settings(BaseSettings):
         default=1024 * 1024, gt=0, description="any other request body (a job spec); larger get 413 before parsing"
     )
     JOB_LEASE_SECONDS: float = Field(
-        default=120, gt=0, description="a running job without a worker heartbeat for this long: its worker died"
+        default=45,
+        gt=0,
+        description="a running job without a worker heartbeat for this long: its worker died (it is queued again "
+        "within RECONCILE_SECONDS more); a live worker beats every 10 s, from a thread of its own",
     )
     JOB_STALL_SECONDS: float = Field(
         default=900,
@@ -125,7 +148,22 @@ class Settings(BaseSettings):
         default="text", description="log lines of the API and the worker: text, or one JSON object a line"
     )
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS closed"
+        default_factory=list,
+        description="comma-separated origins allowed by CORS, and allowed to send state-changing requests (POST, "
+        "PATCH, DELETE); empty = only the server's own pages",
+    )
+    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="without API_KEY, the Host names the API answers to besides localhost, 127.0.0.1 and [::1] "
+        "(comma-separated, e.g. a name in /etc/hosts; *.example.com for a domain); any other name gets 403, so "
+        "that a web page cannot reach a keyless server by DNS rebinding",
+    )
+    AUTH_FAILURES_PER_MINUTE: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="requests with a wrong or missing API key one client may send a minute; beyond, 429 with "
+        "Retry-After",
     )
 
     @field_validator("REDIS_URL")
@@ -134,7 +172,7 @@ class Settings(BaseSettings):
         if not value.startswith(REDIS_SCHEMES):
             unix = value.startswith("unix:")
             hint = " (a Unix socket is redis+socket:///path/to/redis.sock?virtual_host=<db>)" if unix else ""
-            raise ValueError(f"REDIS_URL must start with one of {list(REDIS_SCHEMES)}; got {value!r}{hint}")
+            raise ValueError(f"REDIS_URL must start with one of {list(REDIS_SCHEMES)}; got {masked(value)!r}{hint}")
         return value
 
     @field_validator("DATABASE_URL")
@@ -146,12 +184,12 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         try:
             url = make_url(value)
-        except ArgumentError as exc:
-            raise ValueError(f"DATABASE_URL is not a database URL: {value!r}") from exc
+        except ArgumentError:
+            raise ValueError(f"DATABASE_URL is not a database URL: {masked(value)!r}") from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(
                 "DATABASE_URL must be sqlite:/// or postgresql+psycopg:// (postgresql:// means the same); "
-                f"got {value!r}"
+                f"got {masked(value)!r}"
             )
         if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
             fixed = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
@@ -174,7 +212,17 @@ class Settings(BaseSettings):
     def _empty_key_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("CORS_ORIGINS", mode="before")
+    @field_validator("API_KEY")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"API_KEY must have at least {MIN_API_KEY_CHARS} characters (it has {len(value)}); "
+                "make one with: openssl rand -hex 32"
+            )
+        return value
+
+    @field_validator("CORS_ORIGINS", "ALLOWED_HOSTS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,6 +11,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -213,11 +214,38 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # channel-planar -> NHWC
 
 
-def _unpickle(path: Path) -> dict:
-    # These are local dataset files in CIFAR's own (pickle) format, written by trusted tooling.
+# What a CIFAR-10 batch needs to be rebuilt: numpy arrays and their dtypes (the dicts, lists, bytes
+# and numbers around them need no import). Anything else in a file is refused, not run.
+CIFAR_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only CIFAR_PICKLE_GLOBALS: a batch file someone replaced with a
+    pickle that imports `os.system` fails to load instead of running code in every worker."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict[bytes, Any]:
+    """A CIFAR-10 file (CIFAR's own pickle format), read by _CifarUnpickler: data, never code."""
     try:
         with open(path, "rb") as f:
-            content = pickle.load(f, encoding="bytes")
+            content = _CifarUnpickler(f, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
         raise DatasetError(f"cannot read CIFAR-10 file {path}: {exc}; re-create the dataset folder") from exc
     if not isinstance(content, dict):

@@ -15,10 +15,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from core import logs
 from core.config import get_settings
 from core.db import ensure_schema, get_engine
-from service import dashboard, errors
+from service import dashboard, docs, errors
 from service.batching import PredictBatcher
 from service.broker import get_broker
-from service.deps import require_api_key
+from service.deps import FailedAuths, require_api_key
+from service.guards import Guard, SecurityHeaders
 from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
@@ -60,6 +61,8 @@ def create_app() -> FastAPI:
         description="Trains image classifiers (CIFAR ResNet18, ResNet9), runs LR range tests, explains "
         "models with GradCAM. Jobs run on Celery workers; the job store is the source of truth.",
         lifespan=lifespan,
+        docs_url=None,  # served by service.docs: Swagger UI from the package index, no CDN, no inline script
+        redoc_url=None,
     )
     if settings.CORS_ORIGINS:
         app.add_middleware(
@@ -69,10 +72,13 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     errors.install(app)
-    # added last, so outermost: bodies are bounded before CORS, auth or parsing see them
+    app.add_middleware(Guard, settings=get_settings)
+    # outside the guard: bodies are bounded before CORS, auth or parsing see them, and refusals are counted
     app.add_middleware(
         RequestContext, max_body_bytes=settings.MAX_BODY_BYTES, max_predict_bytes=settings.MAX_PREDICT_BYTES
     )
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, a 413 or a 500 included
+    app.state.failed_auths = FailedAuths()
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     for router in (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router):
@@ -96,6 +102,7 @@ def create_app() -> FastAPI:
     app.include_router(
         predict.router, dependencies=[*protected, Depends(predict_slot)], responses=PROTECTED_ERRORS | busy
     )
+    docs.install(app)
     dashboard.install(app)  # last: the page at / and its assets at /static, both public
     return app
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
 from core import store
-from service.deps import SessionDep
+from service.deps import Limit, Offset, SessionDep
 from service.schemas import CheckpointPublic, CheckpointsPublic
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -16,8 +14,8 @@ router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 @router.get("")
 def list_checkpoints(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> CheckpointsPublic:
     """Checkpoints, newest first, a page at a time (as /jobs), with how many there are in all."""
     checkpoints = store.list_checkpoints(session, limit=limit, offset=offset)

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 from core import store
 from core.config import Settings
 from core.db import Job, session_for
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import MAX_EPOCHS, LRFinderSpec, TrainSpec
 from service.admission import check_dataset_on_disk, check_lr_finder_job
 from service.broker import Broker, BrokerDep, BrokerUnavailable
 from service.cache import Tag, etag_of, job_tag, metrics_cache
-from service.deps import SessionDep, SettingsDep
+from service.deps import Limit, Offset, SessionDep, SettingsDep
 from service.schemas import (
     BestEpochPublic,
     JobKind,
@@ -96,8 +96,8 @@ def list_jobs(
     session: SessionDep,
     status: StatusFilter = None,
     kind: KindFilter = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> JobsPublic:
     """Jobs, newest first, with the total matching the filters."""
     jobs, total = store.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
@@ -145,7 +145,7 @@ NOT_MODIFIED = {304: {"description": "If-None-Match names the current metrics: t
 async def get_metrics(
     job_id: str,
     settings: SettingsDep,
-    since_epoch: Annotated[int, Query(ge=0, description="train jobs: only epochs after this one")] = 0,
+    since_epoch: Annotated[int, Query(ge=0, le=MAX_EPOCHS, description="train jobs: only epochs after this one")] = 0,
     if_none_match: Annotated[str | None, Header(description="the ETag of the metrics the client has")] = None,
 ) -> Response:
     """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve.

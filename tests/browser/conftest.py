@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-API_KEY = "dash-s3cret"
+API_KEY = "dash-s3cret-0123456789"
 SHOTS: list[Path] = []
 
 

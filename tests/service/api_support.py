@@ -19,6 +19,8 @@ with warnings.catch_warnings():  # starlette asks for httpx2, which this project
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
+LOCAL_URL = "http://localhost"  # a keyless API answers loopback names only (service.guards)
+LOCAL_CLIENT = ("127.0.0.1", 50000)  # and loopback clients only
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens, connections are refused at once
 TRAIN_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "model": {"name": "resnet18", "width": 4}}
 LR_FINDER_PARAMS = {"dataset": {"name": "fashion_mnist", "train_subset": 100}, "num_iter": 10}
@@ -59,7 +61,7 @@ def make_client(broker: FakeBroker | None = None) -> TestClient:
     app = create_app()
     if broker is not None:
         app.dependency_overrides[get_broker] = lambda: broker
-    return TestClient(app)
+    return TestClient(app, base_url=LOCAL_URL, client=LOCAL_CLIENT)
 
 
 def put_job(

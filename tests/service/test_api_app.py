@@ -90,7 +90,7 @@ def test_a_store_that_is_down_is_503_naming_it(configure) -> None:
 
 
 def test_api_key_guards_every_endpoint_but_health(configure) -> None:
-    configure(API_KEY="s3cret-key")
+    configure(API_KEY="s3cret-key-0123456789")
     with make_client(FakeBroker()) as client:
         assert client.get("/health").status_code == 200
         for path in ("/jobs", "/ready", "/models", "/datasets", "/checkpoints", "/jobs/x"):
@@ -103,7 +103,7 @@ def test_api_key_guards_every_endpoint_but_health(configure) -> None:
         assert basic.status_code == 401
         for method, path in (("POST", "/jobs/train"), ("POST", "/predict"), ("POST", "/jobs/x/cancel")):
             assert client.request(method, path).status_code == 401, path
-        good = {"Authorization": "Bearer s3cret-key"}
+        good = {"Authorization": "Bearer s3cret-key-0123456789"}
         assert client.get("/jobs", headers=good).status_code == 200
         assert client.post("/jobs/train", headers=good, json={"dataset": {"name": "cifar10"}}).status_code == 202
 

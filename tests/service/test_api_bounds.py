@@ -20,7 +20,7 @@ from service.routers import catalogue
 from service.uploads import REDUCED_SIZE, Upload, decode_images
 
 REPO = Path(__file__).resolve().parents[2]
-KEY = "s3cret-key"
+KEY = "s3cret-key-0123456789"
 
 
 def long_spec(size: int) -> bytes:

@@ -26,7 +26,7 @@ from core.config import get_settings
 from service.broker import get_broker
 from service.main import create_app
 
-API_KEY = "fuzz-key"
+API_KEY = "fuzz-key-0123456789"
 EXAMPLES = int(os.environ.get("LRCAM_FUZZ_EXAMPLES", "8"))  # per operation; ~12 s for the whole API
 
 

@@ -30,7 +30,7 @@ from service.client import main
 from service.main import create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-API_KEY = "client-test-key"
+API_KEY = "client-test-key-0123456789"
 TRAIN_SPEC = {
     "dataset": {"name": "fashion_mnist", "train_subset": 100},
     "model": {"name": "custom_resnet", "width": 4},

@@ -36,7 +36,7 @@ def test_every_module_the_scripts_import_exists() -> None:
 
 
 def test_page_and_assets_are_public_but_data_is_not(configure) -> None:
-    configure(API_KEY="s3cret-key")
+    configure(API_KEY="s3cret-key-0123456789")
     with make_client(FakeBroker()) as client:
         assert client.get("/").status_code == 200
         assert client.get("/static/js/api.js").status_code == 200

@@ -54,7 +54,7 @@ def test_metrics_count_requests_jobs_queue_durations_and_heartbeats(configure, s
 
 
 def test_metrics_are_behind_the_key(configure) -> None:
-    configure(API_KEY="s3cret-key")
+    configure(API_KEY="s3cret-key-0123456789")
     with make_client(FakeBroker()) as client:
         assert client.get("/metrics").status_code == 401
-        assert client.get("/metrics", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert client.get("/metrics", headers={"Authorization": "Bearer s3cret-key-0123456789"}).status_code == 200
