@@ -10,8 +10,6 @@ from service.admission import invalid
 from service.batching import PredictBatcher, Work
 from service.deps import SettingsDep
 from service.predictions import FOUND, Ask, BatchKey, CheckpointNotFound, UnusableCheckpoint
-from service.predictions import MODEL_THREAD as MODEL_THREAD  # service.main builds the batcher from these two
-from service.predictions import run_batch as run_batch
 from service.schemas import PredictionsPublic
 from service.uploads import OPENAPI_BODY, read_uploads
 
