@@ -1,9 +1,9 @@
 """Concurrent clients on /predict over real HTTP: N clients each post one 32x32 image with
 ?gradcam=true back to back for a while. Ours: the API as configured, where requests beyond
 MAX_CONCURRENT_PREDICTS (16) wait for a slot (PREDICT_QUEUE 64, PREDICT_WAIT_SECONDS 10). Baseline: the
-API as it was before the queue, refusing at once whatever finds 8 predictions running
-(MAX_CONCURRENT_PREDICTS=8, PREDICT_QUEUE=0), its clients retrying 50 ms after a refusal (retrying at once, a
-2-core server spends itself refusing: 6.4 answered/s and 41,931 refusals in 20 s for 10 clients).
+same API without a waiting queue, refusing at once whatever finds 8 predictions running
+(MAX_CONCURRENT_PREDICTS=8, PREDICT_QUEUE=0), its clients retrying 50 ms after a refusal (clients that retry
+at once keep a 2-core server busy refusing them; figures in bench/README.md).
 
     python bench/concurrency.py --quick                  # 10 clients, 3 s a side
     python bench/concurrency.py --clients 10 --seconds 20

@@ -5,11 +5,8 @@ figures are the same ones those commands print.
     python bench/gpu.py --data-dir DATA_DIR               # on a CUDA machine, CIFAR-10 staged there
     python bench/gpu.py --dry-run                         # on a CPU, tiny sizes: the script cannot rot (CI)
 
-On a lent GPU machine, stage the data once (../shared/gpu/stage, then its three carry calls; add
-EXTRA_WHEELS="safetensors==0.8.0 matplotlib==3.11.2 grad-cam==1.5.7 fastapi==0.163.2 uvicorn==0.54.0
-python-multipart==0.0.34 pydantic-settings==2.16.3 sqlalchemy==2.1.9 alembic==1.20.1 httpx==0.28.1
-..." for what the image lacks); a row whose script cannot run there says why, and the others go on.
-Rows run in order, each within what is left of --budget (480 s: the issue's 8 minutes); a row that
+A row whose script cannot run on the machine (a missing package, no dataset) says why, and the
+others go on. Rows run in order, each within what is left of --budget (480 s by default); a row that
 would start past it is reported as not run. Ends with `gpu: <n> of <m> rows measured`."""
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 reports, device-side metrics) vs a bare PyTorch loop over the same model, data and batched
 augmentation, without metrics. Or, with --to-accuracy, a whole job of a preset through
 ml.trainer.train (data, compilation, training, evaluation, checkpoints, plots and GradCAM) timed from
-start to finish against the preset's baseline: for fashion_mnist_cpu the 154 s the anchor recipe
-spent training alone; for the GPU presets the published or measured figure of ISSUE 5's table.
+start to finish against the preset's baseline (BASELINES; where each figure comes from: bench/README.md,
+"Baselines").
 
     python bench/train.py --quick            # ResNet18 width 16, batch 128, 2,560 images a side: < 1 min
     python bench/train.py                    # the same, 10,240 images a side, 3 rounds
@@ -48,10 +48,10 @@ from ml.trainer import Trainer, train
 
 # preset: (baseline seconds, what the baseline is, target seconds, target accuracy)
 BASELINES = {
-    "fashion_mnist_cpu": (154.0, "ANCHORS.md's Fashion-MNIST recipe, training alone, 2 CPU cores", 90.0, 0.93),
+    "fashion_mnist_cpu": (154.0, "a reference Fashion-MNIST recipe, training alone, 2 CPU cores", 90.0, 0.93),
     "cifar10_cpu": (
         43_860.0,
-        "the classic recipe (ResNet18 w64, 50 epochs) on 2 CPU cores at ANCHORS.md's 57 img/s",
+        "the classic recipe (ResNet18 w64, 50 epochs) on 2 CPU cores at 57 img/s",
         900.0,
         0.88,
     ),

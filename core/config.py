@@ -33,6 +33,10 @@ def masked(url: str) -> str:
 
 
 class Settings(BaseSettings):
+    """Every setting of the API and the worker. Each field's description is its documentation:
+    the settings tables of README.md and docs/API.md and `.env.example` are rendered from these
+    fields by `python -m core.settings_docs --write` (and a test holds them equal)."""
+
     # hide_input_in_errors: a bad URL's password never reaches a log through pydantic's `input_value`
     model_config = SettingsConfigDict(
         env_file=os.environ.get("LRCAM_ENV_FILE", ".env"),  # the file of settings beside the environment
@@ -41,129 +45,180 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    REDIS_URL: str = Field(default="redis://localhost:6379/0", description="Celery broker")
+    REDIS_URL: str = Field(
+        default="redis://localhost:6379/0",
+        description="the Celery broker: `redis://`, `rediss://`, or "
+        "`redis+socket:///path/to/redis.sock?virtual_host=<db>`; `scripts/up` starts a local redis-server when "
+        "nothing answers here",
+    )
     DATABASE_URL: str = Field(
-        default="sqlite:///./var/app.db", description="job store; postgresql+psycopg://... works too"
+        default="sqlite:///./var/app.db",
+        description="the job store: SQLite, or PostgreSQL as `postgresql://USER:PASSWORD@HOST:5432/DB` (read as "
+        "`postgresql+psycopg://`). Its schema is migrated on first open; a revision this lrcam does not know stops "
+        "the API and the worker: `python -m core.schema current|upgrade|downgrade REV`",
     )
-    DATA_DIR: Path = Field(default=Path("./var/data"), description="where datasets live and are downloaded to")
-    ARTIFACTS_DIR: Path = Field(default=Path("./var/artifacts"), description="checkpoints, plots, GradCAM images")
+    DATA_DIR: Path = Field(
+        default=Path("./var/data"),
+        description="where datasets live and are downloaded to (`cifar-10-batches-py/`, `FashionMNIST/raw/`, "
+        "image folders)",
+    )
+    ARTIFACTS_DIR: Path = Field(
+        default=Path("./var/artifacts"), description="checkpoints, plots and GradCAM images of every job"
+    )
     API_KEY: str | None = Field(
-        default=None, description="when set (non-empty), every endpoint but /health needs 'Authorization: Bearer'"
+        default=None,
+        description="when set (non-empty), every endpoint except `/health`, `/docs`, `/openapi.json` and the "
+        "dashboard's page and assets needs `Authorization: Bearer <API_KEY>` (the CLI sends `LRCAM_API_KEY`); "
+        "docker compose refuses to start without one. At least 16 characters: make one with "
+        "`openssl rand -hex 32`. Without it the API answers loopback clients and names only (`ALLOWED_HOSTS`)",
     )
-    MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0, description="per uploaded file; larger get 413")
+    MAX_UPLOAD_BYTES: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="bytes of one uploaded file; larger get 413"
+    )
     MAX_PREDICT_BYTES: int = Field(
-        default=32 * 1024 * 1024, gt=0, description="one POST /predict body, all its files together; larger get 413"
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="bytes of one `POST /predict` body, all its files together; larger get 413 at once",
     )
     MAX_PREDICT_PIXELS: int = Field(
         default=160_000_000,
         gt=0,
-        description="pixels of one POST /predict request's images together, as their headers declare; more get 413",
+        description="pixels of one `/predict` request's images together, as their headers declare; more get 413 "
+        "before any is decoded. Images are decoded one at a time and kept at most 256 px a side: one request holds "
+        "at most its body, one full decode (at most 40 MP, 160 MB) and 64 reduced images (17 MB)",
     )
     MAX_BODY_BYTES: int = Field(
-        default=1024 * 1024, gt=0, description="any other request body (a job spec); larger get 413 before parsing"
+        default=1024 * 1024,
+        gt=0,
+        description="bytes of any other request body (a job spec); larger get 413 before it is parsed",
     )
     JOB_LEASE_SECONDS: float = Field(
         default=45,
         gt=0,
-        description="a running job without a worker heartbeat for this long: its worker died (it is queued again "
-        "within RECONCILE_SECONDS more); a live worker beats every 10 s, from a thread of its own",
+        description="a running job whose worker sent no heartbeat for this many seconds: its worker died, and the "
+        "job is queued again within `RECONCILE_SECONDS` (it resumes after its last finished epoch) until "
+        "`MAX_JOB_ATTEMPTS`, then failed. A live worker beats every 10 s from a thread of its own; its longest "
+        'pause, compiling included, is in bench/README.md ("Heartbeats")',
     )
     JOB_STALL_SECONDS: float = Field(
         default=900,
         gt=0,
-        description="a running job whose worker heart-beats but reports no progress (no batch) for this long is "
-        "stalled (a hung data loader, a stuck device): re-queued, then failed, like a dead worker's",
+        description="a running job whose worker heart-beats but reports no progress (no batch) for this many "
+        "seconds has stalled (a hung data loader, a stuck device): queued again, then failed, like a dead worker's",
     )
     MAX_JOB_ATTEMPTS: int = Field(
         default=3,
         ge=1,
-        description="deliveries a job gets; a dead worker's job is queued again until then, then failed",
+        description="deliveries a job gets; a dead or stalled worker's job is queued again until then, then "
+        "failed, saying its worker died (or it stalled)",
     )
     RECONCILE_SECONDS: float = Field(
-        default=5, gt=0, description="how often the API re-queues dead workers' jobs and jobs the broker lost"
+        default=5,
+        gt=0,
+        description="how often (seconds) the API re-queues dead workers' jobs and re-sends queued jobs the broker "
+        "lost (Redis restarted without its data)",
     )
     QUEUED_GRACE_SECONDS: float = Field(
-        default=30, ge=0, description="a queued job older than this and absent from the broker is sent again"
+        default=30,
+        ge=0,
+        description="a queued job older than this many seconds and absent from the broker is sent again",
     )
-    MAX_QUEUED_JOBS: int = Field(default=100, ge=1, description="submissions beyond this many queued jobs get 429")
+    MAX_QUEUED_JOBS: int = Field(
+        default=100, ge=1, description="submissions while this many jobs are queued get 429 (`Retry-After: 30`)"
+    )
     MAX_CONCURRENT_PREDICTS: int = Field(
         default=16,
         ge=1,
-        description="POST /predict requests served at once (per API process); more wait in PREDICT_QUEUE",
+        description="`POST /predict` requests served at once by one API process; more wait in `PREDICT_QUEUE`. "
+        "Each holds at most its body and its reduced images (about 50 MB with the default caps; full decodes "
+        "happen one at a time in the whole process)",
     )
     PREDICT_QUEUE: int = Field(
         default=64,
         ge=0,
         le=10_000,
-        description="POST /predict requests that wait for a slot once MAX_CONCURRENT_PREDICTS run; more get 429",
+        description="`/predict` requests that wait (first come, first served) for a slot once "
+        "`MAX_CONCURRENT_PREDICTS` run; more get 429 with `Retry-After`",
     )
     PREDICT_WAIT_SECONDS: float = Field(
-        default=10, gt=0, le=300, description="how long a /predict request waits for a slot before it gets 429"
+        default=10,
+        gt=0,
+        le=300,
+        description="how long (seconds) a `/predict` request waits for a slot before it gets 429",
     )
     PREDICT_MAX_BATCH: int = Field(
         default=64,
         ge=1,
         le=1024,
-        description="the most images that concurrent /predict requests for one checkpoint share in one forward pass "
-        "(1: no batching, each request alone; a request with more images runs alone)",
+        description="the most images that concurrent `/predict` requests for one checkpoint share in one forward "
+        "pass (`1`: no batching, each request alone; a request with more images runs alone)",
     )
     PREDICT_BATCH_DELAY_MS: float = Field(
         default=20,
         ge=0,
         le=1000,
-        description="how long a batch waits, past the moment it could have run, for requests still reading their "
-        "uploads and for clients just answered that come straight back (never longer, and not at all when none is): "
-        "the most a prediction is delayed to share the model",
+        description="how long (ms) a batch waits, past the moment it could have run, for requests still reading "
+        "their uploads and for clients just answered that come straight back (never longer, and not at all when "
+        "none is): the most a prediction is delayed to share the model",
     )
     METRICS_CACHE_SECONDS: float = Field(
         default=0.5,
         ge=0,
         le=60,
-        description="GET /jobs/{id}/metrics reuses its response for this long (dashboards poll it; 0: never)",
+        description="how long (seconds) `GET /jobs/{id}/metrics` reuses its response while the job's status and "
+        "epoch are unchanged (dashboards poll it); 0: never",
     )
-    JOB_QUEUE: str = Field(default="lrcam", min_length=1, description="Celery queue the API sends jobs to")
+    JOB_QUEUE: str = Field(
+        default="lrcam",
+        min_length=1,
+        description="the Celery queue the API sends jobs to and the workers take them from",
+    )
     PREDICT_DEVICE: str = Field(
-        default="cpu", description="where /predict runs its models: cpu, cuda or cuda:N (without a GPU: the CPU)"
+        default="cpu",
+        description="where `/predict` runs its models: `cpu`, `cuda` or `cuda:N` (`cuda` without a GPU: the CPU)",
     )
     WORKER_DEVICE: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
-        description="where a worker trains: auto (a GPU when torch sees one, else the CPU), cpu, or cuda (a worker "
-        "that sees no GPU refuses to start: the GPU image sets it, so a missing driver is loud, not slow)",
+        description="where a worker trains: `auto` (a GPU when torch sees one, else the CPU), `cpu`, or `cuda` (a "
+        "worker that sees no GPU refuses to start: docker compose's GPU worker sets it, so a missing driver is "
+        "loud, not slow)",
     )
     PREDICT_THREADS: int = Field(
         default=0,
         ge=0,
         le=1024,
-        description="torch threads /predict uses (0: torch's default, one per core); 1 where a worker trains on "
-        "the same cores (scripts/up): predictions then take one core instead of fighting training for both",
+        description="torch threads `/predict` uses (0: torch's default, one per core); `scripts/up` sets 1, its "
+        "worker training on the same cores: predictions then take one core instead of fighting training for both",
     )
     API_NICE: int = Field(
         default=0,
         ge=0,
         le=19,
-        description="CPU niceness the API takes at start (0-19): where a worker trains on the same CPUs "
-        "(scripts/up), e.g. 5 lets training have the cores first and requests wait instead",
+        description="the API's CPU niceness (0-19), taken at start: where a worker trains on the same CPUs, "
+        "e.g. 5 lets training have the cores first and requests wait instead",
     )
     LOG_FORMAT: Literal["text", "json"] = Field(
-        default="text", description="log lines of the API and the worker: text, or one JSON object a line"
+        default="text",
+        description="log lines of the API and the worker: `text`, or `json` (one object a line); every line "
+        "carries the job id and the request id it belongs to",
     )
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="comma-separated origins allowed by CORS, and allowed to send state-changing requests (POST, "
-        "PATCH, DELETE); empty = only the server's own pages",
+        description="comma-separated browser origins allowed by CORS, and allowed to send state-changing "
+        "requests (POST, PATCH, DELETE); empty: CORS closed, and only the server's own pages change jobs",
     )
     ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="without API_KEY, the Host names the API answers to besides localhost, 127.0.0.1 and [::1] "
-        "(comma-separated, e.g. a name in /etc/hosts; *.example.com for a domain); any other name gets 403, so "
-        "that a web page cannot reach a keyless server by DNS rebinding",
+        description="without `API_KEY`, the `Host` names the API answers to besides localhost, 127.0.0.1 and "
+        "[::1] (comma-separated; `*.example.com` for a domain); any other gets 403, so that no web page reaches "
+        "a keyless server by DNS rebinding. Without a key the API also answers loopback clients only",
     )
     AUTH_FAILURES_PER_MINUTE: int = Field(
         default=10,
         ge=1,
         le=10_000,
-        description="requests with a wrong or missing API key one client may send a minute; beyond, 429 with "
-        "Retry-After",
+        description="wrong API keys one client (address) may send a minute; beyond, 429 with `Retry-After` "
+        "until the minute has passed",
     )
 
     @field_validator("REDIS_URL")

@@ -1,4 +1,4 @@
-"""The command line: the whole course assignment on one machine, no server.
+"""The command line: LR range tests, training and prediction on one machine, no server.
 
     python -m ml lr-find spec.json --out runs/lr1
     python -m ml train   spec.json --out runs/t1

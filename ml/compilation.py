@@ -29,10 +29,9 @@ def resolve_mode(compile: str, *, device: torch.device, steps: int) -> str | Non
     """The torch.compile mode a run uses, or None for eager.
 
     "auto" compiles runs of at least COMPILE_MIN_STEPS training steps, where the cold compile is
-    repaid (measured on 2 CPU cores: 1.1x faster per step for ResNet18 width 16, 1.5x for the
-    Fashion-MNIST preset's ResNet9 width 8; not yet measured on a GPU); CUDA
-    graphs ("reduce-overhead") only when asked, since each distinct shape then holds its own copy of
-    the activations' memory."""
+    repaid by 1.1-1.5x faster steps on a CPU (bench/README.md, "Compilation"); CUDA graphs
+    ("reduce-overhead") only when asked, since each distinct shape then holds its own copy of the
+    activations' memory."""
     if compile == "off":
         return None
     if compile == "auto":

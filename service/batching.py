@@ -13,7 +13,7 @@ together come back one after another, so the defaults give a batch time to gathe
 and 16 slots (MAX_CONCURRENT_PREDICTS), 10 clients posting back to back share every pass; with 5 ms,
 or 8 slots, they split into two groups that took turns with the model (bench/README.md).
 
-The batch runs on one thread (the model thread of service.routers.predict): uploads are decoded
+The batch runs on one thread (the model thread of service.predictions): uploads are decoded
 there one request at a time, each request's images reduced to the model's input before the next
 request is decoded, so a batch holds no more decoded images than one request did."""
 
@@ -33,8 +33,9 @@ Outcome = list[dict[str, Any]] | BaseException  # a request's results, or what i
 
 @dataclass(eq=False)
 class Work:
-    """One request: `key` says which requests may share a forward pass; `images` counts toward the
-    batch size; `payload` is what the run function needs (its uploads, options)."""
+    """One request: `key` says which requests may share a forward pass (any hashable; the API's is a
+    `service.predictions.BatchKey`); `images` counts toward the batch size; `payload` is what the run
+    function needs (its uploads, options)."""
 
     key: Hashable
     images: int
@@ -42,7 +43,7 @@ class Work:
     client: Hashable | None = None  # its connection (host, port): a client answered there may come back
     regular: bool = False  # its client came back within the delay after its last answer
     arrived: float = 0.0
-    future: asyncio.Future[Outcome] = field(default=None, repr=False)  # type: ignore[assignment]
+    future: asyncio.Future[Outcome] = field(init=False, repr=False)  # set when submitted
 
 
 RunBatch = Callable[[Sequence[Work]], Sequence[Outcome]]  # one outcome per work, in order; on the executor
@@ -158,7 +159,7 @@ class PredictBatcher:
         """The oldest pending work and as many after it with its key (in order) as fit in max_images;
         work whose client went away (or whose event loop did) is dropped."""
         batch: list[Work] = []
-        images, kept = 0, deque()
+        images, kept = 0, deque[Work]()
         for work in self.pending:
             if work.future.done() or work.future.get_loop() is not loop:
                 continue

@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from core import logs
 from core.config import get_settings
 from core.db import ensure_schema, get_engine
-from service import dashboard, docs, errors
+from service import dashboard, docs, errors, predictions
 from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.deps import FailedAuths, require_api_key
@@ -87,8 +87,8 @@ def create_app() -> FastAPI:
         running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE, wait=settings.PREDICT_WAIT_SECONDS
     )
     app.state.predict_batcher = PredictBatcher(
-        predict.run_batch,
-        executor=predict.MODEL_THREAD,
+        predictions.run_batch,
+        executor=predictions.MODEL_THREAD,
         max_images=settings.PREDICT_MAX_BATCH,
         delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
         room=app.state.predict_gate.free,

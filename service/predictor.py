@@ -1,7 +1,7 @@
 """The API's one contact with torch: checkpoints loaded for inference, a few kept in memory.
 
-Imported lazily by the predict route (never by `import service.main`), so the API starts, and
-answers everything but /predict, without loading torch."""
+Imported lazily by the prediction engine (service.predictions; never by `import service.main`), so
+the API starts, and answers everything but /predict, without loading torch."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ import torch
 
 from ml.checkpoints import CheckpointError
 from ml.predictor import Predictor
+from service.predictions import UnusableCheckpoint
 
 logger = logging.getLogger(__name__)
 CACHE_SIZE = 4  # checkpoints kept loaded; a ResNet18 at width 64 is ~45 MB of weights
-
-
-class UnusableCheckpoint(RuntimeError):
-    """A checkpoint whose files are missing, malformed or do not fit its model."""
 
 
 class PredictorCache:

@@ -7,12 +7,13 @@ budget, MAX_PREDICT_PIXELS).
 Worst-case memory of one request: its body (at most MAX_PREDICT_BYTES, 32 MiB by default), one image
 decoded in full (at most MAX_PIXELS, 4 bytes each: 160 MB), and every image reduced to at most
 REDUCED_SIZE px a side (64 x 256 x 256 x 4 bytes: 17 MB). Images are decoded one at a time, on the API's
-one model thread (service.routers.predict), so one full decode is in memory per API process; JPEGs
+one model thread (service.predictions), so one full decode is in memory per API process; JPEGs
 are reduced while they decode (Pillow's draft mode)."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -111,7 +112,7 @@ class _FormReader:
             raise too_large(f"file {self._current.filename!r} is larger than MAX_UPLOAD_BYTES ({self.max_bytes} bytes)")
         self._current.data += data[start:end]
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> dict[str, Callable[..., None]]:
         names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data")
         return {f"on_{name}": getattr(self, f"on_{name}") for name in names}
 

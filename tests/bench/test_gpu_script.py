@@ -1,6 +1,6 @@
 """bench/gpu.py, the one call that measures every GPU row, run as CI runs it: --dry-run, tiny sizes
 on the CPU. Every row must run its benchmark and read back its figure, so the script cannot rot
-between the rare sessions that have a GPU."""
+on the machines that have no GPU."""
 
 from __future__ import annotations
 

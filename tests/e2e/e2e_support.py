@@ -134,7 +134,7 @@ def running_stack(tmp: Path, database_url: str) -> Iterator[Stack]:
         "LRCAM_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
         # the tests poll every 0.1 s for epochs of ~0.3 s: a cache this short stays in the path
-        # without hiding a whole job (the default 0.5 s did: "the job finished before the kill")
+        # without hiding a whole job (the default 0.5 s can: a job would finish before the kill)
         "METRICS_CACHE_SECONDS": "0.05",
     }
     for name in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_BYTES"):

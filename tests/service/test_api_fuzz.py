@@ -1,7 +1,7 @@
 """Hostile input: schemathesis generates requests for every operation of /openapi.json (with the
 API key set) and checks that none gets a 5xx and every response conforms to the schema.
 
-A small fixed budget keeps it in the suite; a longer run (see the report / README):
+A small fixed budget keeps it in the suite; a longer run (bench/README.md):
     LRCAM_FUZZ_EXAMPLES=500 .venv/bin/pytest -q tests/service/test_api_fuzz.py
 """
 

@@ -13,7 +13,7 @@ from api_support import FakeBroker, make_client, png_bytes
 from fastapi import HTTPException
 
 from core.db import get_engine
-from service.routers import predict as predict_router
+from service import predictions
 
 
 def blocking_lookup(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Semaphore, threading.Event]:
@@ -25,7 +25,7 @@ def blocking_lookup(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Semaphor
         assert release.wait(30)
         raise HTTPException(404, "no checkpoint (test)")
 
-    monkeypatch.setattr(predict_router, "_find_checkpoint", slow_lookup)
+    monkeypatch.setattr(predictions, "find_checkpoint", slow_lookup)
     return entered, release
 
 

@@ -128,8 +128,8 @@ def test_predict_threads_sets_torch_threads_on_the_model_thread(
 ) -> None:
     import torch
 
+    from service.predictions import MODEL_THREAD
     from service.predictor import DEFAULT_THREADS
-    from service.routers.predict import MODEL_THREAD
 
     def predict_and_read_threads() -> int:
         response = client.post(
@@ -171,16 +171,16 @@ def test_predict_several_images_with_gradcam_on_latest(
 def test_a_checkpoint_named_by_id_is_looked_up_once_and_latest_every_time(
     client: TestClient, settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.routers import predict as predict_router
+    from service import predictions
 
     lookups: list[str] = []
-    find = predict_router._find_checkpoint
+    find = predictions.find_checkpoint
 
-    def counted(database_url: str, checkpoint: str) -> predict_router.Found:
+    def counted(database_url: str, checkpoint: str) -> predictions.Found:
         lookups.append(checkpoint)
         return find(database_url, checkpoint)
 
-    monkeypatch.setattr(predict_router, "_find_checkpoint", counted)
+    monkeypatch.setattr(predictions, "find_checkpoint", counted)
     first = save_checkpoint(settings, session, name="first")
     upload = {"file": ("x.png", png_bytes(), "image/png")}
     for checkpoint in (first, first, "latest"):
@@ -458,7 +458,7 @@ def _post_in_thread(client: TestClient, params: dict, files: dict, answers: dict
 def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone(
     client: TestClient, checkpoint_id: str
 ) -> None:
-    from service.routers.predict import MODEL_THREAD
+    from service.predictions import MODEL_THREAD
 
     batcher = client.app.state.predict_batcher
     images = {f"img{i}": png_bytes(color=(40 * i, 255 - 30 * i, 90)) for i in range(5)}
@@ -520,7 +520,7 @@ def test_concurrent_predictions_share_one_forward_pass_each_answered_as_if_alone
 
 
 def test_predict_max_batch_1_runs_each_request_alone(client: TestClient, checkpoint_id: str, configure) -> None:
-    from service.routers.predict import MODEL_THREAD
+    from service.predictions import MODEL_THREAD
 
     configure(PREDICT_MAX_BATCH=1)
     with make_client(FakeBroker()) as unbatched:

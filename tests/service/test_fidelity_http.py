@@ -56,8 +56,8 @@ def test_a_preset_job_has_no_warnings(client: TestClient, settings: Settings) ->
 
 def test_a_users_normalize_holds_at_evaluation_and_predict(client: TestClient, settings: Settings) -> None:
     """A Normalize other than Fashion-MNIST's statistics (mean 0.29, std 0.35) trains, is tested and
-    is served with its own statistics: the job reaches the preset pipeline's accuracy (before the fix
-    it reported 10%, evaluated on the dataset's statistics), and /predict agrees with what it reported."""
+    is served with its own statistics: the job reaches the preset pipeline's accuracy (evaluated on the
+    dataset's statistics instead, it would report 10%), and /predict agrees with what it reported."""
     body = {
         **TINY,
         "dataset": {"name": "fashion_mnist", "train_subset": 1000, "test_subset": 128},
@@ -66,7 +66,7 @@ def test_a_users_normalize_holds_at_evaluation_and_predict(client: TestClient, s
         "optimizer": {"lr": 0.05},
         "scheduler": {"name": "one_cycle", "max_lr": 0.05},
     }  # test_trainer's recipe: 71-75% with "none"
-    own = {"name": "Normalize", "mean": 0.0, "std": 1.0}  # pixels / 255, as ToTensor alone: 10% before the fix
+    own = {"name": "Normalize", "mean": 0.0, "std": 1.0}  # pixels / 255, as ToTensor alone: 10% if evaluated otherwise
     baseline = run(client, "train", {**body, "augmentation": "none"})
     job = run(client, "train", {**body, "augmentation": [own]})
     reached = client.get(f"/jobs/{job['id']}/metrics").json()["best"]["test_acc"]

@@ -29,8 +29,8 @@ from worker.outputs import live_artifacts
 from worker.reporting import Heartbeat, StoreReporter
 from worker.tasks import STORE_RETRIES, run_job
 
-# Batch sizes that are powers of two: on this CPU, torch 2.14's oneDNN corrupts the heap on a run at
-# batch size 25 that follows another run in the same process (see the report; ml's to fix).
+# Batch sizes that are powers of two: on a 2-core CPU, torch 2.14's oneDNN can corrupt the heap on a run
+# at batch size 25 that follows another run in the same process.
 TINY = {
     "dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50},
     "model": {"width": 2},
