@@ -146,6 +146,20 @@ class Settings(BaseSettings):
         le=300,
         description="how long (seconds) a `/predict` request waits for a slot before it gets 429",
     )
+    PREDICT_BODY_SECONDS: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="seconds a `/predict` body may take to arrive (32 MB at 10 Mbit/s takes 27 s); slower get "
+        "408. A request holds no prediction slot while its body arrives",
+    )
+    MAX_UPLOADS_PER_CLIENT: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="`/predict` requests one client (address) may have in flight at once, arriving, waiting or "
+        "running (64: room for a load test of 50 clients from one machine); more get 429",
+    )
     PREDICT_MAX_BATCH: int = Field(
         default=64,
         ge=1,

@@ -1,10 +1,12 @@
 """Caps on work the API takes on at once, and the API's CPU priority.
 
-Predictions share the CPU (or GPU) with each other: MAX_CONCURRENT_PREDICTS run at once, up to
-PREDICT_QUEUE more wait for a slot in arrival order (their bodies not read yet: a waiting request
-holds no upload in memory), each for at most PREDICT_WAIT_SECONDS; a request beyond the queue, or one
-that waited that long, gets 429 with Retry-After. API_NICE lowers the API's priority where a worker
-trains on the same cores."""
+A /predict request first reads its body, within PREDICT_BODY_SECONDS (else 408), while holding no
+prediction slot: a client that stalls mid-upload holds only its own place, and one client may have
+at most MAX_UPLOADS_PER_CLIENT requests reading or waiting at once (more get 429). Then predictions
+share the CPU (or GPU) with each other: MAX_CONCURRENT_PREDICTS run at once, up to PREDICT_QUEUE more
+wait for a slot in arrival order, each for at most PREDICT_WAIT_SECONDS; a request beyond the queue,
+or one that waited that long, gets 429 with Retry-After. API_NICE lowers the API's priority where a
+worker trains on the same cores."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, status
 
 RETRY_AFTER_SECONDS = 1  # a prediction takes well under a second on the small models
 
@@ -56,6 +58,15 @@ class PredictGate:
             if not turn.done() or turn.cancelled():
                 self._forget(turn)
 
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Holds a prediction slot for the `with` block (429 when none can be had, as `enter`)."""
+        await self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
     def free(self) -> int:
         """Slots a request arriving now would get at once."""
         return 0 if self.waiters else max(0, self.running - self.active)
@@ -74,14 +85,41 @@ class PredictGate:
             self.waiters.remove(turn)
 
 
-async def predict_slot(request: Request) -> AsyncIterator[None]:
-    """Holds a prediction slot (the app's PredictGate) for the request's duration."""
-    gate: PredictGate = request.app.state.predict_gate
-    await gate.enter()
+class ClientUploads:
+    """How many /predict requests each client (address) has in flight, at most `per_client` each:
+    stalled uploads of one client cannot take every place. Used from the event loop only."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def held(self, client: str, *, per_client: int) -> Iterator[None]:
+        if self.counts.get(client, 0) >= per_client:
+            raise busy(
+                f"this client already has {per_client} /predict requests in flight "
+                "(MAX_UPLOADS_PER_CLIENT); retry when one is answered"
+            )
+        self.counts[client] = self.counts.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self.counts[client] -= 1
+            if not self.counts[client]:
+                del self.counts[client]
+
+
+@contextlib.asynccontextmanager
+async def body_deadline(seconds: float) -> AsyncIterator[None]:
+    """408 when the `with` block (reading a request's body) takes more than `seconds`."""
     try:
-        yield
-    finally:
-        gate.leave()
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_408_REQUEST_TIMEOUT,
+            f"the request body did not arrive within {seconds:g} s (PREDICT_BODY_SECONDS)",
+            headers={"Connection": "close"},
+        ) from None
 
 
 logger = logging.getLogger(__name__)

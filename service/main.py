@@ -20,7 +20,7 @@ from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.deps import FailedAuths, require_api_key
 from service.guards import Guard, SecurityHeaders
-from service.limits import PredictGate, lower_priority, predict_slot
+from service.limits import ClientUploads, PredictGate, lower_priority
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
@@ -86,6 +86,7 @@ def create_app() -> FastAPI:
     app.state.predict_gate = PredictGate(
         running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE, wait=settings.PREDICT_WAIT_SECONDS
     )
+    app.state.client_uploads = ClientUploads()
     app.state.predict_batcher = PredictBatcher(
         predictions.run_batch,
         executor=predictions.MODEL_THREAD,
@@ -94,14 +95,13 @@ def create_app() -> FastAPI:
         room=app.state.predict_gate.free,
     )
     busy = {
+        408: {"description": "the body did not arrive within PREDICT_BODY_SECONDS"},
         429: {
-            "description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
-            "waited PREDICT_WAIT_SECONDS for a slot"
-        }
+            "description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, a request waited "
+            "PREDICT_WAIT_SECONDS for a slot, or its client has MAX_UPLOADS_PER_CLIENT requests in flight"
+        },
     }
-    app.include_router(
-        predict.router, dependencies=[*protected, Depends(predict_slot)], responses=PROTECTED_ERRORS | busy
-    )
+    app.include_router(predict.router, dependencies=protected, responses=PROTECTED_ERRORS | busy)
     docs.install(app)
     dashboard.install(app)  # last: the page at / and its assets at /static, both public
     return app

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from service.admission import invalid
 from service.batching import PredictBatcher, Work
 from service.deps import SettingsDep
+from service.limits import PredictGate, body_deadline
 from service.predictions import FOUND, Ask, BatchKey, CheckpointNotFound, UnusableCheckpoint
 from service.schemas import PredictionsPublic
 from service.uploads import OPENAPI_BODY, read_uploads
@@ -41,30 +42,35 @@ async def predict(
     """Classify each uploaded image (`file`, or several `files`), resized to the checkpoint's input.
     Concurrent requests for one checkpoint share the model's forward pass (service.batching)."""
     batcher: PredictBatcher = request.app.state.predict_batcher
-    async with batcher.arrival() as submit:
-        try:
-            found = await FOUND.find(settings.DATABASE_URL, checkpoint)
-            if target != "pred" and target not in found.classes:
-                message = f"unknown target {target!r}; expected 'pred' or one of {found.classes}"
-                raise invalid(("query", "target"), message, target)
-            folder = found.folder(settings.ARTIFACTS_DIR)
-        except CheckpointNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
-        ask = Ask(
-            folder,
-            uploads,
-            topk=topk,
-            target=target,
-            max_pixels=settings.MAX_PREDICT_PIXELS,
-            device=settings.PREDICT_DEVICE,
-            threads=settings.PREDICT_THREADS,
-        )
-        client = (request.client.host, request.client.port) if request.client else None
-        key = BatchKey(found.id, gradcam=gradcam, method=method)
-        try:
-            results = await submit(Work(key=key, images=len(uploads), payload=ask, client=client))
-        except UnusableCheckpoint as exc:
-            raise invalid(("query", "checkpoint"), str(exc), found.id) from None
+    gate: PredictGate = request.app.state.predict_gate
+    client = (request.client.host, request.client.port) if request.client else None
+    uploads_of = request.app.state.client_uploads
+    with uploads_of.held(client[0] if client else "-", per_client=settings.MAX_UPLOADS_PER_CLIENT):
+        async with batcher.arrival() as submit:
+            async with body_deadline(settings.PREDICT_BODY_SECONDS):  # no prediction slot held meanwhile
+                uploads = await read_uploads(request, max_bytes=settings.MAX_UPLOAD_BYTES)
+            async with gate.slot():
+                try:
+                    found = await FOUND.find(settings.DATABASE_URL, checkpoint)
+                    if target != "pred" and target not in found.classes:
+                        message = f"unknown target {target!r}; expected 'pred' or one of {found.classes}"
+                        raise invalid(("query", "target"), message, target)
+                    folder = found.folder(settings.ARTIFACTS_DIR)
+                except CheckpointNotFound as exc:
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+                ask = Ask(
+                    folder,
+                    uploads,
+                    topk=topk,
+                    target=target,
+                    max_pixels=settings.MAX_PREDICT_PIXELS,
+                    device=settings.PREDICT_DEVICE,
+                    threads=settings.PREDICT_THREADS,
+                )
+                key = BatchKey(found.id, gradcam=gradcam, method=method)
+                try:
+                    results = await submit(Work(key=key, images=len(uploads), payload=ask, client=client))
+                except UnusableCheckpoint as exc:
+                    raise invalid(("query", "checkpoint"), str(exc), found.id) from None
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
     return PredictionsPublic.model_validate({"checkpoint_id": found.id, "predictions": predictions})
