@@ -19,13 +19,14 @@ from service import dashboard, errors, predictions
 from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.deps import require_api_key
+from service.errors import Responses
 from service.limits import PredictGate, lower_priority, predict_slot
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
 
 logger = logging.getLogger(__name__)
-PROTECTED_ERRORS = {
+PROTECTED_ERRORS: Responses = {
     400: {"description": "the request could not be parsed (e.g. a body that is not JSON)"},
     401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"},
 }
@@ -87,7 +88,7 @@ def create_app() -> FastAPI:
         delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
         room=app.state.predict_gate.free,
     )
-    busy = {
+    busy: Responses = {
         429: {
             "description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, or a request "
             "waited PREDICT_WAIT_SECONDS for a slot"

@@ -47,7 +47,7 @@ def job_logging(job_id: str, settings: Settings) -> Iterator[None]:
         job_id_var.reset(token)
 
 
-@app.task(name=TASK_NAME, bind=True)
+@app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]  # celery ships no type hints
 def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     """Run job `job_id` once: skipped when it ended, was cancelled, or runs in another live delivery."""
     settings = get_settings()
