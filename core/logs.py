@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)  # set by the worker for its job
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)  # set by the API per request
@@ -67,11 +67,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-class StderrHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is when a line is written (test runners swap it)."""
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter

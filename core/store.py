@@ -18,9 +18,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,7 +75,8 @@ def _update_job(
     """UPDATE jobs SET values WHERE id = job_id AND conditions; commits (unless told not to: the
     caller's next writes then join the transaction); True if a row changed."""
     statement = update(Job).where(Job.id == job_id, *conditions).values(**values)
-    changed = session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+    result = cast("CursorResult[Any]", session.execute(statement.execution_options(synchronize_session=False)))
+    changed = result.rowcount == 1
     if commit or not changed:
         session.commit()
     return changed
@@ -171,7 +172,8 @@ def reap_stale_jobs(
             Job.status == "running", or_(dead, stalled)
         )
     ).all()
-    requeued, ended = [], []
+    requeued: list[str] = []
+    ended: list[str] = []
     for job_id, heartbeat_at, progress_at, attempts, cancel_requested, is_dead in stale:
         if is_dead:
             why = (
@@ -210,7 +212,8 @@ def take_lease(session: Session, name: str, *, holder: str, seconds: float) -> b
     now = _now(session)
     until = now + timedelta(seconds=seconds)
     statement = update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
-    if session.execute(statement.values(holder=holder, expires_at=until)).rowcount == 1:
+    result = cast("CursorResult[Any]", session.execute(statement.values(holder=holder, expires_at=until)))
+    if result.rowcount == 1:
         session.commit()
         return True
     try:
@@ -225,7 +228,7 @@ def take_lease(session: Session, name: str, *, holder: str, seconds: float) -> b
 def _now(session: Session) -> datetime:
     """The store's clock as a value (an ORM INSERT takes values, not SQL expressions)."""
     now = store_now(session)
-    return now if isinstance(now, datetime) else session.scalar(select(now))
+    return now if isinstance(now, datetime) else cast(datetime, session.scalar(select(now)))
 
 
 def requeue_job(

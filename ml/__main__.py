@@ -15,10 +15,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from ml.specs import LRFinderSpec, TrainSpec
+
+_Spec = TypeVar("_Spec", TrainSpec, LRFinderSpec)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_spec(path: Path, model: type[TrainSpec] | type[LRFinderSpec]) -> TrainSpec | LRFinderSpec:
+def _load_spec(path: Path, model: type[_Spec]) -> _Spec:
     try:
         return model.model_validate_json(path.read_text())
     except OSError as exc:
@@ -122,7 +125,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ml.predictor import Predictor
 
     predictor = Predictor(args.checkpoint, device=args.device)
-    images = []
+    images: list[Image.Image] = []
     for path in args.images:
         with Image.open(path) as image:
             image.load()

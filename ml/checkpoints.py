@@ -48,7 +48,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    folder: Path, *, model: nn.Module, manifest: dict, optimizer: Any = None, scheduler: Any = None
+    folder: Path, *, model: nn.Module, manifest: dict[str, Any], optimizer: Any = None, scheduler: Any = None
 ) -> Path:
     """Write a complete checkpoint to `folder` (replacing one already there) and return `folder`.
 
@@ -102,7 +102,7 @@ def _dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, default=_json_default, allow_nan=False, indent=indent)
 
 
-def _check_fits(manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
+def _check_fits(manifest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     """The manifest describes these weights: same keys and shapes as the model it names."""
     with torch.device("meta"):  # builds the module without allocating its weights
         reference = _build(manifest).state_dict()
@@ -142,18 +142,18 @@ def _replace_folder(tmp: Path, folder: Path) -> None:
 # ----------------------------------------------------------------------------------- loading
 
 
-def load_manifest(folder: Path) -> dict:
+def load_manifest(folder: Path) -> dict[str, Any]:
     """The validated manifest of the checkpoint in `folder`."""
     path = _require_file(Path(folder), MANIFEST_FILE)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))  # checked below
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     _check_manifest(manifest, source=str(path))
     return manifest
 
 
-def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model the manifest names, load its verified weights, and return it in eval mode."""
     folder = Path(folder)
     manifest = load_manifest(folder)
@@ -173,7 +173,7 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Mod
     return model.to(device).eval(), manifest
 
 
-def _build(manifest: dict) -> nn.Module:
+def _build(manifest: dict[str, Any]) -> nn.Module:
     spec = ModelSpec.model_validate(manifest["model"])
     return build_model(spec, in_channels=manifest["in_channels"], num_classes=manifest["num_classes"])
 
@@ -253,7 +253,7 @@ def _check_model(model: Any, source: str) -> None:
         raise CheckpointError(f"{source}: invalid model {model!r}: {exc.errors()[0]['msg']}") from exc
 
 
-def _check_optional(manifest: dict, source: str) -> None:
+def _check_optional(manifest: dict[str, Any], source: str) -> None:
     if "epoch" in manifest and not _is_int(manifest["epoch"], 0):
         raise CheckpointError(f"{source}: epoch must be an int >= 0; got {manifest['epoch']!r}")
     test_acc = manifest.get("test_acc")

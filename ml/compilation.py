@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,18 +48,19 @@ def compile_model(model: nn.Module, mode: str | None) -> nn.Module:
     if mode is None:
         return model
     logger.info("compiling the model with torch.compile(mode=%r)", mode)
-    return torch.compile(model, mode=mode, dynamic=False)
+    return cast(nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
 
 
-def compiled_calls(mode: str | None) -> contextlib.AbstractContextManager:
+def compiled_calls(mode: str | None) -> contextlib.AbstractContextManager[None]:
     """The Dynamo settings a compiled model's calls run under, scoped to the `with` block rather than
     set for the whole process: more recompiles kept (RECOMPILE_LIMIT), and a backend failure runs that
     frame eagerly, logged, instead of failing the job (suppress_errors). Nothing for eager runs."""
     if mode is None:
         return contextlib.nullcontext()
     dynamo = torch._dynamo.config
-    return dynamo.patch(
+    patch: contextlib.AbstractContextManager[None] = dynamo.patch(
         recompile_limit=max(dynamo.recompile_limit, RECOMPILE_LIMIT),
         accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT),
         suppress_errors=True,
     )
+    return patch

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from ml import downloads
@@ -48,6 +49,8 @@ IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 SPLITS_CACHE_SIZE = 4  # full CIFAR-10 is ~180 MB of uint8; four datasets per worker is plenty
 MAX_IMAGE_PIXELS = 64_000_000  # 8000x8000: above any photo we'd train on, below a decompression bomb
 Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)
+_Stamp = tuple[tuple[str, int, int], ...]  # (path, size, mtime) per file
+_Files = tuple[tuple[str, int], ...]  # (path, label) per image
 
 
 class DatasetError(ValueError):
@@ -154,14 +157,14 @@ def hold_out(images: ImageSet, fraction: float, *, seed: int) -> tuple[ImageSet,
     return (ImageSet(images.images[~held], images.labels[~held]), ImageSet(images.images[held], images.labels[held]))
 
 
-def _frozen(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+def _frozen(images: np.ndarray, labels: npt.ArrayLike) -> ImageSet:
     """An ImageSet for the cache: read-only, so no caller can change what later jobs get."""
     images, labels = np.ascontiguousarray(images, np.uint8), np.asarray(labels, np.int64)
     images.flags.writeable = labels.flags.writeable = False
     return ImageSet(images, labels)
 
 
-def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+def _stamp(paths: list[Path]) -> _Stamp:
     """What the cache keys on besides the name: the files' sizes and modification times."""
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
@@ -188,7 +191,7 @@ def _cifar10(data_dir: Path, on_download: downloads.OnBytes | None) -> _Splits:
 
 
 @functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
-def _cached_cifar10(folder: Path, stamp: tuple) -> _Splits:
+def _cached_cifar10(folder: Path, stamp: _Stamp) -> _Splits:
     del stamp  # only part of the cache key
     train = [_read_cifar_batch(folder / name) for name in CIFAR10_TRAIN_BATCHES]
     test = _read_cifar_batch(folder / "test_batch")
@@ -280,7 +283,7 @@ def _find_fmnist(folders: list[Path]) -> list[Path] | None:
 
 
 @functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
-def _cached_fashion_mnist(files: tuple[Path, ...], stamp: tuple) -> _Splits:
+def _cached_fashion_mnist(files: tuple[Path, ...], stamp: _Stamp) -> _Splits:
     del stamp  # only part of the cache key
     train_images, train_labels, test_images, test_labels = files
     splits = []
@@ -355,7 +358,7 @@ def _class_dirs(folder: Path, split: str) -> list[str]:
     return names
 
 
-def _list_split(folder: Path, split: str, classes: list[str]) -> tuple[tuple[str, int], ...]:
+def _list_split(folder: Path, split: str, classes: list[str]) -> _Files:
     """(file, label) of a split, class by class, files sorted by name; hidden files skipped."""
     files = []
     for name in _class_dirs(folder, split):
@@ -376,7 +379,7 @@ def _list_split(folder: Path, split: str, classes: list[str]) -> tuple[tuple[str
 
 @functools.lru_cache(maxsize=SPLITS_CACHE_SIZE)
 def _cached_image_folder(
-    folder: Path, image_size: int, classes: tuple[str, ...], train: tuple, test: tuple, stamp: tuple
+    folder: Path, image_size: int, classes: tuple[str, ...], train: _Files, test: _Files, stamp: _Stamp
 ) -> _Splits:
     del folder, stamp  # only part of the cache key
     splits = []

@@ -110,7 +110,8 @@ def _maps(method: str, activations: np.ndarray, grads: np.ndarray, shape: torch.
         weights = (np.maximum(grads, 0) * aij).sum(axis=(2, 3))
     cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0)
     scaled = scale_cam_image(cam, (shape[-1], shape[-2]))  # BaseCAM.compute_cam_per_layer
-    return np.clip(scale_cam_image(np.maximum(scaled, 0)), 0.0, 1.0).astype(np.float32)  # aggregate_multi_layers
+    maps: np.ndarray = np.clip(scale_cam_image(np.maximum(scaled, 0)), 0.0, 1.0)  # aggregate_multi_layers
+    return maps.astype(np.float32)
 
 
 @contextmanager
@@ -149,7 +150,8 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, size: int = OVERLAY_SIZE) -> 
     heat = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32)).resize((size, size), Image.Resampling.BILINEAR)
     mask = np.clip(np.asarray(heat), 0.0, 1.0)
     base = np.asarray(big, dtype=np.float32) / 255.0
-    return show_cam_on_image(base, mask, use_rgb=True, image_weight=IMAGE_WEIGHT)
+    blended: np.ndarray = show_cam_on_image(base, mask, use_rgb=True, image_weight=IMAGE_WEIGHT)
+    return blended
 
 
 def to_png_bytes(image: np.ndarray) -> bytes:

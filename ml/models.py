@@ -41,7 +41,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        activated: Tensor = self.relu(out + self.shortcut(x))
+        return activated
 
 
 class ResNet18(nn.Module):
@@ -68,15 +69,17 @@ class ResNet18(nn.Module):
     @staticmethod
     def sides(image_size: int) -> list[int]:
         """The side of each stage's output for image_size inputs: layer2-4 halve it (stride 2, padding 1)."""
-        halve = lambda side: (side - 1) // 2 + 1  # noqa: E731
+        halve: Callable[[int], int] = lambda side: (side - 1) // 2 + 1  # noqa: E731
         return [image_size, image_size, halve(image_size), halve(halve(image_size)), halve(halve(halve(image_size)))]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Up to and including GradCAM's layer (layer4): (N, 8w, S/8, S/8)."""
-        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        features: Tensor = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return features
 
     def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(self.pool(features).flatten(1))
+        logits: Tensor = self.fc(self.pool(features).flatten(1))
+        return logits
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -122,10 +125,12 @@ class CustomResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Up to and including GradCAM's layer (layer3 with its residual): (N, 8w, S/8, S/8)."""
-        return self.layer3(self.layer2(self.layer1(self.prep(x))))
+        features: Tensor = self.layer3(self.layer2(self.layer1(self.prep(x))))
+        return features
 
     def forward_head(self, features: Tensor) -> Tensor:
-        return self.fc(self.pool(features).flatten(1))
+        logits: Tensor = self.fc(self.pool(features).flatten(1))
+        return logits
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -154,7 +159,8 @@ def flip_averaged(model: nn.Module, images: Tensor, logits: Tensor) -> Tensor:
     """Test-time flip (TrainSpec.test_time_flip): `logits`, the model's for `images` (N, C, H, W), averaged
     with its logits for their mirror images. One definition for evaluation and /predict, so that a
     checkpoint predicts what its reported accuracy measured."""
-    return (logits + model(images.flip(3)).to(logits.dtype)) / 2
+    flipped: Tensor = model(images.flip(3))
+    return (logits + flipped.to(logits.dtype)) / 2
 
 
 def unwrap(model: nn.Module) -> nn.Module:

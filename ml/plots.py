@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,9 @@ matplotlib.use("Agg")  # before pyplot: no display on a worker
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 110  # 6.4 x 4.4 inch curves come out about 700 x 480 pixels
 CURVE_SIZE = (6.4, 4.4)  # inches
@@ -34,17 +37,23 @@ def _save(fig: Figure, path: Path | str) -> Path:
     return path
 
 
-def _note_empty(ax, what: str) -> None:
+def _note_empty(ax: Axes, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} recorded", ha="center", va="center", transform=ax.transAxes)
 
 
-def _series(epochs: Sequence[Mapping], key: str, scale: float = 1.0) -> list[float]:
+def _series(epochs: Sequence[Mapping[str, Any]], key: str, scale: float = 1.0) -> list[float]:
     values = [record.get(key) for record in epochs]
     return [math.nan if v is None else float(v) * scale for v in values]
 
 
 def _plot_epochs(
-    epochs: Sequence[Mapping], path: Path | str, *, keys: dict[str, str], scale: float, ylabel: str, title: str
+    epochs: Sequence[Mapping[str, Any]],
+    path: Path | str,
+    *,
+    keys: dict[str, str],
+    scale: float,
+    ylabel: str,
+    title: str,
 ) -> Path:
     fig, ax = plt.subplots(figsize=CURVE_SIZE, layout="constrained")
     if epochs:
@@ -52,7 +61,9 @@ def _plot_epochs(
         for key, label in keys.items():
             ax.plot(x, _series(epochs, key, scale), marker="o", markersize=3, label=label)
         ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        locator = ax.xaxis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # the default AutoLocator is one
+            locator.set_params(integer=True)
     else:
         _note_empty(ax, "epochs")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
@@ -60,7 +71,7 @@ def _plot_epochs(
     return _save(fig, path)
 
 
-def plot_accuracy(epochs: Sequence[Mapping], path: Path | str) -> Path:
+def plot_accuracy(epochs: Sequence[Mapping[str, Any]], path: Path | str) -> Path:
     """Train and test accuracy per epoch, in percent (records hold fractions)."""
     return _plot_epochs(
         epochs,
@@ -83,7 +94,7 @@ def loss_labels(label_smoothing: float) -> dict[str, str]:
     }
 
 
-def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: float = 0.0) -> Path:
+def plot_loss(epochs: Sequence[Mapping[str, Any]], path: Path | str, *, label_smoothing: float = 0.0) -> Path:
     """Train and test loss per epoch, each labelled with what it measures (loss_labels)."""
     return _plot_epochs(
         epochs,
@@ -95,7 +106,9 @@ def plot_loss(epochs: Sequence[Mapping], path: Path | str, *, label_smoothing: f
     )
 
 
-def plot_history(epochs: Sequence[Mapping], out_dir: Path | str, *, label_smoothing: float = 0.0) -> list[Path]:
+def plot_history(
+    epochs: Sequence[Mapping[str, Any]], out_dir: Path | str, *, label_smoothing: float = 0.0
+) -> list[Path]:
     """accuracy.png and loss.png in out_dir (the two curves of a train run)."""
     out_dir = Path(out_dir)
     return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Required, TypedDict
 
 import torch
 from torch.optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
@@ -73,7 +74,13 @@ def build_schedule(spec: TrainSpec, optimizer: torch.optim.Optimizer, *, steps_p
     return Schedule(None, per_batch=False)
 
 
-def _momentum(sched: OneCycleSpec | CyclicSpec, momentum: float) -> dict[str, float | bool]:
+class _MomentumArgs(TypedDict, total=False):
+    cycle_momentum: Required[bool]
+    base_momentum: float
+    max_momentum: float
+
+
+def _momentum(sched: OneCycleSpec | CyclicSpec, momentum: float) -> _MomentumArgs:
     """torch's momentum arguments: cycling only when asked and when there is momentum to cycle, between
     the spec's range (whose defaults follow the optimizer's momentum); otherwise torch leaves it alone."""
     base, top = sched.momentum_range(momentum)

@@ -313,7 +313,7 @@ def cmd_predict(api: Api, args: argparse.Namespace) -> int:
 # ---- the command line ----------------------------------------------------------------------------
 
 
-def add_job_commands(commands: argparse._SubParsersAction) -> None:
+def add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, endpoint, what in (
         ("lr-find", "/jobs/lr-finder", "an LR range test"),
         ("train", "/jobs/train", "a training run"),
@@ -343,7 +343,7 @@ def add_job_commands(commands: argparse._SubParsersAction) -> None:
     artifacts.set_defaults(func=cmd_artifacts)
 
 
-def add_model_commands(commands: argparse._SubParsersAction) -> None:
+def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     commands.add_parser("checkpoints", help="list checkpoints").set_defaults(func=cmd_checkpoints)
 
     predict = commands.add_parser("predict", help="classify images with a checkpoint")
@@ -377,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     api = Api(args.url, api_key=args.api_key, timeout=args.timeout)
     try:
-        return args.func(api, args)
+        exit_code: int = args.func(api, args)
+        return exit_code
     except ApiError as exc:
         print(f"error: {exc.status_code}: {exc.detail}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ the store does not know is a 404; an action the job's state forbids is a 409."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
@@ -12,13 +13,15 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from core.broker import BROKER_UNREACHABLE, BrokerUnavailable
 from core.store import JobNotFound, JobStateConflict
-from service.broker import BROKER_UNREACHABLE, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
 STORE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 BROKER_ERRORS = (BrokerUnavailable, KombuOperationalError, RedisError)
+# a route's or router's `responses=`: status code -> its OpenAPI response object
+Responses = dict[int | str, dict[str, Any]]
 
 
 STORE_UNREACHABLE = "job store unreachable (DATABASE_URL); the API's log has the details"
@@ -55,9 +58,9 @@ async def job_state_conflict(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    for error in STORE_ERRORS:
-        app.add_exception_handler(error, store_unavailable)
-    for error in BROKER_ERRORS:
-        app.add_exception_handler(error, broker_unavailable)
+    for store_error in STORE_ERRORS:
+        app.add_exception_handler(store_error, store_unavailable)
+    for broker_error in BROKER_ERRORS:
+        app.add_exception_handler(broker_error, broker_unavailable)
     app.add_exception_handler(JobNotFound, job_not_found)
     app.add_exception_handler(JobStateConflict, job_state_conflict)

@@ -19,6 +19,7 @@ from service import dashboard, docs, errors, predictions
 from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.deps import FailedAuths, require_api_key
+from service.errors import Responses
 from service.guards import Guard, SecurityHeaders
 from service.limits import ClientUploads, PredictGate, lower_priority
 from service.middleware import RequestContext
@@ -26,7 +27,7 @@ from service.reconciler import reconcile_forever
 from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
 
 logger = logging.getLogger(__name__)
-PROTECTED_ERRORS = {
+PROTECTED_ERRORS: Responses = {
     400: {"description": "the request could not be parsed (e.g. a body that is not JSON)"},
     401: {"description": "API_KEY is set and the request lacks 'Authorization: Bearer <API_KEY>'"},
 }
@@ -94,7 +95,7 @@ def create_app() -> FastAPI:
         delay=settings.PREDICT_BATCH_DELAY_MS / 1000,
         room=app.state.predict_gate.free,
     )
-    busy = {
+    busy: Responses = {
         408: {"description": "the body did not arrive within PREDICT_BODY_SECONDS"},
         429: {
             "description": "MAX_CONCURRENT_PREDICTS predictions run and PREDICT_QUEUE wait, a request waited "

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from core import store
+from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import session_for, utcnow
-from service.broker import Broker, BrokerUnavailable
+from service.broker import Broker
 from service.errors import STORE_ERRORS
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -28,7 +28,7 @@ class Sparse(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     @model_serializer(mode="wrap")
-    def _given_keys_only(self, handler: SerializerFunctionWrapHandler):  # no return type: keeps the schema
+    def _given_keys_only(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]  # no return type: keeps the schema
         data = handler(self)
         given = self.model_fields_set | set(self.model_extra or {})
         return {key: value for key, value in data.items() if key in given}
@@ -69,9 +69,10 @@ class ProgressPublic(Sparse):
     )
 
 
-def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict) -> dict:
+def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict[str, Any]) -> dict[str, Any]:
     """The contract's Job example, its params the spec's own example with every default filled in."""
-    params = spec.model_validate(spec.model_config["json_schema_extra"]["examples"][0]).model_dump(mode="json")
+    extra = cast("dict[str, Any]", spec.model_config["json_schema_extra"])
+    params = spec.model_validate(extra["examples"][0]).model_dump(mode="json")
     return {
         "id": "5f0c9a1e2b7d4c3f8e6a1b2c3d4e5f60",
         "kind": kind,
@@ -106,7 +107,7 @@ class JobBase(BaseModel):
     id: str
     kind: JobKind  # narrowed by each subclass; declared here to keep the contract's key order
     status: JobStatus
-    params: dict = Field(description="the validated request")
+    params: TrainSpec | LRFinderSpec = Field(description="the validated request")
     created_at: datetime
     # the nullable fields have a default so that the examples hold once /openapi.json drops their nulls
     started_at: datetime | None = None

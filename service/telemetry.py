@@ -12,7 +12,7 @@ authorization: {credentials: <API_KEY>}}]`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,9 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import ENDED_STATUSES, Job, session_for, utcnow
-from service.broker import Broker, BrokerUnavailable
+from service.broker import Broker
 from service.errors import STORE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,10 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("lrcam_queue_depth", "jobs waiting in the broker's queue", value=depth)
 
 
-def _durations(ended: list[tuple[str, datetime, datetime]]) -> Iterator[HistogramMetricFamily]:
+def _durations(ended: Iterable[tuple[str, datetime | None, datetime | None]]) -> Iterator[HistogramMetricFamily]:
     by_kind: dict[str, list[float]] = {}
     for kind, started, finished in ended:
+        assert started is not None and finished is not None, f"ended job without its times: {started}, {finished}"
         by_kind.setdefault(kind, []).append((finished - started).total_seconds())
     family = HistogramMetricFamily(
         "lrcam_job_duration_seconds", f"run time of the last {RECENT_JOBS} finished jobs", labels=["kind"]

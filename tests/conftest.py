@@ -1,14 +1,28 @@
-"""Session-wide fixtures: tiny real datasets in the layouts ml.data reads, under tmp DATA_DIRs.
-They are shared by the whole session: tests must not modify them (copy to tmp_path first)."""
+"""Fixtures of every test folder.
+
+Session-wide, tiny real datasets in the layouts ml.data reads, under tmp DATA_DIRs: shared by the
+whole session, tests must not modify them (copy to tmp_path first). Per test, settings on a fresh
+store in tmp (SQLite, or PostgreSQL in a schema of its own) and a session on it: the job store as the
+API and the workers share it."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from datasets import SHAPES, gray28_to_cifar, write_cifar_batches, write_shapes
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from stores import POSTGRES_URL, postgres_schema_url, skip_without_postgres
+
+from core.config import Settings, get_settings
+from core.db import session_for
 
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR_TRAIN_IMAGES = 600  # 120 per data batch
@@ -72,6 +86,78 @@ def image_folder_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_shapes(data_dir / "shapes" / "test", per_class=SHAPES_TEST, seed=1)
     (data_dir / "shapes" / "train" / SHAPES[0] / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1 not an image")
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    try:
+        with create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2}).connect():
+            return True
+    except OperationalError:
+        return False
+
+
+@pytest.fixture
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    """A fresh PostgreSQL store: a schema of its own (in search_path), dropped afterwards."""
+    skip_without_postgres()
+    if not postgres_available:
+        pytest.fail(f"PostgreSQL is not reachable at {make_url(POSTGRES_URL).render_as_string(hide_password=True)}")
+    with postgres_schema_url(POSTGRES_URL, prefix="t") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'app.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'app.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Environment settings on a fresh SQLite store in tmp_path; change them with `configure`."""
+    values = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "JOB_QUEUE": f"lrcam-test-{uuid.uuid4().hex[:8]}",
+        "DATA_DIR": str(tmp_path / "data"),
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "METRICS_CACHE_SECONDS": "0",  # each test reads what it just wrote; the cache has tests of its own
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    for name in ("API_KEY", "CORS_ORIGINS", "JOB_LEASE_SECONDS", "MAX_UPLOAD_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def configure(settings: Settings, monkeypatch: pytest.MonkeyPatch):
+    """configure(NAME=value, ...) -> the new Settings (the environment changed, the cache cleared)."""
+
+    def _configure(**values: Any) -> Settings:
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        get_settings.cache_clear()
+        return get_settings()
+
+    return _configure
+
+
+@pytest.fixture
+def session(settings: Settings) -> Iterator[Session]:
+    with session_for(settings.DATABASE_URL) as db_session:
+        yield db_session
 
 
 def _fmnist_names() -> list[str]:

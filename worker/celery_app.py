@@ -49,13 +49,13 @@ app.conf.update(
 )
 
 
-@signals.setup_logging.connect
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]  # celery ships no type hints
 def _logging(loglevel: int | str | None = None, **_: object) -> None:
     """Our handler instead of Celery's: job and request ids on every line, LOG_FORMAT honoured."""
     logs.configure(settings.LOG_FORMAT, loglevel or logging.INFO)
 
 
-@signals.worker_init.connect
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # celery ships no type hints
 def check_the_device(**_: object) -> None:
     """WORKER_DEVICE=cuda (the GPU image) and no GPU visible: refuse to start rather than train on the CPU."""
     if settings.WORKER_DEVICE == "cuda":
@@ -69,7 +69,7 @@ def check_the_device(**_: object) -> None:
             )
 
 
-@signals.worker_init.connect
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # celery ships no type hints
 def _check_the_store(**_: object) -> None:
     """Refuse to start on a store at a schema revision this code does not know (a newer lrcam
     migrated it); bring an older one up to date. A store that does not answer yet is no reason not

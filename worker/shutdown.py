@@ -22,7 +22,7 @@ class ShutdownRequested(BaseException):
     KeyboardInterrupt: it is no error of the job, and no `except Exception` may swallow it."""
 
 
-@signals.worker_shutting_down.connect
+@signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]  # celery ships no type hints
 def _on_worker_shutting_down(**_: Any) -> None:
     # Runs in Celery's signal handler, between two bytecodes of the running job: only set a flag.
     SHUTDOWN.set()

@@ -47,7 +47,7 @@ def job_logging(job_id: str, settings: Settings) -> Iterator[None]:
         job_id_var.reset(token)
 
 
-@app.task(name=TASK_NAME, bind=True)
+@app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]  # celery ships no type hints
 def run_job(self: Task, job_id: str, kind: str, params: dict[str, Any]) -> str:
     """Run job `job_id` once: skipped when it ended, was cancelled, or runs in another live delivery."""
     settings = get_settings()
@@ -124,7 +124,7 @@ def requeue(settings: Settings, kind: str, params: dict[str, Any], *, claim: sto
         logger.info("job %s: interrupted by the shutdown; now %s", job_id, status or "no longer ours")
         return status or "interrupted"
     try:
-        app.send_task(TASK_NAME, **task_args(job_id, kind, params), retry=False)
+        app.send_task(TASK_NAME, **task_args(job_id, kind, params), queue=settings.JOB_QUEUE, retry=False)
     except BROKER_ERRORS as exc:
         logger.warning("job %s: queued again; the reconciler will send it (%s)", job_id, exc)
     logger.info("job %s: interrupted by the worker's shutdown; queued again", job_id)

@@ -10,11 +10,12 @@ from fastapi.responses import FileResponse
 
 from core import store
 from service.deps import SessionDep, SettingsDep
+from service.errors import Responses
 from service.schemas import ArtifactPublic, ArtifactsPublic
 
 router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
 
-UNKNOWN = {404: {"description": "no such job, or no artifact of that name"}}
+UNKNOWN: Responses = {404: {"description": "no such job, or no artifact of that name"}}
 
 
 @router.get("", responses=UNKNOWN)

@@ -63,15 +63,15 @@ def list_models() -> ModelsPublic:
     high = next(m.le for m in width.metadata if isinstance(m, Le))
     options = {"width": {"default": width.default, "min": low, "max": high, "description": width.description}}
     models = [ModelPublic(name=name, options=options, **info) for name, info in MODELS.items()]
-    return ModelsPublic(models=models, presets=PRESETS)
+    return ModelsPublic(models=models, presets=[PresetPublic.model_validate(preset) for preset in PRESETS])
 
 
 @router.get("/datasets")
 def list_datasets(settings: SettingsDep) -> DatasetsPublic:
-    from ml import data  # numpy and Pillow only: its constants are the one truth about file layouts
+    from ml import data, downloads  # numpy and Pillow only: its constants are the one truth about file layouts
 
     data_dir = settings.DATA_DIR
-    cifar = data_dir / data.CIFAR10_FOLDER
+    cifar = data_dir / downloads.CIFAR10_FOLDER
     cifar_files = [*data.CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta"]
     fmnist_dirs = [data_dir / data.FMNIST_TORCHVISION_DIR, data.FMNIST_SYSTEM_DIR]
     fmnist_present = any(
@@ -84,7 +84,7 @@ def list_datasets(settings: SettingsDep) -> DatasetsPublic:
             DatasetPublic(
                 name="cifar10",
                 description="CIFAR-10: 50,000 + 10,000 colour images, 32x32, 10 classes",
-                layout=f"{data.CIFAR10_FOLDER}/ (the CIFAR-10 python batches)",
+                layout=f"{downloads.CIFAR10_FOLDER}/ (the CIFAR-10 python batches)",
                 present=all((cifar / name).is_file() for name in cifar_files),
                 classes=list(CIFAR10_CLASSES),
             ),

@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from sqlalchemy import text
 
+from core.broker import BrokerUnavailable
 from core.db import session_for
 from service import telemetry
-from service.broker import BrokerDep, BrokerUnavailable
+from service.broker import BrokerDep
 from service.deps import SettingsDep, require_api_key
 from service.errors import STORE_ERRORS, store_unreachable
 from service.schemas import HealthPublic, ReadyPublic

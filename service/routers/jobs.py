@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -10,15 +10,18 @@ from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from core import store
+from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import Job, session_for
 from ml.specs import MAX_EPOCHS, LRFinderSpec, TrainSpec
 from service.admission import check_dataset_on_disk, check_lr_finder_job
-from service.broker import Broker, BrokerDep, BrokerUnavailable
+from service.broker import Broker, BrokerDep
 from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.deps import Limit, Offset, SessionDep, SettingsDep
+from service.errors import Responses
 from service.schemas import (
     BestEpochPublic,
+    EpochPublic,
     JobKind,
     JobPublic,
     JobsPublic,
@@ -32,11 +35,11 @@ from service.schemas import (
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-UNAVAILABLE = {503: {"description": "the broker or the job store is unreachable"}}
-TOO_MANY = {429: {"description": "MAX_QUEUED_JOBS jobs are queued already"}}
-UNKNOWN_JOB = {404: {"description": "no job with this id"}}
+UNAVAILABLE: Responses = {503: {"description": "the broker or the job store is unreachable"}}
+TOO_MANY: Responses = {429: {"description": "MAX_QUEUED_JOBS jobs are queued already"}}
+UNKNOWN_JOB: Responses = {404: {"description": "no job with this id"}}
 LOCATION = {"Location": {"description": "the job's URL, /jobs/{id}", "schema": {"type": "string"}}}
-ACCEPTED = {202: {"description": "recorded and queued", "headers": LOCATION}}
+ACCEPTED: Responses = {202: {"description": "recorded and queued", "headers": LOCATION}}
 
 
 def _submit(session: Session, broker: Broker, settings: Settings, kind: str, params: dict[str, Any]) -> Job:
@@ -134,7 +137,7 @@ def cancel_job(job_id: str, session: SessionDep, broker: BrokerDep) -> JobPublic
     return job_public(job)
 
 
-NOT_MODIFIED = {304: {"description": "If-None-Match names the current metrics: the client has them"}}
+NOT_MODIFIED: Responses = {304: {"description": "If-None-Match names the current metrics: the client has them"}}
 
 
 @router.get(
@@ -192,7 +195,7 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
     return TrainMetricsPublic(
         job_id=job.id,
         status=job.status,  # type: ignore[arg-type]
-        epochs=[record for record in epochs if record["epoch"] > since_epoch],
+        epochs=[EpochPublic.model_validate(record) for record in epochs if record["epoch"] > since_epoch],
         best=result.get("best") or _best(epochs, _selected_on(job.params)),
         per_class_accuracy=result.get("per_class_accuracy"),
         stop_reason=result.get("stop_reason"),
@@ -201,7 +204,7 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
     )
 
 
-def _selected_on(params: dict[str, Any]) -> str:
+def _selected_on(params: dict[str, Any]) -> Literal["validation", "test"]:
     return "validation" if params.get("validation_split") else "test"
 
 

@@ -15,7 +15,7 @@ import pytest
 from e2e_support import Stack
 from PIL import Image
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LR_FINDER = {
     "dataset": {"name": "fashion_mnist", "train_subset": 500},

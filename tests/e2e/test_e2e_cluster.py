@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from stores import POSTGRES_URL, skip_without_postgres
 from stores import postgres_schema_url as postgres_schema_url_of
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOBS = 6
 LR_FINDER = {

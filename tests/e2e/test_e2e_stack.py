@@ -16,7 +16,7 @@ import pytest
 from e2e_support import LEASE_SECONDS, Stack
 from PIL import Image
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FASHION = {"name": "fashion_mnist", "train_subset": 600, "test_subset": 200}
 LR_FINDER = {

@@ -175,7 +175,9 @@ def compose_config(tmp_path: Path, env: str) -> subprocess.CompletedProcess[str]
 def test_compose_reads_every_setting_of_env_into_both_app_containers(tmp_path: Path) -> None:
     from core.config import Settings
 
-    result = compose_config(tmp_path, "API_KEY=k3y-0123456789abcdef\nPOSTGRES_PASSWORD=pw\nMAX_QUEUED_JOBS=7\nLOG_FORMAT=json\n")
+    result = compose_config(
+        tmp_path, "API_KEY=k3y-0123456789abcdef\nPOSTGRES_PASSWORD=pw\nMAX_QUEUED_JOBS=7\nLOG_FORMAT=json\n"
+    )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     fixed = {"REDIS_URL", "DATABASE_URL", "DATA_DIR", "ARTIFACTS_DIR"}
@@ -183,7 +185,10 @@ def test_compose_reads_every_setting_of_env_into_both_app_containers(tmp_path: P
         environment = {key: str(value) for key, value in services[name]["environment"].items()}
         assert set(Settings.model_fields) <= set(environment), f"{name} lacks settings"
         assert environment["MAX_QUEUED_JOBS"] == "7" and environment["LOG_FORMAT"] == "json"
-        assert environment["API_KEY"] == "k3y-0123456789abcdef" and ":pw@postgres:5432/lrcam" in environment["DATABASE_URL"]
+        assert (
+            environment["API_KEY"] == "k3y-0123456789abcdef"
+            and ":pw@postgres:5432/lrcam" in environment["DATABASE_URL"]
+        )
         defaults = {
             key: value for key, value in environment.items() if key in Settings.model_fields and key not in fixed
         }

@@ -54,6 +54,7 @@ def test_a_preset_job_has_no_warnings(client: TestClient, settings: Settings) ->
     assert client.get(f"/jobs/{job['id']}/metrics").json()["warnings"] == []
 
 
+@pytest.mark.slow  # two real trainings to an accuracy: the quick loop's longest test
 def test_a_users_normalize_holds_at_evaluation_and_predict(client: TestClient, settings: Settings) -> None:
     """A Normalize other than Fashion-MNIST's statistics (mean 0.29, std 0.35) trains, is tested and
     is served with its own statistics: the job reaches the preset pipeline's accuracy (evaluated on the

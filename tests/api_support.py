@@ -1,4 +1,5 @@
-"""Helpers of the API and worker tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers of the API, core and worker tests: a recording broker, a TestClient, jobs put in any state
+through the store (imported by name: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
