@@ -171,10 +171,9 @@ def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
 
 def resumed_trainer(s: TrainSpec, data_dir: Path, out: Path) -> Trainer:
     from ml.data import load_dataset
-    from ml.loaders import as_normalized_by
     from ml.progress import NullCallbacks
 
-    bundle = as_normalized_by(load_dataset(s.dataset, data_dir), s.augmentation)
+    bundle = load_dataset(s.dataset, data_dir)
     trainer = Trainer(s, bundle, out_dir=out, device=torch.device("cpu"), callbacks=NullCallbacks(), num_workers=0)
     trainer.resume()
     return trainer
