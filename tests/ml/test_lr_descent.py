@@ -42,9 +42,9 @@ def test_saved_real_curves_get_suggestions_before_their_minimum(name):
     assert_on_the_descending_part(curve["lrs"], curve["smoothed_losses"], suggestions)
 
 
-def test_the_readme_sweep_no_longer_suggests_a_diverging_lr():
-    """The README's request (Fashion-MNIST, custom_resnet width 16) suggested 0.74 with torch-lr-finder's
-    rule, on the rising part; its smoothed loss bottoms out at 0.095."""
+def test_the_readme_sweep_suggests_on_the_descent():
+    """The README's request (Fashion-MNIST, custom_resnet width 16): torch-lr-finder's rule would suggest
+    0.74, on the rising part; ours suggests on the descent, before the smoothed loss bottoms out at 0.095."""
     curve = saved_curves()["readme_fmnist_custom_resnet_w16"]
     suggestions = suggest(curve["lrs"], curve["smoothed_losses"], num_iter=curve["num_iter"])
     assert suggestions["steepest"] == pytest.approx(0.0102, rel=0.01)
