@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train import bundle_for
 from ml.loaders import make_loaders
+from ml.transforms import RunTransforms
 
 
 def epoch(loader, device: torch.device) -> int:
@@ -49,11 +50,15 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     bundle = bundle_for(args.data_dir, 10_000 if args.quick else 50_000)
-    common = {"augmentation": "default", "batch_size": args.batch_size, "seed": 0}
-    ours, _ = make_loaders(bundle, **common, device=device)
-    baseline, _ = make_loaders(
-        bundle, **common, batched=False, num_workers=args.workers, pin_memory=device.type == "cuda"
-    )
+    common = {"batch_size": args.batch_size, "seed": 0}
+    ours = make_loaders(bundle, RunTransforms.for_bundle("default", bundle), **common, device=device).train
+    baseline = make_loaders(
+        bundle,
+        RunTransforms.for_bundle("default", bundle, batched=False),
+        **common,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    ).train
     print(
         f"device {device}, {torch.get_num_threads()} threads, {len(bundle.train)} {bundle.name} images, "
         f"batch {args.batch_size}, baseline {args.workers} workers, load {os.getloadavg()[0]:.2f}"

@@ -31,6 +31,7 @@ from ml.lr_finder import _Cycle, range_test
 from ml.models import build_model
 from ml.runtime import autocast, memory_format
 from ml.specs import ModelSpec
+from ml.transforms import RunTransforms
 
 START_LR, END_LR = 1e-7, 0.1  # a range that does not diverge, so the sweep trains every batch
 NO_DIVERGENCE = 1e9  # diverge_th
@@ -85,7 +86,8 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     bundle = bundle_for(args.data_dir, subset=batch * 20)
-    loader, _ = make_loaders(bundle, augmentation="default", batch_size=batch, seed=0, device=device)
+    transforms = RunTransforms.for_bundle("default", bundle)
+    loader = make_loaders(bundle, transforms, batch_size=batch, seed=0, device=device).train
     model = build_model(ModelSpec(name="resnet18", width=width), in_channels=3, num_classes=10)
     model = model.to(device, memory_format=memory_format(device))  # as run_lr_finder places it
     optimizer = torch.optim.SGD(model.parameters(), lr=START_LR, momentum=0.9, weight_decay=5e-4)

@@ -9,22 +9,22 @@ import inspect
 import random
 import re
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import albumentations as A
 import cv2
 import numpy as np
 from pydantic import ValidationError
 
+if TYPE_CHECKING:  # torch: the API validates specs with this module and never loads torch
+    from ml.normalization import Normalization
+
 __all__ = [
     "TRANSFORMS",
-    "build_eval_transform",
     "build_train_transform",
+    "default_transforms",
     "describe",
-    "normalization",
     "reseed",
-    "transform_warnings",
     "validate_transforms",
 ]
 
@@ -78,19 +78,27 @@ TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} 
 ADVISORY = re.compile(r"deprecat|please use|consider using|is an alias|is very slow", re.IGNORECASE)
 
 
-def validate_transforms(transforms: list[dict]) -> list[str]:
+def validate_transforms(transforms: list[dict[str, Any]]) -> list[str]:
     """Raise ValueError naming the transform and argument for anything `build_train_transform`
     would refuse to build from this list; return albumentations' advice about the valid rest (e.g.
     "ShiftScaleRotate is a special case of Affine ..."), one line per warning."""
     notes: list[str] = []
-    built = [_build_transform(item, index=index, notes=notes) for index, item in enumerate(transforms)]
-    _check_normalize(built)
+    _build_list(transforms, notes=notes)
     return notes
 
 
-def _check_normalize(transforms: list[A.BasicTransform]) -> None:
+def _build_list(
+    items: list[dict[str, Any]], *, notes: list[str] | None, channels: int | None = None
+) -> list[A.BasicTransform]:
+    built = [_build_transform(item, index=index, notes=notes) for index, item in enumerate(items)]
+    _check_normalize(built, channels=channels)
+    return built
+
+
+def _check_normalize(transforms: list[A.BasicTransform], *, channels: int | None) -> None:
     """A user's Normalize becomes the model's normalization everywhere (evaluation, GradCAM, the
-    checkpoint, /predict), so it must be one fixed per-channel mean and std applied to every image."""
+    checkpoint, /predict), so it must be one fixed per-channel mean and std applied to every image
+    (one value, or one per channel when `channels` is known)."""
     found = [(i, t) for i, t in enumerate(transforms) if isinstance(t, A.Normalize)]
     if len(found) > 1:
         raise ValueError(
@@ -109,70 +117,46 @@ def _check_normalize(transforms: list[A.BasicTransform]) -> None:
                 f"augmentation[{index}] Normalize: p must be 1 (the model's input normalization "
                 f"applies to every image); got {transform.p}"
             )
-
-
-def normalization(
-    augmentation: str | list[dict], *, mean: Sequence[float], std: Sequence[float]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The per-channel (mean, std), in [0, 1] pixel units, that the model's inputs are normalized
-    with: those of the user's Normalize when the augmentation list has one (scaled from its
-    max_pixel_value), else the dataset's `mean` and `std`. Training, evaluation, the checkpoint's
-    manifest, GradCAM, samples.png and /predict all use this one pair."""
-    channels = len(mean)
-    items = augmentation if isinstance(augmentation, list) else []
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == "Normalize":
-            transform = _build_transform(item, index=index)
-            scale = float(transform.max_pixel_value) / 255.0
-            pair = [np.atleast_1d(np.asarray(v, dtype=float)) * scale for v in (transform.mean, transform.std)]
-            if any(v.size not in (1, channels) for v in pair):
-                raise ValueError(
-                    f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for {channels}-channel "
-                    f"images; got mean={transform.mean}, std={transform.std}"
-                )
-            user_mean, user_std = (tuple(float(x) for x in np.broadcast_to(v, (channels,))) for v in pair)
-            return user_mean, user_std
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def transform_warnings(augmentation: str | list[dict]) -> list[str]:
-    """What albumentations advises about a spec's augmentation list (validate_transforms); [] for presets."""
-    return validate_transforms(augmentation) if isinstance(augmentation, list) else []
+        sizes = {np.atleast_1d(np.asarray(v)).size for v in (transform.mean, transform.std)}
+        if channels is not None and not sizes <= {1, channels}:
+            raise ValueError(
+                f"augmentation[{index}] Normalize: mean and std need 1 or {channels} values for {channels}-channel "
+                f"images; got mean={transform.mean}, std={transform.std}"
+            )
 
 
 def build_train_transform(
-    augmentation: str | list[dict],
+    augmentation: str | list[dict[str, Any]],
     *,
     image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    seed: int | None = None,
+    normalization: Normalization,
+    notes: list[str] | None = None,
 ) -> A.Compose:
-    """The training pipeline for uint8 (image_size, image_size, C) images, ending in Normalize with
-    the dataset's statistics; `seed` makes its random choices reproducible."""
-    normalize = build_eval_transform(mean=mean, std=std).transforms[0]
+    """The training pipeline for uint8 (image_size, image_size, C) images: a preset, or the user's
+    list checked (validate_transforms, whose advice goes to `notes`) and tried on such images. It
+    holds one Normalize: the user's, else `normalization`'s (the dataset's statistics), last. Its
+    random state is albumentations' own: `reseed` it."""
+    normalize = normalization.transform()
     if augmentation == "default":
-        transforms = [*default_transforms(image_size=image_size, mean=mean), normalize]
+        transforms = [*default_transforms(image_size=image_size, normalization=normalization), normalize]
     elif augmentation == "none":
         transforms = [normalize]
     elif isinstance(augmentation, list):
-        transforms = [_build_transform(item, index=i) for i, item in enumerate(augmentation)]
+        transforms = _build_list(augmentation, notes=notes, channels=normalization.channels)
         if not any(isinstance(t, A.Normalize) for t in transforms):
             transforms.append(normalize)
     else:
         raise ValueError(f"augmentation must be 'default', 'none' or a list of transforms; got {augmentation!r}")
     compose = A.Compose(transforms)
     if isinstance(augmentation, list):
-        _check_runs(compose, shape=(image_size, image_size, len(mean)))
-    if seed is not None:
-        reseed(compose, seed)
+        _check_runs(compose, shape=(image_size, image_size, normalization.channels))
     return compose
 
 
-def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.BasicTransform]:
+def default_transforms(*, image_size: int, normalization: Normalization) -> list[A.BasicTransform]:
     """Pad-and-crop (default_pad: 4 px at 32 px), horizontal flip and Cutout (a square hole half the
-    image's side, 16x16 at 32 px, filled with the dataset mean so that it normalizes to 0): both
-    scale with the image size."""
+    image's side, 16x16 at 32 px, filled with the mean so that it normalizes to 0): both scale with
+    the image size."""
     hole, pad = image_size // 2, default_pad(image_size)
     return [
         A.PadIfNeeded(
@@ -184,15 +168,10 @@ def default_transforms(*, image_size: int, mean: Sequence[float]) -> list[A.Basi
             num_holes_range=(1, 1),
             hole_height_range=(hole, hole),
             hole_width_range=(hole, hole),
-            fill=tuple(float(round(m * 255)) for m in mean),
+            fill=tuple(float(v) for v in normalization.cutout_fill),
             p=0.5,
         ),
     ]
-
-
-def build_eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    """Normalize only: uint8 HWC in, float32 HWC out, (x / 255 - mean) / std per channel."""
-    return A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)])
 
 
 def reseed(compose: A.Compose, seed: int) -> None:
@@ -205,7 +184,8 @@ def reseed(compose: A.Compose, seed: int) -> None:
 
 def describe(compose: A.Compose) -> dict[str, Any]:
     """The pipeline as albumentations serializes it (JSON-ready), for augmentation.json."""
-    return A.to_dict(compose)
+    serialized: dict[str, Any] = A.to_dict(compose)
+    return serialized
 
 
 def _build_transform(item: Any, *, index: int, notes: list[str] | None = None) -> A.BasicTransform:
@@ -240,7 +220,7 @@ def _build_transform(item: Any, *, index: int, notes: list[str] | None = None) -
     return transform
 
 
-def _init_parameters(cls: type) -> list[str]:
+def _init_parameters(cls: type[A.BasicTransform]) -> list[str]:
     """The named keyword arguments of `cls`: a `**kwargs` does not mean any name is welcome."""
     parameters = inspect.signature(cls.__init__).parameters.values()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

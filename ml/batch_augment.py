@@ -8,7 +8,6 @@ as albumentations draws them (tests/ml/test_batch_augment.py compares the distri
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,38 +16,33 @@ import cv2
 import torch
 
 from ml.augment import PAD, build_train_transform, default_pad, describe
-from ml.specs import Augmentation
+from ml.normalization import Normalization
 
-__all__ = ["BatchAugment", "normalize", "pixels"]
+__all__ = ["BatchAugment", "effect", "pixels"]
 
 
 @dataclass(frozen=True)
 class BatchAugment:
     """What one batched pipeline does; `compose` is the albumentations pipeline it reproduces, the one
     `augmentation.json` describes. Cutout is one square hole of half the side, inside the image, filled
-    with the dataset mean (ml.augment.default_transforms)."""
+    with the mean (ml.augment.default_transforms)."""
 
     crop: bool  # reflect-101 pad by `pad` px per side, then a random crop back to size
     flip_p: float  # probability of a horizontal flip
     cutout_p: float  # probability of the Cutout hole
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    normalization: Normalization
     compose: A.Compose = field(compare=False)  # equal plans are equal whatever Compose object they carry
     pad: int = PAD  # px per side when `crop`: ml.augment.default_pad of the image size
 
     @classmethod
-    def from_spec(
-        cls, augmentation: Augmentation, *, image_size: int, mean: Sequence[float], std: Sequence[float]
-    ) -> BatchAugment | None:
-        """The batched equivalent of `augmentation`, or None when the batched path does not cover it
-        (then the albumentations DataLoader runs it). Covered: "default", "none", and lists that do
-        what one of those, a lone HorizontalFlip (any p), or the default's pad-and-crop and flip (any p)
-        without Cutout does, compared by `effect`, not by how they were written."""
-        mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    def equivalent(cls, compose: A.Compose, *, image_size: int, normalization: Normalization) -> BatchAugment | None:
+        """The batched equivalent of the training pipeline `compose` (normalized by `normalization`),
+        or None when the batched path does not cover it (then the albumentations DataLoader runs it).
+        Covered: what "default", "none", a lone HorizontalFlip (any p), or the default's pad-and-crop
+        and flip (any p) without Cutout do, compared by `effect`, not by how they were written."""
         if image_size <= default_pad(image_size):  # reflect-101 padding needs more pixels than it pads
             return None
-        compose = build_train_transform(augmentation, image_size=image_size, mean=mean, std=std)
-        target = effect(compose, channels=len(mean))
+        target = effect(compose, channels=normalization.channels)
         flips = [t.p for t in compose.transforms if isinstance(t, A.HorizontalFlip) and t.p > 0]
         pad = default_pad(image_size)
         crop = [
@@ -60,16 +54,19 @@ class BatchAugment:
             },
             {"name": "RandomCrop", "height": image_size, "width": image_size},
         ]
-        candidates = [("none", False, 0.0, 0.0), ("default", True, 0.5, 0.5)]
+        candidates: list[tuple[str | list[dict[str, Any]], bool, float, float]] = [
+            ("none", False, 0.0, 0.0),
+            ("default", True, 0.5, 0.5),
+        ]
         for p in flips[:1]:  # a lone flip, and the default without Cutout (short schedules: cifar10_cpu)
             candidates += [
                 ([{"name": "HorizontalFlip", "p": p}], False, p, 0.0),
                 ([*crop, {"name": "HorizontalFlip", "p": p}], True, p, 0.0),
             ]
         for spec, crops, flip_p, cutout_p in candidates:
-            equivalent = build_train_transform(spec, image_size=image_size, mean=mean, std=std)
-            if effect(equivalent, channels=len(mean)) == target:
-                return cls(crops, flip_p, cutout_p, mean, std, equivalent, pad=pad)
+            same = build_train_transform(spec, image_size=image_size, normalization=normalization)
+            if effect(same, channels=normalization.channels) == target:
+                return cls(crops, flip_p, cutout_p, normalization, same, pad=pad)
         return None
 
     def apply(
@@ -77,10 +74,10 @@ class BatchAugment:
     ) -> torch.Tensor:
         """Augmented, normalized float32 contiguous (B, C, H, W) images `indices` (B,) of `source`.
 
-        `source` is `pixels(images, mean)`: N images of (C, H, W) = `shape` flattened, then Cutout's
-        fill, one value per channel. The random draws come from `generator` (CPU) and are moved to the
-        device: a few bytes per batch. One index per output value, one gather (CPU gathers are fast
-        on flat uint8 and slow on 4-d tensors), then one pass to normalize."""
+        `source` is `pixels(images, normalization.cutout_fill)`: N images of (C, H, W) = `shape`
+        flattened, then Cutout's fill, one value per channel. The random draws come from `generator`
+        (CPU) and are moved to the device: a few bytes per batch. One index per output value, one
+        gather (CPU gathers are fast on flat uint8 and slow on 4-d tensors), then one pass to normalize."""
         channels, height, width = shape
         batch, device = len(indices), source.device
         plane, image = height * width, channels * height * width
@@ -95,7 +92,7 @@ class BatchAugment:
             holes, fills = _holes(draws, shape, fill_start=source.numel() - channels)
             flat.view(-1).put_(holes.to(device, non_blocking=True), fills.to(device, non_blocking=True))
         values = source.take(flat)
-        return _normalize_planar(values, mean=self.mean, std=self.std)
+        return self.normalization.normalize_planar(values)
 
     def _draws(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The per-sample random choices, drawn as albumentations draws them: crop offsets uniform in
@@ -154,29 +151,11 @@ def _cutout_effect(arguments: dict[str, Any], *, channels: int) -> dict[str, Any
     return arguments
 
 
-def pixels(images: torch.Tensor, mean: Sequence[float]) -> torch.Tensor:
+def pixels(images: torch.Tensor, fill: tuple[int, ...]) -> torch.Tensor:
     """uint8 (N, H, W, C) images as the flat planar source `BatchAugment.apply` gathers from: each
-    image (C, H, W), then Cutout's fill, the dataset mean in uint8 per channel (default_transforms)."""
-    fill = torch.tensor([round(m * 255) for m in mean], dtype=torch.uint8, device=images.device)
-    return torch.cat([images.permute(0, 3, 1, 2).reshape(-1), fill])
-
-
-def normalize(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, H, W, C) to float32 contiguous (B, C, H, W), (x / 255 - mean) / std per channel: the
-    eval transform, batched. Contiguous, not channels_last: see ml.runtime.memory_format."""
-    return _normalize_planar(images.permute(0, 3, 1, 2), mean=mean, std=std)
-
-
-def _normalize_planar(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, C, H, W), any strides, to normalized float32 with the standard NCHW strides. Not
-    `.contiguous()`: with one channel a permuted NHWC batch already counts as contiguous, yet its
-    strides (HW, 1, W, 1) send CPU convolutions down oneDNN's channels_last path (the defect of
-    ml.runtime.memory_format)."""
-    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    out.copy_(images)
-    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, -1, 1, 1)
-    return out.mul_(scale).add_(shift)
+    image (C, H, W), then Cutout's `fill`, one uint8 value per channel (Normalization.cutout_fill)."""
+    values = torch.tensor(fill, dtype=torch.uint8, device=images.device)
+    return torch.cat([images.permute(0, 3, 1, 2).reshape(-1), values])
 
 
 def _axis(offset: torch.Tensor, size: int, *, pad: int, flip: torch.Tensor | None = None) -> torch.Tensor:

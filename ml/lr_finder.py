@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.augment import transform_warnings
-from ml.data import load_dataset
-from ml.loaders import as_normalized_by, make_loaders
-from ml.models import build_model
 from ml.plots import plot_lr_finder
-from ml.progress import Callbacks, NullCallbacks, download_progress
-from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
+from ml.progress import Callbacks, NullCallbacks
+from ml.run import load_data, set_up
+from ml.runtime import autocast, memory_format, resolve_device, write_json
 from ml.specs import LRFinderSpec
 
 STEP_MODES = ("exp", "linear")
@@ -41,6 +38,8 @@ PROGRESS_EVERY = 5  # iterations between progress reports: the store gets a few 
 SYNC_EVERY_CUDA = 10  # iterations between host reads of the loss on a GPU (see default_sync_every)
 STEEPEST_SKIP = (10, 5)  # pytorch-lr-finder's plot(skip_start=10, skip_end=5); the end is cut at the minimum here
 RISE_MIN_FALL = 0.1  # rise_stop engages only once the smoothed loss fell 10% below its first value
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> loss
 
 
 @dataclass
@@ -65,7 +64,7 @@ def lr_at(iteration: int, *, start_lr: float, end_lr: float, num_iter: int, step
     """The LR of one iteration: pytorch-lr-finder's ExponentialLR / LinearLR with r = i / (num_iter - 1)."""
     r = iteration / (num_iter - 1)
     if step_mode == "exp":
-        return start_lr * (end_lr / start_lr) ** r
+        return float(start_lr * (end_lr / start_lr) ** r)
     if step_mode == "linear":
         return start_lr + r * (end_lr - start_lr)
     raise ValueError(f"unknown step_mode {step_mode!r}; expected one of {list(STEP_MODES)}")
@@ -82,10 +81,10 @@ def _check_range(start_lr: float, end_lr: float, num_iter: int, step_mode: str, 
         raise ValueError(f"smooth_f must be in [0, 1); got {smooth_f}")
 
 
-class _Cycle(Iterator):
+class _Cycle(Iterator[tuple[torch.Tensor, torch.Tensor]]):
     """Batches from an iterable, starting it again when it runs out (pytorch-lr-finder's auto_reset)."""
 
-    def __init__(self, batches: Iterable) -> None:
+    def __init__(self, batches: Iterable[Sequence[torch.Tensor]]) -> None:
         self._batches = batches
         self._iterator = iter(batches)
 
@@ -108,7 +107,11 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable, batch: tuple, device: torch.device
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Criterion,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
 ) -> torch.Tensor:
     """One SGD step on one batch (the model already in train mode); returns its loss, still on the
     device: reading it is left to the sweep, once per chunk. A non-finite loss steps too; the sweep
@@ -119,9 +122,10 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     with autocast(device):
         loss = criterion(model(inputs), labels)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
     optimizer.step()
-    return loss.detach().float()
+    detached: torch.Tensor = loss.detach().float()
+    return detached
 
 
 def default_sync_every(device: torch.device) -> int:
@@ -134,8 +138,8 @@ def default_sync_every(device: torch.device) -> int:
 def _sweep(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterable,
-    criterion: Callable,
+    batches: Iterable[Sequence[torch.Tensor]],
+    criterion: Criterion,
     lrs: list[float],
     smooth_f: float,
     diverge_th: float,
@@ -185,9 +189,9 @@ def _rose_back(first: float, best: float, smoothed: float, rise_stop: float | No
 def range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterable,
+    batches: Iterable[Sequence[torch.Tensor]],
     *,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    criterion: Criterion,
     start_lr: float,
     end_lr: float,
     num_iter: int,
@@ -315,35 +319,6 @@ def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, A
     }
 
 
-def _setup(spec: LRFinderSpec, data_dir: Path, device: torch.device, num_workers: int, callbacks: Callbacks) -> tuple:
-    """(model, optimizer, train_loader) for a spec, the model on `device`."""
-    seed_everything(spec.seed)
-    bundle = as_normalized_by(
-        load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name)),
-        spec.augmentation,
-    )
-    train_loader, _ = make_loaders(
-        bundle,
-        augmentation=spec.augmentation,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        device=device,
-    )
-    model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
-    model = model.to(device, memory_format=memory_format(device))
-    sgd = spec.optimizer
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=spec.start_lr,
-        momentum=sgd.momentum,
-        weight_decay=sgd.weight_decay,
-        nesterov=sgd.nesterov,
-    )
-    return model, optimizer, train_loader
-
-
 def run_lr_finder(
     spec: LRFinderSpec,
     *,
@@ -357,15 +332,14 @@ def run_lr_finder(
 
     num_workers: data-loading processes; None = 0 on CPU (2 cores keep up), up to 8 on a GPU."""
     device = resolve_device(device)
-    if num_workers is None:
-        num_workers = default_num_workers(device)
     callbacks = callbacks or NullCallbacks()
-    model, optimizer, train_loader = _setup(spec, Path(data_dir), device, num_workers, callbacks)
+    bundle, _ = load_data(spec, Path(data_dir), callbacks=callbacks)
+    run = set_up(spec, bundle, lr=spec.start_lr, device=device, num_workers=num_workers)
     started = time.perf_counter()
     curve = range_test(
-        model,
-        optimizer,
-        train_loader,
+        run.model,
+        run.optimizer,
+        run.loaders.train,
         criterion=nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing),
         start_lr=spec.start_lr,
         end_lr=spec.end_lr,
@@ -377,7 +351,7 @@ def run_lr_finder(
         callbacks=callbacks,
     )
     metrics = build_metrics(curve, num_iter=spec.num_iter, seconds=time.perf_counter() - started)
-    metrics["warnings"] = transform_warnings(spec.augmentation)
+    metrics["warnings"] = list(run.transforms.warnings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics, allow_nan=False)

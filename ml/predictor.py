@@ -14,16 +14,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ml.batch_augment import normalize
 from ml.checkpoints import load_model
 from ml.data import fit_image
 from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
 from ml.models import flip_averaged
+from ml.normalization import Normalization
 
 # Overlays are resized and PNG-encoded (in C code that releases the GIL), then base64-encoded: a batch's
 # spread over the cores (one image is rendered in the caller's thread; the pool's threads start on first use).
@@ -50,8 +51,7 @@ class Predictor:
         self.classes: list[str] = list(self.manifest["classes"])
         self.in_channels: int = self.manifest["in_channels"]
         self.image_size: int = self.manifest["image_size"]
-        self.mean = np.asarray(self.manifest["mean"], dtype=np.float32)
-        self.std = np.asarray(self.manifest["std"], dtype=np.float32)
+        self.normalization = Normalization.of(self.manifest["mean"], self.manifest["std"])
         # evaluated on each image and its mirror image (TrainSpec.test_time_flip): predict the same way
         self.test_time_flip = bool(self.manifest.get("spec", {}).get("test_time_flip", False))
         # One lock for every forward pass: parallel passes would only fight over the same cores.
@@ -65,7 +65,7 @@ class Predictor:
         gradcam: bool = False,
         method: str = "gradcam",
         target: str = "pred",
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One dict per image: label, class_index, confidence, topk [{label, probability}], gradcam."""
         query = self.query(images, topk=topk, target=target)
         return self.predict_many([query], gradcam=gradcam, method=method)[0]
@@ -81,7 +81,7 @@ class Predictor:
 
     def predict_many(
         self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam"
-    ) -> list[list[dict]]:
+    ) -> list[list[dict[str, Any]]]:
         """Each query's results (as `predict`'s), from one forward pass, and one GradCAM backward, over
         the images of all of them: how the API serves concurrent requests (service.batching)."""
         check_method(method)
@@ -136,7 +136,7 @@ class Predictor:
                 cams[i], chosen[i] = cam, predicted[i]
         return logits
 
-    def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict]:
+    def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict[str, Any]]:
         """The `gradcam` field of each result: the map over its image as a base64 PNG."""
         size = overlay_size(self.image_size)
 
@@ -148,7 +148,7 @@ class Predictor:
             {"method": method, "target": self.classes[i], "overlay_png_base64": png} for png, i in zip(encoded, chosen)
         ]
 
-    def _describe(self, probs: np.ndarray, k: int) -> dict:
+    def _describe(self, probs: np.ndarray, k: int) -> dict[str, Any]:
         order = np.argsort(-probs, kind="stable")[:k]
         best = int(order[0])
         return {
@@ -174,10 +174,10 @@ class Predictor:
         return array.reshape(self.image_size, self.image_size, -1)
 
     def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W) on the model's device (the evaluation's
-        normalization: ml.batch_augment.normalize)."""
+        """uint8 (N, H, W, C) -> normalized float32 (N, C, H, W) on the model's device, as evaluation
+        normalizes them."""
         device = next(self.model.parameters()).device
-        return normalize(torch.from_numpy(pixels).to(device), mean=self.mean.tolist(), std=self.std.tolist())
+        return self.normalization.normalize(torch.from_numpy(pixels).to(device))
 
 
 def _high_bit_to_l(image: Image.Image) -> Image.Image:

@@ -4,17 +4,16 @@ and knows nothing of the trainer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ml import plots
-from ml.batch_augment import normalize
 from ml.gradcam import cam_for_batch, overlay, overlay_size
-from ml.loaders import denormalize
+from ml.normalization import Normalization
 
 GRID_SIZE = 25  # tiles in the samples and misclassified grids (5x5)
 CORRECT_CAMS = 10  # correctly classified images shown with GradCAM, for contrast
@@ -25,15 +24,14 @@ class Report:
     """Everything the report shows, as plain data."""
 
     out_dir: Path
-    epochs: list[dict]  # the per-epoch records
+    epochs: list[dict[str, Any]]  # the per-epoch records
     step_lrs: list[float]  # the LR of every training step
     classes: list[str]
     test_images: np.ndarray  # uint8 (N, H, W, C)
     test_labels: np.ndarray  # (N,)
     predictions: np.ndarray  # the best model's class for each test image
     samples: tuple[torch.Tensor, torch.Tensor]  # one training batch as the model saw it: normalized x, y
-    mean: Sequence[float]  # the model's input normalization (ml.augment.normalization)
-    std: Sequence[float]
+    normalization: Normalization  # the model's input normalization (RunTransforms.normalization)
     label_smoothing: float = 0.0
     gradcam_count: int = 0  # misclassified test images explained with GradCAM
 
@@ -85,7 +83,7 @@ def _title(classes: list[str], pred: int, true: int) -> str:
 def _plot_samples(report: Report, path: Path) -> None:
     """A batch exactly as the model sees it in training, so a user can judge the augmentation."""
     x, y = report.samples
-    images = denormalize(x[:GRID_SIZE], mean=report.mean, std=report.std)
+    images = report.normalization.denormalize(x[:GRID_SIZE])
     titles = [report.classes[int(label)] for label in y[:GRID_SIZE]]
     plots.plot_image_grid(images, titles, path, suptitle="Augmented training samples")
 
@@ -95,7 +93,7 @@ def _cam_grid(
 ) -> Path:
     images = report.test_images[indices]
     device = next(model.parameters()).device
-    x = normalize(torch.from_numpy(images), mean=report.mean, std=report.std).to(device)
+    x = report.normalization.normalize(torch.from_numpy(images).to(device))
     cams = cam_for_batch(model, x, targets=[int(t) for t in targets], method="gradcam")
     size = overlay_size(images.shape[1])
     tiles = np.stack([overlay(image, cam, size=size) for image, cam in zip(images, cams)])

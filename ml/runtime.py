@@ -45,7 +45,7 @@ def memory_format(device: torch.device) -> torch.memory_format:
 
 
 def autocast(device: torch.device) -> torch.autocast:
-    # bf16 on CUDA; on CPU bf16 is 2.4x slower than fp32 (ANCHORS.md), so autocast is a no-op there.
+    # bf16 on CUDA; on CPU bf16 is 2.4x slower than fp32 (bench/README.md, "Baselines"), so autocast is a no-op there.
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.augment import describe, transform_warnings
 from ml.checkpoints import CheckpointError, load_manifest, load_model, load_training_state, save_checkpoint
 from ml.compilation import compile_model, compiled_calls, resolve_mode
-from ml.data import DatasetBundle, ImageSet, hold_out, load_dataset
-from ml.loaders import as_normalized_by, make_eval_loader, make_loaders, pipeline, start_epoch
-from ml.models import build_model, flip_averaged, unwrap
-from ml.progress import Callbacks, NullCallbacks, download_progress
+from ml.data import DatasetBundle, ImageSet
+from ml.models import flip_averaged, unwrap
+from ml.progress import Callbacks, NullCallbacks
 from ml.reports import Report, write_report
-from ml.runtime import autocast, default_num_workers, memory_format, resolve_device, seed_everything, write_json
+from ml.run import load_data, set_up
+from ml.runtime import autocast, memory_format, resolve_device, write_json
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
 
@@ -57,41 +56,27 @@ class Trainer:
         out_dir: Path,
         device: torch.device,
         callbacks: Callbacks,
-        num_workers: int,
+        num_workers: int | None = None,
         validation: ImageSet | None = None,
     ) -> None:
-        self.spec, self.bundle, self.out_dir, self.device = spec, bundle, out_dir, device
-        self.callbacks = callbacks
-        self.train_loader, self.test_loader = make_loaders(
-            bundle,
-            augmentation=spec.augmentation,
-            batch_size=spec.batch_size,
-            seed=spec.seed,
-            num_workers=num_workers,
-            device=device,
+        """`bundle` with the dataset's statistics; `validation` held out of its training images."""
+        lr = resolved_lr(spec)
+        run = set_up(spec, bundle, lr=lr, device=device, num_workers=num_workers, validation=validation)
+        self.spec, self.bundle, self.out_dir, self.device = spec, run.bundle, out_dir, device
+        self.callbacks, self.transforms, self.optimizer = callbacks, run.transforms, run.optimizer
+        self.train_loader, self.test_loader, self.val_loader = (
+            run.loaders.train,
+            run.loaders.test,
+            run.loaders.validation,
         )
         # Selection, scheduling and target_accuracy read "val_*" when a validation set is held out, else "test_*"
-        self.validation, self.val_loader, self.selected_on = validation, None, "test"
-        if validation is not None:
-            self.val_loader = make_eval_loader(self.test_loader, validation, mean=bundle.mean, std=bundle.std)
-            self.selected_on = "validation"
-        self.key = "val" if validation is not None else "test"
-        write_json(out_dir / "augmentation.json", describe(pipeline(self.train_loader)))
-        model = build_model(spec.model, in_channels=bundle.in_channels, num_classes=bundle.num_classes)
+        self.validation = validation
+        self.selected_on, self.key = ("validation", "val") if validation is not None else ("test", "test")
+        write_json(out_dir / "augmentation.json", self.transforms.describe())
         self.memory_format = memory_format(device)
-        model = model.to(device, memory_format=self.memory_format)
-        opt = spec.optimizer
-        self.optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            nesterov=opt.nesterov,
-            **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-        )
         self.schedule: Schedule = build_schedule(spec, self.optimizer, steps_per_epoch=len(self.train_loader))
         self.compile_mode = resolve_mode(spec.compile, device=device, steps=spec.epochs * len(self.train_loader))
-        self.model = compile_model(model, self.compile_mode)
+        self.model = compile_model(run.model, self.compile_mode)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
         self.epochs: list[dict[str, Any]] = []
         self.step_lrs: list[float] = []
@@ -121,7 +106,7 @@ class Trainer:
             return self._train_epoch(epoch)
 
     def _train_epoch(self, epoch: int) -> EpochStats:
-        start_epoch(self.train_loader, seed=self.spec.seed, epoch=epoch)  # resumed or not, epoch N draws the same
+        self.train_loader.start_epoch(seed=self.spec.seed, epoch=epoch)  # resumed or not, epoch N draws the same
         self.model.train()
         steps = len(self.train_loader)
         loss_sum = torch.zeros((), device=self.device)  # accumulated on the device: no sync per batch
@@ -169,11 +154,12 @@ class Trainer:
         loss_sum, preds = torch.zeros((), device=self.device), []
         for x, y in loader:
             x, y = self._to_device(x, y)
-            n = len(x)
-            if self.compile_mode is not None and n < loader.batch_size:
+            n, size = len(x), loader.batch_size
+            assert size is not None, "evaluation loaders batch"
+            if self.compile_mode is not None and n < size:
                 # the last, smaller batch padded to the others' size: one compiled graph serves them all
                 # (a second shape cost 4 s of cold compilation on 2 cores; eval-mode rows are independent)
-                x = torch.cat([x, x.new_zeros((loader.batch_size - n, *x.shape[1:]))])
+                x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
             with autocast(self.device), compiled_calls(self.compile_mode):
                 logits = model(x)
                 if self.spec.test_time_flip:
@@ -257,7 +243,7 @@ class Trainer:
         return self._finish(stop_reason)
 
     def _record(self, epoch: int, stats: EpochStats, measured: dict[str, tuple[float, float]]) -> None:
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch,
             "lr": stats.lrs[0] if stats.lrs else current_lr(self.optimizer),
             "train_loss": round(stats.loss, 6),
@@ -324,7 +310,7 @@ class Trainer:
             "best": self.best,
             "per_class_accuracy": None,
             "selected_on": self.selected_on,
-            "warnings": transform_warnings(self.spec.augmentation),
+            "warnings": list(self.transforms.warnings),
         }
 
     def _write_metrics(self, metrics: dict[str, Any] | None = None) -> None:
@@ -345,8 +331,7 @@ class Trainer:
             test_labels=b.test.labels,
             predictions=predictions,
             samples=next(iter(self.train_loader)),
-            mean=b.mean,
-            std=b.std,
+            normalization=self.transforms.normalization,
             label_smoothing=spec.label_smoothing,
             gradcam_count=spec.gradcam_misclassified,
         )
@@ -369,6 +354,13 @@ class Trainer:
         )
 
 
+def resolved_lr(spec: TrainSpec) -> float:
+    """The spec's learning rate; ValueError while it is still "auto"."""
+    if not isinstance(spec.optimizer.lr, float):
+        raise ValueError('optimizer.lr is "auto": resolve it first with TrainSpec.with_lr(<suggested lr>)')
+    return spec.optimizer.lr
+
+
 def train(
     spec: TrainSpec,
     *,
@@ -383,23 +375,12 @@ def train(
 
     With `resume`, a run that `out_dir` already holds (its `checkpoints/last` and `metrics.json`)
     continues at the epoch after its last checkpoint instead of starting over."""
-    if not isinstance(spec.optimizer.lr, float):
-        raise ValueError('optimizer.lr is "auto": resolve it first with TrainSpec.with_lr(<suggested lr>)')
+    resolved_lr(spec)  # before any data is loaded
     dev = resolve_device(device)
-    seed_everything(spec.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     callbacks = callbacks or NullCallbacks()
-    bundle = as_normalized_by(
-        load_dataset(spec.dataset, Path(data_dir), on_download=download_progress(callbacks, spec.dataset.name)),
-        spec.augmentation,
-    )
-    validation = None
-    if spec.validation_split is not None:
-        rest, validation = hold_out(bundle.train, spec.validation_split, seed=spec.seed)
-        bundle = replace(bundle, train=rest)
-    if num_workers is None:
-        num_workers = default_num_workers(dev)
+    bundle, validation = load_data(spec, Path(data_dir), callbacks=callbacks)
     trainer = Trainer(
         spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers, validation=validation
     )

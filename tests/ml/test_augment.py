@@ -10,20 +10,23 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ml.augment import (
-    TRANSFORMS,
-    build_eval_transform,
-    build_train_transform,
-    default_transforms,
-    describe,
-    normalization,
-    reseed,
-    validate_transforms,
-)
+from ml import augment
+from ml.augment import TRANSFORMS, default_transforms, describe, reseed, validate_transforms
+from ml.normalization import Normalization
 from ml.specs import LRFinderSpec, TrainSpec
+from ml.transforms import RunTransforms
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.29,), "std": (0.35,)}
+
+
+def build_train_transform(augmentation, *, image_size: int, mean, std, seed: int | None = None) -> A.Compose:
+    compose = augment.build_train_transform(
+        augmentation, image_size=image_size, normalization=Normalization.of(mean, std)
+    )
+    if seed is not None:
+        reseed(compose, seed)
+    return compose
 
 
 def random_image(size: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -49,7 +52,7 @@ def test_default_pipeline_shape_and_steps(size, stats):
 
 @pytest.mark.parametrize(("size", "stats", "hole"), [(32, RGB, 16), (28, GRAY, 14)])
 def test_cutout_is_a_square_hole_of_half_the_side_filled_with_the_mean(size, stats, hole):
-    dropout = default_transforms(image_size=size, mean=stats["mean"])[3]
+    dropout = default_transforms(image_size=size, normalization=Normalization.of(**stats))[3]
     assert isinstance(dropout, A.CoarseDropout) and dropout.p == 0.5
     image = np.zeros((size, size, len(stats["mean"])), np.uint8)
     out = dropout(image=image, force_apply=True)["image"]
@@ -64,7 +67,7 @@ def test_none_is_exactly_normalize():
     image = random_image(32, 3)
     out = build_train_transform("none", image_size=32, **RGB)(image=image)["image"]
     np.testing.assert_allclose(out, normalized(image, **RGB), atol=1e-5)
-    evaluated = build_eval_transform(**RGB)(image=image)["image"]
+    evaluated = RunTransforms.build("none", image_size=32, **RGB).eval(image=image)["image"]
     np.testing.assert_allclose(evaluated, out, atol=1e-6)
 
 
@@ -201,10 +204,14 @@ def test_a_bad_argument_warning_is_still_refused_next_to_a_deprecated_transform(
     ],
 )
 def test_the_users_normalize_is_the_models_normalization(item, expected):
-    mean, std = normalization([{"name": "HorizontalFlip"}, item], **RGB)
+    def normalization(augmentation) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        transforms = RunTransforms.build(augmentation, image_size=32, **RGB)
+        return transforms.mean, transforms.std
+
+    mean, std = normalization([{"name": "HorizontalFlip"}, item])
     assert mean == pytest.approx(expected[0]) and std == pytest.approx(expected[1])
-    assert normalization("default", **RGB) == (tuple(RGB["mean"]), tuple(RGB["std"]))
-    assert normalization([{"name": "HorizontalFlip"}], **RGB) == (tuple(RGB["mean"]), tuple(RGB["std"]))
+    assert normalization("default") == (tuple(RGB["mean"]), tuple(RGB["std"]))
+    assert normalization([{"name": "HorizontalFlip"}]) == (tuple(RGB["mean"]), tuple(RGB["std"]))
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,39 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from ml.augment import PAD, build_train_transform, describe
-from ml.batch_augment import BatchAugment, normalize, pixels
-from ml.loaders import denormalize
+from ml.augment import PAD, describe, reseed
+from ml.batch_augment import BatchAugment, pixels
+from ml.normalization import Normalization
+from ml.transforms import RunTransforms
 
 SAMPLES = 3000  # per pipeline: a 1/9 bin is 333 +- 17, a coin 1500 +- 27
 STEP, OFFSET = 8, 4  # a marker pixel is STEP * coordinate + OFFSET; the Cutout fill is not
 RGB_MEAN, STD = (0.1, 0.1, 0.1), (0.25, 0.25, 0.25)  # fill round(0.1 * 255) = 26: 26 % 8 != 4
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def batch_equivalent(augmentation, *, image_size: int, mean, std) -> BatchAugment | None:
+    return RunTransforms.build(augmentation, image_size=image_size, mean=mean, std=std).batched
+
+
+def build_train_transform(augmentation, *, image_size: int, mean, std, seed: int | None = None):
+    """The albumentations pipeline a run would use, seeded like a loader's copy."""
+    compose = RunTransforms.build(augmentation, image_size=image_size, mean=mean, std=std, batched=False).train
+    if seed is not None:
+        reseed(compose, seed)
+    return compose
+
+
+def normalize(images: torch.Tensor, *, mean, std) -> torch.Tensor:
+    return Normalization.of(mean, std).normalize(images)
+
+
+def denormalize(x: torch.Tensor, *, mean, std) -> np.ndarray:
+    return Normalization.of(mean, std).denormalize(x)
+
+
+def fill(mean) -> tuple[int, ...]:
+    return Normalization.of(mean, mean).cutout_fill
 
 
 def marker(size: int) -> np.ndarray:
@@ -28,8 +53,8 @@ def marker(size: int) -> np.ndarray:
 
 def ours(image: np.ndarray, augmentation, *, mean, std, n: int = SAMPLES, seed: int = 0) -> np.ndarray:
     """n outputs of the batched pipeline on copies of `image`, back in uint8 (n, H, W, C)."""
-    augment = BatchAugment.from_spec(augmentation, image_size=image.shape[0], mean=mean, std=std)
-    source = pixels(torch.from_numpy(np.stack([image] * 4)), mean)
+    augment = batch_equivalent(augmentation, image_size=image.shape[0], mean=mean, std=std)
+    source = pixels(torch.from_numpy(np.stack([image] * 4)), fill(mean))
     indices = torch.randint(4, (n,), generator=torch.Generator().manual_seed(seed + 1))
     x = augment.apply(source, (image.shape[2], *image.shape[:2]), indices, torch.Generator().manual_seed(seed))
     return denormalize(x, mean=mean, std=std)
@@ -71,12 +96,12 @@ def assert_same_distribution(a: np.ndarray, b: np.ndarray, what: str) -> None:
 def test_coverage_and_the_equivalent_pipeline():
     stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
     for spec in ("default", "none", [], [{"name": "HorizontalFlip", "p": 0.3}]):
-        augment = BatchAugment.from_spec(spec, **stats)
+        augment = batch_equivalent(spec, **stats)
         assert augment is not None, spec
         assert describe(augment.compose) == describe(build_train_transform(spec, **stats))
-    flip = BatchAugment.from_spec([{"name": "HorizontalFlip", "p": 0.3}], **stats)
+    flip = batch_equivalent([{"name": "HorizontalFlip", "p": 0.3}], **stats)
     assert (flip.crop, flip.flip_p, flip.cutout_p) == (False, 0.3, 0.0)
-    default = BatchAugment.from_spec("default", **stats)
+    default = batch_equivalent("default", **stats)
     assert (default.crop, default.flip_p, default.cutout_p) == (True, 0.5, 0.5)
     spelled = [
         {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
@@ -91,17 +116,18 @@ def test_coverage_and_the_equivalent_pipeline():
             "p": 0.5,
         },
     ]
-    assert BatchAugment.from_spec(spelled, **stats) == default, "the default ops spelled out are the default"
-    crop_flip = BatchAugment.from_spec([*spelled[:2], {"name": "HorizontalFlip", "p": 0.3}], **stats)
+    assert batch_equivalent(spelled, **stats) == default, "the default ops spelled out are the default"
+    crop_flip = batch_equivalent([*spelled[:2], {"name": "HorizontalFlip", "p": 0.3}], **stats)
     assert (crop_flip.crop, crop_flip.flip_p, crop_flip.cutout_p, crop_flip.pad) == (True, 0.3, 0.0, 4)
+    own = batch_equivalent([{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}], **stats)
+    assert own is not None and own.normalization == Normalization.of((0.5,) * 3, (0.5,) * 3), "the user's Normalize"
     for uncovered in (
         [{"name": "VerticalFlip"}],
         [{"name": "HorizontalFlip"}, {"name": "HorizontalFlip"}],
-        [{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
         spelled[:2],
         [{**spelled[0], "min_height": 48, "min_width": 48}, *spelled[1:3]],
     ):
-        assert BatchAugment.from_spec(uncovered, **stats) is None, uncovered
+        assert batch_equivalent(uncovered, **stats) is None, uncovered
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -109,8 +135,8 @@ def test_coverage_and_the_equivalent_pipeline():
 def test_shapes_dtypes_devices_and_seeds(device, channels, size):
     mean, std = (0.3,) * channels, (0.2,) * channels
     images = torch.randint(256, (10, size, size, channels), dtype=torch.uint8)
-    augment = BatchAugment.from_spec("default", image_size=size, mean=mean, std=std)
-    source = pixels(images.to(device), mean)
+    augment = batch_equivalent("default", image_size=size, mean=mean, std=std)
+    source = pixels(images.to(device), fill(mean))
     indices = torch.tensor([0, 3, 3, 9], device=device)
 
     def batch(seed):
@@ -122,7 +148,9 @@ def test_shapes_dtypes_devices_and_seeds(device, channels, size):
     assert torch.equal(x, batch(0)) and not torch.equal(x, batch(1))
     assert torch.equal(
         x.cpu(),
-        augment.apply(pixels(images, mean), (channels, size, size), indices.cpu(), torch.Generator().manual_seed(0)),
+        augment.apply(
+            pixels(images, fill(mean)), (channels, size, size), indices.cpu(), torch.Generator().manual_seed(0)
+        ),
     ), "same draws on every device"
 
 
@@ -135,8 +163,8 @@ def test_normalize_matches_the_eval_transform():
     gray = normalize(torch.from_numpy(images[..., :1]), mean=mean[:1], std=std[:1])
     assert gray.stride() == (32 * 32, 32 * 32, 32, 1), "standard strides, not channels_last (ml.runtime.memory_format)"
     np.testing.assert_allclose(x.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
-    none = BatchAugment.from_spec("none", image_size=32, mean=mean, std=std)
-    out = none.apply(pixels(torch.from_numpy(images), mean), (3, 32, 32), torch.arange(5), torch.Generator())
+    none = batch_equivalent("none", image_size=32, mean=mean, std=std)
+    out = none.apply(pixels(torch.from_numpy(images), fill(mean)), (3, 32, 32), torch.arange(5), torch.Generator())
     assert torch.equal(out, x), '"none" is the eval transform'
 
 
@@ -166,7 +194,7 @@ def test_default_matches_albumentations_distributions():
 
 def test_crop_and_flip_without_cutout_matches_albumentations():
     image, spec = marker(32), [*SPELLED_DEFAULT[:2], {"name": "HorizontalFlip", "p": 0.3}]
-    assert BatchAugment.from_spec(spec, image_size=32, mean=RGB_MEAN, std=STD) is not None
+    assert batch_equivalent(spec, image_size=32, mean=RGB_MEAN, std=STD) is not None
     batched = ours(image, spec, mean=RGB_MEAN, std=STD)
     reference = albumentations(image, spec, mean=RGB_MEAN, std=STD)
     ours_stats, theirs = [(decode(out[..., 0].transpose(0, 2, 1)), decode(out[..., 1])) for out in (batched, reference)]
@@ -234,8 +262,8 @@ SPELLED_DEFAULT = [
 )
 def test_lists_that_do_what_a_covered_pipeline_does_take_the_batched_path(spelled, same_as):
     stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
-    augment = BatchAugment.from_spec(spelled, **stats)
-    assert augment is not None and augment == BatchAugment.from_spec(same_as, **stats)
+    augment = batch_equivalent(spelled, **stats)
+    assert augment is not None and augment == batch_equivalent(same_as, **stats)
 
 
 def test_lists_that_do_something_else_stay_on_albumentations():
@@ -245,7 +273,7 @@ def test_lists_that_do_something_else_stay_on_albumentations():
         [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
         [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
     ):
-        assert BatchAugment.from_spec(other, **stats) is None, other
+        assert batch_equivalent(other, **stats) is None, other
 
 
 @pytest.mark.parametrize(("size", "pad"), [(16, 2), (28, 4), (32, 4), (64, 8)])
@@ -254,7 +282,7 @@ def test_the_default_pad_and_cutout_scale_with_the_image_size(size, pad):
     padding, _, _, cutout, _ = compose.transforms
     assert (padding.min_height, padding.min_width) == (size + 2 * pad, size + 2 * pad)
     assert cutout.hole_height_range == (size // 2, size // 2)
-    augment = BatchAugment.from_spec("default", image_size=size, mean=RGB_MEAN, std=STD)
+    augment = batch_equivalent("default", image_size=size, mean=RGB_MEAN, std=STD)
     assert augment is not None and augment.pad == pad
     offsets = augment._draws(4000, size, size, torch.Generator().manual_seed(0))["dy"]
     assert offsets.min() == 0 and offsets.max() == 2 * pad

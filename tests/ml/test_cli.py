@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,7 @@ def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # three real runs on Fashion-MNIST through the CLI
 def test_lr_find_then_train_with_auto_lr_then_predict(fmnist_data_dir: Path, tmp_path: Path) -> None:
     dataset = {"name": "fashion_mnist", "train_subset": 300, "test_subset": 100}
     (tmp_path / "lr.json").write_text(

@@ -57,6 +57,7 @@ def compiled_spec(seed: int) -> TrainSpec:
     )
 
 
+@pytest.mark.slow  # compiles and learns real Fashion-MNIST
 def test_a_compiled_run_learns_saves_eager_weights_and_a_second_job_reuses_its_graphs(
     fmnist_data_dir: Path, tmp_path: Path
 ) -> None:

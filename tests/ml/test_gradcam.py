@@ -176,7 +176,7 @@ def test_explain_refuses_a_target_beyond_the_classes() -> None:
 @pytest.mark.parametrize("size", [8, 12, 15, 16])
 def test_tiny_images_get_maps_from_a_layer_with_spatial_extent(name: str, size: int) -> None:
     """At 8 px ResNet18's layer4 is 1x1, below 16 px CustomResNet's layer3: one number per map, which
-    min-max scaling turned into a blank map. An earlier layer with at least 2x2 pixels is used instead,
+    min-max scaling would turn into a blank map. An earlier layer with at least 2x2 pixels is used instead,
     and the maps still equal pytorch-grad-cam's on that layer."""
     model, images = tiny(name), batch(size=size)
     maps = cam_for_batch(model, images, targets=[0, 1, 2])

@@ -7,22 +7,28 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-from ml.augment import describe
 from ml.data import DatasetBundle, ImageSet, load_dataset
-from ml.loaders import TensorTrainLoader, denormalize, make_loaders, pipeline
+from ml.loaders import ImageTrainLoader, TensorTrainLoader
+from ml.loaders import make_loaders as make_run_loaders
 from ml.specs import DatasetSpec
+from ml.transforms import RunTransforms
 
 
 @pytest.fixture(scope="module")
-def cifar(cifar_data_dir):
-    return load_dataset(DatasetSpec(name="cifar10"), cifar_data_dir)
+def cifar(small_cifar_dir):
+    return load_dataset(DatasetSpec(name="cifar10"), small_cifar_dir)
 
 
 @pytest.fixture(scope="module")
-def fmnist_small(fmnist_data_dir):
-    return load_dataset(DatasetSpec(name="fashion_mnist", train_subset=200, test_subset=100), fmnist_data_dir)
+def fmnist_small(small_fmnist_dir):
+    return load_dataset(DatasetSpec(name="fashion_mnist", train_subset=200, test_subset=100), small_fmnist_dir)
+
+
+def make_loaders(bundle: DatasetBundle, *, augmentation, batched: bool = True, **options):
+    """(train, test) loaders of a run over `bundle`, its RunTransforms built first."""
+    loaders = make_run_loaders(bundle, RunTransforms.for_bundle(augmentation, bundle, batched=batched), **options)
+    return loaders.train, loaders.test
 
 
 def first_batch(loader):
@@ -38,14 +44,14 @@ def test_batches_shapes_and_types(cifar, batched):
     assert x.is_contiguous()
     assert len(train) == 600 // 64 == sum(1 for _ in train), "the last partial batch is dropped"
     assert sum(len(y) for _, y in test) == 200, "every test image, once"
-    assert pipeline(train) is not pipeline(test)
-    json.dumps(describe(pipeline(train)))  # what the trainer saves as augmentation.json
-    assert [type(t).__name__ for t in pipeline(train)][-2:] == ["CoarseDropout", "Normalize"]
+    transforms = RunTransforms.for_bundle("default", cifar, batched=batched)
+    json.dumps(transforms.describe())  # what the trainer saves as augmentation.json
+    assert [type(t).__name__ for t in transforms.pipeline][-2:] == ["CoarseDropout", "Normalize"]
 
 
 def test_uncovered_pipelines_run_in_a_data_loader(cifar):
     train, _ = make_loaders(cifar, augmentation=[{"name": "VerticalFlip"}], batch_size=64, seed=0)
-    assert isinstance(train, DataLoader) and first_batch(train)[0].shape == (64, 3, 32, 32)
+    assert isinstance(train, ImageTrainLoader) and first_batch(train)[0].shape == (64, 3, 32, 32)
 
 
 def test_batched_epoch_sees_every_image_once():
@@ -104,11 +110,10 @@ def test_same_seed_same_batches(cifar, num_workers, batched):
     assert not torch.equal(first[0][1], other[0][1]), "another seed shuffles differently"
 
 
-def flip_pattern(loader, image: np.ndarray) -> list[list[bool]]:
+def flip_pattern(loader, image: np.ndarray, normalization) -> list[list[bool]]:
     """Per batch, which samples came out flipped, for a loader over copies of one image."""
-    stats = {"mean": pipeline(loader).transforms[-1].mean, "std": pipeline(loader).transforms[-1].std}
     flipped = np.ascontiguousarray(image[:, ::-1])
-    return [[np.array_equal(out, flipped) for out in denormalize(x, **stats)] for x, _ in loader]
+    return [[np.array_equal(out, flipped) for out in normalization.denormalize(x)] for x, _ in loader]
 
 
 @pytest.mark.parametrize(("num_workers", "batched"), [(0, True), (0, False), (2, False)])
@@ -126,7 +131,8 @@ def test_augmentations_differ_between_epochs_and_workers(num_workers, batched):
         num_workers=num_workers,
         batched=batched,
     )
-    epoch1, epoch2 = flip_pattern(train, image), flip_pattern(train, image)
+    normalization = RunTransforms.for_bundle("none", bundle).normalization
+    epoch1, epoch2 = flip_pattern(train, image, normalization), flip_pattern(train, image, normalization)
     assert 5 < sum(map(sum, epoch1)) < 35, "about half the images are flipped"
     assert epoch1 != epoch2
     assert epoch1[0] != epoch1[1] and epoch1[2] != epoch1[3], "batches 0, 2 and 1, 3 come from different workers"
@@ -135,9 +141,21 @@ def test_augmentations_differ_between_epochs_and_workers(num_workers, batched):
 def test_denormalize_inverts_normalize(cifar):
     _, test = make_loaders(cifar, augmentation="none", batch_size=16, seed=0)
     x, _ = first_batch(test)
-    images = denormalize(x, mean=cifar.mean, std=cifar.std)
+    normalization = RunTransforms.for_bundle("none", cifar).normalization
+    images = normalization.denormalize(x)
     assert images.dtype == np.uint8 and images.shape == (32, 32, 32, 3)
     np.testing.assert_array_equal(images, cifar.test.images[:32])
-    np.testing.assert_array_equal(denormalize(x[0], mean=cifar.mean, std=cifar.std)[0], cifar.test.images[0])
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\).*\(2, 3, 32, 32\) with 1 means"):
-        denormalize(x[:2], mean=(0.5,), std=(0.5,))
+    np.testing.assert_array_equal(normalization.denormalize(x[0])[0], cifar.test.images[0])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\) with C = 3 channels; got \(2, 1, 32, 32\)"):
+        normalization.denormalize(x[:2, :1])
+
+
+def test_validation_loader_is_of_the_test_loaders_kind(cifar):
+    held_out = ImageSet(cifar.test.images[:30], cifar.test.labels[:30])
+    for batched in (True, False):
+        transforms = RunTransforms.for_bundle("default", cifar, batched=batched)
+        loaders = make_run_loaders(cifar, transforms, batch_size=8, seed=0, validation=held_out)
+        assert type(loaders.validation) is type(loaders.test)
+        xs, ys = zip(*loaders.validation)
+        np.testing.assert_array_equal(torch.cat(ys).numpy(), held_out.labels)
+        np.testing.assert_array_equal(transforms.denormalize(torch.cat(xs)), held_out.images)

@@ -398,7 +398,7 @@ def test_metrics_have_the_contract_shape():
 
 
 @pytest.mark.parametrize("model_name", ["resnet18", "custom_resnet"])
-def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
+def test_run_lr_finder_on_fashion_mnist(small_fmnist_dir, tmp_path, model_name):
     spec = LRFinderSpec(
         dataset={"name": "fashion_mnist", "train_subset": 500},
         model={"name": model_name, "width": 4},
@@ -407,7 +407,7 @@ def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
         end_lr=10,
         num_iter=30,
     )
-    result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path / "run", device="cpu")
+    result = run_lr_finder(spec, data_dir=small_fmnist_dir, out_dir=tmp_path / "run", device="cpu")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.metrics))
     assert result.stop_reason == metrics["stop_reason"] in ("completed", "diverged")
@@ -422,7 +422,7 @@ def test_run_lr_finder_on_fashion_mnist(fmnist_data_dir, tmp_path, model_name):
         assert image.format == "PNG" and 500 <= image.size[0] <= 1200 and 350 <= image.size[1] <= 900
 
 
-def test_run_lr_finder_cancelled_keeps_what_it_logged(fmnist_data_dir, tmp_path):
+def test_run_lr_finder_cancelled_keeps_what_it_logged(small_fmnist_dir, tmp_path):
     spec = LRFinderSpec(
         dataset={"name": "fashion_mnist", "train_subset": 100},
         model={"name": "custom_resnet", "width": 4},
@@ -430,7 +430,7 @@ def test_run_lr_finder_cancelled_keeps_what_it_logged(fmnist_data_dir, tmp_path)
         num_iter=50,
         augmentation="none",
     )
-    result = run_lr_finder(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=StopAfter(4), device="cpu")
+    result = run_lr_finder(spec, data_dir=small_fmnist_dir, out_dir=tmp_path, callbacks=StopAfter(4), device="cpu")
     assert result.stop_reason == "cancelled" and len(result.metrics["lrs"]) == 4
     assert json.loads((tmp_path / "metrics.json").read_text())["stop_reason"] == "cancelled"
     assert (tmp_path / "lr_finder.png").stat().st_size > 1000

@@ -82,7 +82,8 @@ def test_topk_is_clamped(rgb: Predictor, topk: int, expected: int) -> None:
 def test_preprocessing_matches_the_training_pipeline(rgb: Predictor) -> None:
     image = noise((40, 40))
     pixels = np.asarray(image.resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    x = torch.from_numpy(((pixels - rgb.mean) / rgb.std).transpose(2, 0, 1)).unsqueeze(0)
+    mean, std = (np.float32(v) for v in (rgb.normalization.mean, rgb.normalization.std))
+    x = torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1)).unsqueeze(0)
     with torch.no_grad():
         expected = torch.softmax(rgb.model(x), dim=1)[0]
     result = rgb.predict([image], topk=10)[0]
@@ -198,7 +199,7 @@ def test_concurrent_gradcam_predictions_match_sequential_ones(rgb: Predictor) ->
 
 def test_predictor_keeps_the_manifest(rgb: Predictor, gray: Predictor) -> None:
     assert rgb.classes == CIFAR and rgb.in_channels == 3 and rgb.image_size == 32
-    assert gray.in_channels == 1 and gray.image_size == 28 and gray.std.shape == (1,)
+    assert gray.in_channels == 1 and gray.image_size == 28 and len(gray.normalization.std) == 1
     assert not rgb.model.training
 
 

@@ -29,11 +29,9 @@ def test_every_example_file_validates() -> None:
 @pytest.mark.parametrize("name", ["fashion_mnist_cpu", "cifar10_cpu"])
 def test_the_cpu_presets_augment_on_the_batched_path(name) -> None:
     # their time budgets assume it: an albumentations DataLoader costs 10-14% of an epoch on 2 cores
-    from ml.batch_augment import BatchAugment
+    from ml.transforms import RunTransforms
 
     spec = TrainSpec.model_validate(next(p["spec"] for p in PRESETS if p["name"] == name))
     size, channels = (28, 1) if spec.dataset.name == "fashion_mnist" else (32, 3)
-    assert (
-        BatchAugment.from_spec(spec.augmentation, image_size=size, mean=[0.5] * channels, std=[0.25] * channels)
-        is not None
-    )
+    stats = {"mean": [0.5] * channels, "std": [0.25] * channels}
+    assert RunTransforms.build(spec.augmentation, image_size=size, **stats).batched is not None

@@ -63,13 +63,13 @@ def uninterrupted_lrs(s: TrainSpec, *, steps_per_epoch: int) -> list[float]:
 
 
 def test_a_killed_run_resumes_at_the_next_epoch_from_its_checkpoint(
-    fmnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_fmnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = spec()
     out = tmp_path / "killed"
     first = Recorder(kill_after_epoch=2)
     with pytest.raises(Killed):
-        train(s, data_dir=fmnist_data_dir, out_dir=out, callbacks=first, device="cpu")
+        train(s, data_dir=small_fmnist_dir, out_dir=out, callbacks=first, device="cpu")
     saved_model, _ = load_model(out / "checkpoints" / "last")
 
     seen: dict[str, object] = {}
@@ -83,7 +83,7 @@ def test_a_killed_run_resumes_at_the_next_epoch_from_its_checkpoint(
 
     monkeypatch.setattr(Trainer, "train_epoch", spy)
     second = Recorder()
-    resumed = train(s, data_dir=fmnist_data_dir, out_dir=out, callbacks=second, device="cpu", resume=True)
+    resumed = train(s, data_dir=small_fmnist_dir, out_dir=out, callbacks=second, device="cpu", resume=True)
 
     assert seen["epoch"] == 3  # epochs 1 and 2 were not trained again
     for name, value in saved_model.state_dict().items():
@@ -101,23 +101,25 @@ def test_a_killed_run_resumes_at_the_next_epoch_from_its_checkpoint(
 
 
 def test_resume_without_a_previous_run_starts_fresh_and_after_the_last_epoch_only_reports(
-    fmnist_data_dir: Path, tmp_path: Path
+    small_fmnist_dir: Path, tmp_path: Path
 ) -> None:
     s = spec(epochs=1, scheduler={"name": "none"})
-    fresh = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", resume=True)
+    fresh = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu", resume=True)
     assert [e["epoch"] for e in fresh.metrics["epochs"]] == [1]
     again = Recorder()
-    done = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=again, device="cpu", resume=True)
+    done = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, callbacks=again, device="cpu", resume=True)
     assert done.metrics["epochs"] == fresh.metrics["epochs"] and [e["epoch"] for e in again.epochs] == [1]
 
 
-def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(
+    small_fmnist_dir: Path, tmp_path: Path
+) -> None:
     s = spec(epochs=1, scheduler={"name": "none"})
-    train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     with pytest.raises(CheckpointError, match="another spec"):
         train(
             spec(epochs=2, scheduler={"name": "none"}),
-            data_dir=fmnist_data_dir,
+            data_dir=small_fmnist_dir,
             out_dir=tmp_path,
             device="cpu",
             resume=True,
@@ -125,12 +127,12 @@ def test_resume_refuses_a_checkpoint_of_another_spec_or_a_tampered_state(fmnist_
     state = tmp_path / "checkpoints" / "last" / "training_state.safetensors"
     state.write_bytes(state.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(CheckpointError, match="sha256"):
-        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu", resume=True)
+        train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu", resume=True)
 
 
 @pytest.mark.parametrize("cut", ["metrics", "last", "best"])
 def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
-    fmnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: str
+    small_fmnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: str
 ) -> None:
     """Epoch 2 improves on epoch 1 (test accuracy is made to rise) and the worker dies just before
     one of its three writes; the resumed run's best/ is the best epoch of its resumed metrics."""
@@ -154,11 +156,11 @@ def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
     monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, which, *a: killing(which, save)(self, which, *a))
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        train(s, data_dir=fmnist_data_dir, out_dir=out, device="cpu")
+        train(s, data_dir=small_fmnist_dir, out_dir=out, device="cpu")
     monkeypatch.setattr(Trainer, "_write_metrics", write_metrics)
     monkeypatch.setattr(Trainer, "_save_checkpoint", save)
 
-    trainer = resumed_trainer(s, fmnist_data_dir, out)
+    trainer = resumed_trainer(s, small_fmnist_dir, out)
     assert trainer.best is not None
     best = load_manifest(out / "checkpoints" / "best")
     assert best["epoch"] == trainer.best["epoch"] <= trainer.epochs[-1]["epoch"]
@@ -171,10 +173,9 @@ def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
 
 def resumed_trainer(s: TrainSpec, data_dir: Path, out: Path) -> Trainer:
     from ml.data import load_dataset
-    from ml.loaders import as_normalized_by
     from ml.progress import NullCallbacks
 
-    bundle = as_normalized_by(load_dataset(s.dataset, data_dir), s.augmentation)
+    bundle = load_dataset(s.dataset, data_dir)
     trainer = Trainer(s, bundle, out_dir=out, device=torch.device("cpu"), callbacks=NullCallbacks(), num_workers=0)
     trainer.resume()
     return trainer
@@ -189,18 +190,18 @@ LEARNED = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
     ids=["batched", "albumentations"],
 )
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(
-    fmnist_data_dir: Path, tmp_path: Path, augmentation
+    small_fmnist_dir: Path, tmp_path: Path, augmentation
 ) -> None:
     """Each epoch's shuffle and augmentations come from (seed, epoch): before, a resume replayed epoch
     1's order and augmentations as epoch 2's. Two runs of one spec and seed agree too (on a CPU)."""
     s = spec(augmentation=augmentation, epochs=3)
-    whole = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "whole", device="cpu").metrics["epochs"]
-    again = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "again", device="cpu").metrics["epochs"]
+    whole = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / "whole", device="cpu").metrics["epochs"]
+    again = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / "again", device="cpu").metrics["epochs"]
     with pytest.raises(Killed):
         train(
-            s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1), device="cpu"
+            s, data_dir=small_fmnist_dir, out_dir=tmp_path / "cut", callbacks=Recorder(kill_after_epoch=1), device="cpu"
         )
-    resumed = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "cut", device="cpu", resume=True)
+    resumed = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / "cut", device="cpu", resume=True)
     learned = [[record[key] for key in LEARNED] for record in whole]
     assert [[record[key] for key in LEARNED] for record in again] == learned
     assert [[record[key] for key in LEARNED] for record in resumed.metrics["epochs"]] == learned

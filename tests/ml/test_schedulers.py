@@ -74,7 +74,7 @@ def test_a_range_upside_down_is_refused():
         momenta({"name": "cyclic", "cycle_momentum": True, "base_momentum": 0.9, "max_momentum": 0.8}, momentum=0.5)
 
 
-def test_a_one_cycle_run_ends_with_the_momentum_it_was_given(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_a_one_cycle_run_ends_with_the_momentum_it_was_given(small_fmnist_dir: Path, tmp_path: Path) -> None:
     spec = TrainSpec.model_validate(
         {
             "dataset": {"name": "fashion_mnist", "train_subset": 100, "test_subset": 50},
@@ -87,6 +87,6 @@ def test_a_one_cycle_run_ends_with_the_momentum_it_was_given(fmnist_data_dir: Pa
             "gradcam_misclassified": 0,
         }
     )
-    train(spec, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    train(spec, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     state = json.loads((tmp_path / "checkpoints" / "last" / "training_state.json").read_text())
     assert {group["momentum"] for group in state["optimizer"]["param_groups"]} == {0.5}  # torch's default: 0.95

@@ -58,6 +58,7 @@ class StopAfter:
         return self.polls < 0
 
 
+@pytest.mark.slow  # learns real Fashion-MNIST: minutes on 2 cores
 def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Path, tmp_path: Path) -> None:
     s = spec(
         dataset={"name": "fashion_mnist", "train_subset": 1000, "test_subset": 300},
@@ -117,45 +118,46 @@ def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Pa
     assert json.loads((tmp_path / "augmentation.json").read_text())["transform"]
 
 
-def test_cancel_keeps_finished_epochs_and_best_checkpoint(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_cancel_keeps_finished_epochs_and_best_checkpoint(small_fmnist_dir: Path, tmp_path: Path) -> None:
     polls_per_epoch = 400 // 64 // 10 + 2  # one poll at step 10 or the last step, one after the epoch
     callbacks = StopAfter(polls_per_epoch)
-    result = train(spec(epochs=5), data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=callbacks, device="cpu")
+    result = train(spec(epochs=5), data_dir=small_fmnist_dir, out_dir=tmp_path, callbacks=callbacks, device="cpu")
     assert result.stop_reason == "cancelled"
     assert 1 <= len(result.metrics["epochs"]) < 5
     assert result.best_checkpoint is not None and (result.best_checkpoint / "model.safetensors").is_file()
     assert (tmp_path / "accuracy.png").is_file()
 
 
-def test_cancel_before_any_epoch_leaves_no_checkpoint(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_cancel_before_any_epoch_leaves_no_checkpoint(small_fmnist_dir: Path, tmp_path: Path) -> None:
     result = train(
-        spec(epochs=3, batch_size=16), data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=StopAfter(0), device="cpu"
+        spec(epochs=3, batch_size=16), data_dir=small_fmnist_dir, out_dir=tmp_path, callbacks=StopAfter(0), device="cpu"
     )
     assert result.stop_reason == "cancelled"
     assert result.metrics["epochs"] == [] and result.best_checkpoint is None
 
 
-def test_target_accuracy_stops_early(fmnist_data_dir: Path, tmp_path: Path) -> None:
-    result = train(spec(epochs=4, target_accuracy=0.05), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+def test_target_accuracy_stops_early(small_fmnist_dir: Path, tmp_path: Path) -> None:
+    # one correct test image in 100 is enough: the run stops after the epoch that reaches it
+    result = train(spec(epochs=4, target_accuracy=0.01), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     assert result.stop_reason == "target_accuracy" and len(result.metrics["epochs"]) == 1
 
 
-def test_same_seed_same_run(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_same_seed_same_run(small_fmnist_dir: Path, tmp_path: Path) -> None:
     s = spec(dataset={"name": "fashion_mnist", "train_subset": 200, "test_subset": 50}, gradcam_misclassified=0)
-    a = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "a", device="cpu").metrics["epochs"][0]
-    b = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / "b", device="cpu").metrics["epochs"][0]
+    a = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / "a", device="cpu").metrics["epochs"][0]
+    b = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / "b", device="cpu").metrics["epochs"][0]
     keys = ["train_loss", "train_acc", "test_loss", "test_acc"]
     assert [a[k] for k in keys] == [b[k] for k in keys]
 
 
-def test_diverging_loss_is_a_clear_error(fmnist_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_diverging_loss_is_a_clear_error(small_fmnist_dir: Path, tmp_path: Path, monkeypatch) -> None:
     class ExplodingLoss(torch.nn.CrossEntropyLoss):  # what a far too high LR does, without the wait
         def forward(self, logits, target):
             return super().forward(logits, target) * float("inf")
 
     monkeypatch.setattr("ml.trainer.nn.CrossEntropyLoss", ExplodingLoss)
     with pytest.raises(FloatingPointError, match="diverged.*epoch 1.*lower the learning rate"):
-        train(spec(), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+        train(spec(), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -166,16 +168,16 @@ def test_diverging_loss_is_a_clear_error(fmnist_data_dir: Path, tmp_path: Path, 
         ({"name": "none"}, lambda lrs: set(lrs) == {0.05}),
     ],
 )
-def test_schedulers_shape_the_lr(fmnist_data_dir: Path, tmp_path: Path, scheduler, check) -> None:
+def test_schedulers_shape_the_lr(small_fmnist_dir: Path, tmp_path: Path, scheduler, check) -> None:
     s = spec(epochs=2, scheduler=scheduler, gradcam_misclassified=0)
-    result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    result = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     step_lrs = json.loads((tmp_path / "lr_steps.json").read_text())
     assert len(step_lrs) == 2 * (400 // 64)
     assert check(step_lrs), step_lrs
     assert [e["lr"] for e in result.metrics["epochs"]] == [step_lrs[0], step_lrs[400 // 64]]
 
 
-def test_reduce_on_plateau_steps_on_test_accuracy(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_reduce_on_plateau_steps_on_test_accuracy(small_fmnist_dir: Path, tmp_path: Path) -> None:
     # threshold 1.0 (abs): no epoch after the first can count as better, so with patience 0 the
     # LR drops 10x after epoch 2
     s = spec(
@@ -184,30 +186,30 @@ def test_reduce_on_plateau_steps_on_test_accuracy(fmnist_data_dir: Path, tmp_pat
         scheduler={"name": "reduce_on_plateau", "patience": 0, "threshold": 1.0},
         gradcam_misclassified=0,
     )
-    epochs = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu").metrics["epochs"]
+    epochs = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu").metrics["epochs"]
     assert [e["lr"] for e in epochs] == pytest.approx([0.05, 0.05, 0.005])
 
 
-def test_auto_lr_must_be_resolved_first(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_auto_lr_must_be_resolved_first(small_fmnist_dir: Path, tmp_path: Path) -> None:
     s = spec(optimizer={"lr": "auto", "lr_finder_job": "x"})
     with pytest.raises(ValueError, match="with_lr"):
-        train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+        train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     assert s.with_lr(0.01).optimizer.lr == 0.01
 
 
-def test_odd_batch_sizes_train_and_evaluate(fmnist_data_dir: Path, tmp_path: Path) -> None:
+def test_odd_batch_sizes_train_and_evaluate(small_fmnist_dir: Path, tmp_path: Path) -> None:
     # torch 2.14.1 on CPU corrupts memory with channels_last at odd batch sizes: a crash here is that
     s = spec(
         dataset={"name": "fashion_mnist", "train_subset": 100, "test_subset": 77},
         batch_size=25,
         gradcam_misclassified=3,
     )
-    result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+    result = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     assert len(result.metrics["epochs"]) == 1
 
 
 def test_test_time_flip_is_what_evaluation_reports_and_what_the_checkpoint_predicts(
-    fmnist_data_dir: Path, tmp_path: Path
+    small_fmnist_dir: Path, tmp_path: Path
 ) -> None:
     from ml.data import load_dataset
     from ml.predictor import Predictor, Query
@@ -215,10 +217,10 @@ def test_test_time_flip_is_what_evaluation_reports_and_what_the_checkpoint_predi
     runs = {}
     for flip in (False, True):  # the same seed: the same weights, evaluated two ways
         s = spec(dataset={"name": "fashion_mnist", "train_subset": 400, "test_subset": 200}, test_time_flip=flip)
-        result = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path / str(flip), device="cpu")
+        result = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path / str(flip), device="cpu")
         predictor = Predictor(tmp_path / str(flip) / "checkpoints" / "best")
         assert predictor.test_time_flip is flip
-        test = load_dataset(s.dataset, fmnist_data_dir).test
+        test = load_dataset(s.dataset, small_fmnist_dir).test
         answers = predictor.predict_many([Query(test.images, topk=1)])[0]
         predicted = np.array([a["class_index"] for a in answers])
         runs[flip] = (result.metrics["epochs"][-1]["test_acc"], float((predicted == test.labels).mean()), predicted)

@@ -52,28 +52,28 @@ def scripted(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(Trainer, "evaluate", fake)
 
 
-def test_selection_and_scheduling_read_the_validation_set(fmnist_data_dir: Path, tmp_path: Path, scripted) -> None:
+def test_selection_and_scheduling_read_the_validation_set(small_fmnist_dir: Path, tmp_path: Path, scripted) -> None:
     s = spec(scheduler={"name": "reduce_on_plateau", "patience": 0, "threshold": 0.0})
-    metrics = train(s, data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu").metrics
+    metrics = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu").metrics
     assert metrics["selected_on"] == "validation"
     assert metrics["best"] == {"epoch": 1, "val_acc": 0.5, "test_acc": 0.1}  # test alone would pick epoch 3
     assert [e["lr"] for e in metrics["epochs"]] == pytest.approx([0.05, 0.05, 0.005])  # falling val accuracy
     assert {"val_loss", "val_acc", "test_loss", "test_acc"} <= set(metrics["epochs"][0])
 
 
-def test_target_accuracy_reads_the_validation_set(fmnist_data_dir: Path, tmp_path: Path, scripted) -> None:
-    result = train(spec(target_accuracy=0.45), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+def test_target_accuracy_reads_the_validation_set(small_fmnist_dir: Path, tmp_path: Path, scripted) -> None:
+    result = train(spec(target_accuracy=0.45), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     assert result.stop_reason == "target_accuracy" and len(result.metrics["epochs"]) == 1
 
 
-def test_without_a_split_nothing_changes(fmnist_data_dir: Path, tmp_path: Path, scripted) -> None:
-    metrics = train(spec(validation_split=None), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu").metrics
+def test_without_a_split_nothing_changes(small_fmnist_dir: Path, tmp_path: Path, scripted) -> None:
+    metrics = train(spec(validation_split=None), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu").metrics
     assert metrics["selected_on"] == "test" and metrics["best"] == {"epoch": 3, "test_acc": 0.3}
     assert "val_acc" not in metrics["epochs"][0]
 
 
-def test_the_held_out_images_are_not_trained_on(fmnist_data_dir: Path, tmp_path: Path) -> None:
-    result = train(spec(epochs=1), data_dir=fmnist_data_dir, out_dir=tmp_path, device="cpu")
+def test_the_held_out_images_are_not_trained_on(small_fmnist_dir: Path, tmp_path: Path) -> None:
+    result = train(spec(epochs=1), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu")
     assert result.metrics["epochs"][0]["val_acc"] is not None
     steps = (200 - 40) // 32  # 40 of 200 held out: 5 batches of 32, not 6
     assert len(json.loads((tmp_path / "lr_steps.json").read_text())) == steps
