@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # torch: the API validates specs with this module and never l
 __all__ = [
     "TRANSFORMS",
     "build_train_transform",
+    "check_sizes",
     "default_transforms",
     "describe",
     "reseed",
@@ -76,6 +77,42 @@ TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} 
 # Warnings albumentations gives about a valid transform (deprecated, superseded by another, an alias,
 # slow): reported with the job. Any other warning is about a bad argument and refuses the list.
 ADVISORY = re.compile(r"deprecat|please use|consider using|is an alias|is very slow", re.IGNORECASE)
+
+
+# Arguments that set a size in pixels: of an image, a pad, a crop, a hole or a kernel (PadIfNeeded's
+# min_height, Resize's height, RandomResizedCrop's size, CoarseDropout's hole_height_range, a blur's
+# blur_limit, ElasticTransform's sigma, Defocus's radius...). None may exceed MAX_SIZE_FACTOR times the
+# dataset's image side: the default preset pads by 1/8 of it and cuts holes of 1/2.
+SIZE_ARGUMENT = re.compile(r"height|width|size|pad|px|crop|hole|kernel|blur_limit|sigma|radius")
+MAX_SIZE_FACTOR = 4
+
+
+def check_sizes(transforms: list[dict[str, Any]], *, side: int) -> None:
+    """Raise ValueError naming the transform and the argument when a size argument (SIZE_ARGUMENT) is
+    beyond MAX_SIZE_FACTOR x `side`: checked on the spec, before any transform is built or run."""
+    limit = MAX_SIZE_FACTOR * side
+    for index, item in enumerate(transforms):
+        if not isinstance(item, dict):
+            continue  # validate_transforms says what is wrong with it
+        for name, value in item.items():
+            if name == "name" or not SIZE_ARGUMENT.search(name):
+                continue
+            if any(number > limit for number in _numbers(value)):
+                raise ValueError(
+                    f"augmentation[{index}] {item.get('name')}: {name}={value!r} is far beyond the dataset's "
+                    f"{side} px images; at most {limit} px ({MAX_SIZE_FACTOR}x their side)"
+                )
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numbers in an argument: itself, or those in a list/tuple (nested), booleans excluded."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [abs(value)]
+    if isinstance(value, list | tuple):
+        return [number for item in value for number in _numbers(item)]
+    return []
 
 
 def validate_transforms(transforms: list[dict[str, Any]]) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DATASETS = ("cifar10", "fashion_mnist", "image_folder")
 MODELS = ("resnet18", "custom_resnet")
@@ -37,6 +37,9 @@ class Spec(BaseModel):
     """Base for every spec: unknown fields are a 422, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+NATIVE_SIDES = {"cifar10": 32, "fashion_mnist": 28}  # px; an image folder's is its `image_size`
 
 
 class DatasetSpec(Spec):
@@ -71,6 +74,11 @@ class DatasetSpec(Spec):
         if path.is_absolute() or ".." in path.parts or not path.parts:
             raise ValueError(f"path must be a folder relative to DATA_DIR without '..'; got {value!r}")
         return str(path)
+
+    @property
+    def side(self) -> int:
+        """The side in pixels of the (square) images the model gets."""
+        return NATIVE_SIDES.get(self.name, self.image_size)
 
     @model_validator(mode="after")
     def _path_iff_image_folder(self) -> DatasetSpec:
@@ -233,12 +241,14 @@ AUGMENTATION_DESCRIPTION = (
 )
 
 
-def _validate_augmentation(value: Augmentation) -> Augmentation:
+def _validate_augmentation(value: Augmentation, *, side: int | None) -> Augmentation:
     if isinstance(value, list):
         if len(value) > MAX_AUGMENTATIONS:
             raise ValueError(f"augmentation lists at most {MAX_AUGMENTATIONS} transforms; got {len(value)}")
-        from ml.augment import validate_transforms  # albumentations, not torch
+        from ml.augment import check_sizes, validate_transforms  # albumentations, not torch
 
+        if side is not None:  # before anything is built: sizes far beyond the images would allocate gigabytes
+            check_sizes(value, side=side)
         validate_transforms(value)
     return value
 
@@ -259,8 +269,9 @@ class CommonSpec(Spec):
 
     @field_validator("augmentation")
     @classmethod
-    def _augmentation(cls, value: Augmentation) -> Augmentation:
-        return _validate_augmentation(value)
+    def _augmentation(cls, value: Augmentation, info: ValidationInfo) -> Augmentation:
+        dataset = info.data.get("dataset")  # validated first (declared first), unless it was invalid
+        return _validate_augmentation(value, side=dataset.side if isinstance(dataset, DatasetSpec) else None)
 
 
 class LRFinderSpec(CommonSpec):

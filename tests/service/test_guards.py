@@ -158,3 +158,30 @@ def test_an_unreachable_store_at_startup_logs_no_password(configure, caplog: pyt
     with caplog.at_level(logging.INFO), make_client(FakeBroker()) as client:
         assert client.get("/jobs").status_code == 503
     assert "job store unreachable" in caplog.text and "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["train", "lr-finder"])
+def test_a_spec_with_sizes_far_beyond_its_images_is_refused_before_anything_is_built(settings, kind: str) -> None:
+    """PadIfNeeded to 60000 px would allocate 10.8 GB per image in the worker."""
+    spec = {
+        "dataset": {"name": "cifar10"},
+        "augmentation": [
+            {"name": "PadIfNeeded", "min_height": 60000, "min_width": 60000},
+            {"name": "RandomCrop", "height": 32, "width": 32},
+        ],
+    }
+    broker = FakeBroker()
+    with make_client(broker) as client:
+        answer = client.post(f"/jobs/{kind}", json=spec)
+        assert answer.status_code == 422
+        error = answer.json()["detail"][0]
+        assert error["loc"][-1] == "augmentation"
+        assert "PadIfNeeded: min_height=60000" in error["msg"] and "at most 128 px" in error["msg"]
+        folder = {"name": "image_folder", "path": "pets", "image_size": 64}  # 4x 64 px: 256 px is allowed
+        fine = spec | {
+            "dataset": folder,
+            "augmentation": [{"name": "PadIfNeeded", "min_height": 256, "min_width": 256}],
+        }
+        answer = client.post(f"/jobs/{kind}", json=fine)
+        assert answer.status_code != 422 or "augmentation" not in answer.text, answer.text
+    assert broker.sent == []
