@@ -197,6 +197,15 @@ class Settings(BaseSettings):
         "worker that sees no GPU refuses to start: docker compose's GPU worker sets it, so a missing driver is "
         "loud, not slow)",
     )
+    WORKER_MEMORY_MB: int | None = Field(
+        default=None,
+        ge=64,
+        le=16_777_216,
+        description="the memory in MiB a job's training step may take on a worker, as estimated from its spec "
+        "(weights, gradients, momentum and activations: model, width, batch size, image size). Set, the API "
+        "refuses a larger spec at submission (422); unset, each worker fails one at once against its device's "
+        "memory (its GPU's, or the machine's RAM), with the estimate and the budget in the error",
+    )
     PREDICT_THREADS: int = Field(
         default=0,
         ge=0,
@@ -280,6 +289,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_key_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("WORKER_MEMORY_MB", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("API_KEY")
     @classmethod

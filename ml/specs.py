@@ -233,6 +233,13 @@ SchedulerSpec = Annotated[
 TransformSpec = dict[str, Any]
 Augmentation = Literal["default", "none"] | list[TransformSpec]
 
+# Activation elements one image keeps for the backward pass, per channel of the model's first stage
+# and per input pixel, measured with torch.autograd.graph.saved_tensors_hooks at widths 8-64 and
+# 28-64 px (bench/README.md, "Memory"): about 28 for ResNet18, 14 for ResNet9.
+ACTIVATIONS_PER_WIDTH_PIXEL = {"resnet18": 28, "custom_resnet": 14}
+TRAINING_COPIES = 4  # fp32 copies of the weights a step holds: weights, gradients, momentum, a working copy
+FLOAT_BYTES = 4
+
 MAX_AUGMENTATIONS = 32  # transforms in a list: real pipelines have under ten; each costs every batch
 AUGMENTATION_DESCRIPTION = (
     '"default" (pad-and-crop, horizontal flip, Cutout 16x16 as CoarseDropout, normalize), "none" '
@@ -266,6 +273,27 @@ class CommonSpec(Spec):
         description="cross-entropy label smoothing of the training loss (and of the LR range test's, so that it "
         "measures the loss training will use); test losses are plain cross-entropy; 0 = none",
     )
+
+    def memory_estimate(self) -> int:
+        """Bytes a training step of this spec takes, about: weights, gradients, momentum and a working
+        copy of them (fp32), and the activations the batch keeps for the backward pass and their
+        gradients. A bound checked before anything is allocated (MEMORY_FACTORS' measurements)."""
+        name, width, side = self.model.name, self.model.width, self.dataset.side
+        parameters = float(MODEL_INFO[name]["parameters"]) * (width / 64) ** 2  # type: ignore[arg-type]
+        batch = min(self.batch_size, self.dataset.train_subset or self.batch_size)  # a batch of what there is
+        activations = batch * ACTIVATIONS_PER_WIDTH_PIXEL[name] * width * side * side * 2
+        return int((parameters * TRAINING_COPIES + activations) * FLOAT_BYTES)
+
+    def memory_refusal(self, budget: int, *, setting: str) -> str | None:
+        """Why this spec does not fit in `budget` bytes (named by `setting`), or None."""
+        needed = self.memory_estimate()
+        if needed <= budget:
+            return None
+        return (
+            f"this job needs about {needed / 2**30:.1f} GiB for a training step ({self.model.name} width "
+            f"{self.model.width}, batch_size {self.batch_size}, {self.dataset.side} px images), more than the "
+            f"{budget / 2**30:.1f} GiB of {setting}; lower batch_size, model.width or the image size"
+        )
 
     @field_validator("augmentation")
     @classmethod

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from core import store
-from ml.specs import DatasetSpec, TrainSpec
+from ml.specs import CommonSpec, DatasetSpec, TrainSpec
 
 
 def invalid(loc: tuple[str | int, ...], message: str, value: Any) -> RequestValidationError:
@@ -34,6 +34,16 @@ def check_lr_finder_job(session: Session, spec: TrainSpec) -> None:
         raise invalid(loc, f"lr_finder job {job_id!r} is {job.status!r}; expected 'succeeded'", job_id)
     if not (job.result or {}).get("suggested_lr"):
         raise invalid(loc, f"lr_finder job {job_id!r} found no learning rate to suggest; give optimizer.lr", job_id)
+
+
+def check_memory(spec: CommonSpec, budget_mb: int | None) -> None:
+    """With WORKER_MEMORY_MB set, a spec whose training step would not fit is refused here; unset,
+    the worker checks it against its own device's memory when it starts the job."""
+    if budget_mb is None:
+        return
+    refusal = spec.memory_refusal(budget_mb * 2**20, setting="WORKER_MEMORY_MB")
+    if refusal is not None:
+        raise invalid(("body", "batch_size"), refusal, spec.batch_size)
 
 
 def check_dataset_on_disk(spec: DatasetSpec, data_dir: Path) -> None:

@@ -4,6 +4,7 @@ register what it left. Returns the fields that end the job; raises what ml raise
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,13 @@ def choose_device(wanted: str = "auto") -> str:
     return wanted
 
 
+def device_memory(device: str) -> int:
+    """Bytes of memory on `device`: the GPU's, or this machine's RAM."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 @dataclass
 class JobRun:
     job_id: str
@@ -55,10 +63,26 @@ class JobRun:
 
     def run(self, kind: str, params: dict[str, Any]) -> Outcome:
         if kind == "lr_finder":
-            return self.lr_finder(LRFinderSpec.model_validate(params))
+            lr_spec = LRFinderSpec.model_validate(params)
+            self.check_memory(lr_spec)
+            return self.lr_finder(lr_spec)
         if kind == "train":
-            return self.train(TrainSpec.model_validate(params))
+            spec = TrainSpec.model_validate(params)
+            self.check_memory(spec)
+            return self.train(spec)
         raise ValueError(f"unknown job kind {kind!r}; expected 'lr_finder' or 'train'")
+
+    def check_memory(self, spec: LRFinderSpec | TrainSpec) -> None:
+        """Fail at once (a ValueError: the job fails, it is not redelivered) when the spec's training step
+        would not fit in WORKER_MEMORY_MB, else in the device's memory: never an out-of-memory kill."""
+        if self.settings.WORKER_MEMORY_MB is not None:
+            budget, setting = self.settings.WORKER_MEMORY_MB * 2**20, "WORKER_MEMORY_MB"
+        else:
+            device = choose_device(self.settings.WORKER_DEVICE)
+            budget, setting = device_memory(device), f"this worker's {device} memory"
+        refusal = spec.memory_refusal(budget, setting=setting)
+        if refusal is not None:
+            raise ValueError(refusal)
 
     def lr_finder(self, spec: LRFinderSpec) -> Outcome:
         found = run_lr_finder(

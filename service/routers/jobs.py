@@ -14,7 +14,7 @@ from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import Job, session_for
 from ml.specs import MAX_EPOCHS, LRFinderSpec, TrainSpec
-from service.admission import check_dataset_on_disk, check_lr_finder_job
+from service.admission import check_dataset_on_disk, check_lr_finder_job, check_memory
 from service.broker import Broker, BrokerDep
 from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.deps import Limit, Offset, SessionDep, SettingsDep
@@ -68,6 +68,7 @@ def create_lr_finder_job(
 ) -> LRFinderJobPublic:
     """Queue Leslie Smith's LR range test; `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_memory(spec, settings.WORKER_MEMORY_MB)
     job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"))
     response.headers["Location"] = f"/jobs/{job.id}"
     return LRFinderJobPublic.model_validate(job)
@@ -80,6 +81,7 @@ def create_train_job(
     """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion);
     `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_memory(spec, settings.WORKER_MEMORY_MB)
     check_lr_finder_job(session, spec)
     job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"))
     response.headers["Location"] = f"/jobs/{job.id}"
