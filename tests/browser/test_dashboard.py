@@ -66,8 +66,16 @@ def page(browser, stack: Stack):
     opened.set_default_timeout(60_000)
     opened.errors = []
     opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    opened.on("console", lambda message: refused_by_policy(opened, message))
     yield opened
     context.close()
+
+
+def refused_by_policy(page, message) -> None:
+    """Chromium logs what the Content-Security-Policy blocked as a console error: a page that needs an
+    inline script, a foreign script or a frame would fail the test that showed it."""
+    if message.type == "error" and "Content Security Policy" in message.text:
+        page.errors.append(message.text)
 
 
 @pytest.fixture(autouse=True)
@@ -292,3 +300,13 @@ def test_a_key_prompt_when_api_key_is_set(browser, keyed_api: Stack, api_key: st
         assert not dialog.evaluate("d => d.open")
     finally:
         context.close()
+
+
+def test_the_api_docs_work_under_the_pages_policy(page, stack: Stack) -> None:
+    """/docs: Swagger UI from this server (swagger-ui-bundle), started by a script file, no CDN."""
+    page.goto(f"{stack.url}/docs")
+    page.wait_for_selector(".opblock-tag")  # the operations, read from /openapi.json
+    assert page.locator(".opblock").count() > 10
+    assert "script-src 'self'" in page.evaluate(
+        "async () => (await fetch('/docs')).headers.get('content-security-policy')"
+    )
