@@ -1,4 +1,4 @@
-"""The whole assignment from the browser: a job form with its validation errors, an LR finder, "train
+"""The whole product from the browser: a job form with its validation errors, an LR finder, "train
 with this LR", curves that grow while the job runs, the GradCAM gallery, the checkpoint's "predict
 with this" on an uploaded file, two jobs compared, and the key prompt of an API with API_KEY set.
 The tests run in file order and hand the jobs they made to the next through `state`."""
