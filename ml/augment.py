@@ -143,6 +143,11 @@ def _check_normalize(transforms: list[A.BasicTransform], *, channels: int | None
             "give at most one: it is the model's input normalization"
         )
     for index, transform in found:
+        if index != len(transforms) - 1:
+            raise ValueError(
+                f"augmentation[{index}] Normalize must be the last transform (at {len(transforms) - 1}): the "
+                "transforms after it would get normalized floats, and pixel ones clip them to [0, 255]"
+            )
         if transform.normalization != "standard" or transform.max_pixel_value is None:
             raise ValueError(
                 f"augmentation[{index}] Normalize: normalization {transform.normalization!r} depends on each "

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ml.models import build_model, unwrap
-from ml.specs import MODELS, ModelSpec
+from ml.specs import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, MODELS, ModelSpec
 
 FORMAT = 1
 MODEL_FILE = "model.safetensors"
@@ -226,6 +226,10 @@ def _check_manifest(manifest: Any, *, source: str) -> None:
     for key in ("in_channels", "num_classes", "image_size"):
         if not _is_int(manifest[key], 1):
             raise CheckpointError(f"{source}: {key} must be a positive int; got {manifest[key]!r}")
+    if not MIN_IMAGE_SIZE <= manifest["image_size"] <= MAX_IMAGE_SIZE:  # /predict resizes every upload to it
+        raise CheckpointError(
+            f"{source}: image_size must be {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} px; got {manifest['image_size']!r}"
+        )
     classes, channels = manifest["classes"], manifest["in_channels"]
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{source}: classes must be a list of strings; got {classes!r}")

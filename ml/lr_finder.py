@@ -202,7 +202,8 @@ def range_test(
     callbacks: Callbacks | None = None,
     sync_every: int | None = None,
 ) -> Curve:
-    """Train one batch per iteration at a growing LR and record the loss; restores model and optimizer.
+    """Train one batch per iteration at a growing LR and record the loss; restores model and optimizer
+    and leaves no gradients behind.
 
     `batches` yields (inputs, labels, ...) and is started again when it runs out. The model's device
     is the one used. Stops early on divergence (stop_reason "diverged", diverged_at_lr set: the smoothed
@@ -237,6 +238,7 @@ def range_test(
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
+        optimizer.zero_grad(set_to_none=True)  # the sweep's last gradients belong to no restored state
         model.train(was_training)
 
 

@@ -158,9 +158,10 @@ def count_parameters(model: nn.Module) -> int:
 def flip_averaged(model: nn.Module, images: Tensor, logits: Tensor) -> Tensor:
     """Test-time flip (TrainSpec.test_time_flip): `logits`, the model's for `images` (N, C, H, W), averaged
     with its logits for their mirror images. One definition for evaluation and /predict, so that a
-    checkpoint predicts what its reported accuracy measured."""
+    checkpoint predicts what its reported accuracy measured. In float32 whatever autocast produced (bf16
+    on CUDA): averaged and compared in bf16, close logits would round together and swap or tie."""
     flipped: Tensor = model(images.flip(3))
-    return (logits + flipped.to(logits.dtype)) / 2
+    return (logits.float() + flipped.float()) / 2
 
 
 def unwrap(model: nn.Module) -> nn.Module:

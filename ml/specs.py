@@ -39,6 +39,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 256  # px a side: what a spec may ask, and what a checkpoint may say
 NATIVE_SIDES = {"cifar10": 32, "fashion_mnist": 28}  # px; an image folder's is its `image_size`
 
 
@@ -52,8 +53,8 @@ class DatasetSpec(Spec):
     )
     image_size: int = Field(
         default=32,
-        ge=8,
-        le=256,
+        ge=MIN_IMAGE_SIZE,
+        le=MAX_IMAGE_SIZE,
         description="image_folder only: each image is scaled so that its shorter side is this size and "
         "centre-cropped to a square (its aspect kept); transparent pixels are composited on white. /predict "
         "prepares uploads the same way",

@@ -161,7 +161,7 @@ class Trainer:
                 # (a second shape cost 4 s of cold compilation on 2 cores; eval-mode rows are independent)
                 x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
             with autocast(self.device), compiled_calls(self.compile_mode):
-                logits = model(x)
+                logits = model(x).float()  # bf16 under autocast on CUDA: argmax on float32, as /predict
                 if self.spec.test_time_flip:
                     logits = flip_averaged(model, x, logits)
             logits = logits[:n]

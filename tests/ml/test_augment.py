@@ -224,6 +224,10 @@ def test_the_users_normalize_is_the_models_normalization(item, expected):
         ),
         ([{"name": "Normalize", "p": 0.5}], r"augmentation\[0\] Normalize: p must be 1 .*got 0.5"),
         ([{"name": "Normalize"}, {"name": "Normalize"}], r"2 Normalize transforms \(at \[0, 1\]\)"),
+        (
+            [{"name": "Normalize"}, {"name": "RandomBrightnessContrast"}],
+            r"augmentation\[0\] Normalize must be the last transform \(at 1\).*clip them",
+        ),
     ],
 )
 def test_a_normalize_that_cannot_hold_at_evaluation_is_refused(transforms, expected):

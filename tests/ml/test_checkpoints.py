@@ -213,6 +213,8 @@ def test_truncated_weights_are_refused_even_with_a_matching_hash(checkpoint: Pat
         ({"mean": [0.5]}, "mean must be 3 numbers"),
         ({"format": 2}, "unsupported format 2"),
         ({"classes": "abc"}, "classes must be a list"),
+        ({"image_size": 100_000}, "image_size must be 8-256 px; got 100000"),  # /predict would resize to it
+        ({"image_size": 4}, "image_size must be 8-256 px; got 4"),
     ],
 )
 def test_invalid_manifests_are_refused(checkpoint: Path, changes: dict, match: str) -> None:

@@ -274,6 +274,7 @@ def test_model_and_optimizer_are_restored_after_a_sweep():
     assert len(curve.lrs) == 15
     assert_same_state(before, model, optimizer)
     assert not model.training  # the mode it came in with
+    assert all(p.grad is None for p in model.parameters()), "the sweep's last gradients are gone"
 
 
 def test_state_is_restored_even_when_the_sweep_raises():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ml.models import MODEL_INFO, build_model, count_parameters, gradcam_layer, split_at_cam_layer
+from ml.models import MODEL_INFO, build_model, count_parameters, flip_averaged, gradcam_layer, split_at_cam_layer
 from ml.specs import MODELS, ModelSpec
 
 
@@ -129,3 +129,15 @@ def test_split_at_cam_layer_unwraps_a_compiled_model_and_rejects_unknown_ones() 
     assert features == model.forward_features and head == model.forward_head
     with pytest.raises(ValueError, match="no GradCAM layer known for Linear"):
         split_at_cam_layer(nn.Linear(2, 2))
+
+
+def test_test_time_flip_averages_in_float32_whatever_autocast_gave() -> None:
+    """On CUDA autocast gives bf16 logits: their average and argmax are taken in float32."""
+    model = tiny("custom_resnet").eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(images).to(torch.bfloat16)
+        averaged = flip_averaged(model, images, logits)
+        expected = (logits.float() + model(images.flip(3)).float()) / 2
+    assert averaged.dtype == torch.float32
+    assert torch.equal(averaged, expected)
