@@ -198,10 +198,13 @@ class Trainer:
         self.start_epoch = done + 1
         for record in self.epochs:
             self.callbacks.on_epoch(record)
-        latest = self.epochs[-1]  # the checkpoint holds the scheduler before this epoch's step
-        self.schedule.after_epoch(test_acc=latest[f"{self.key}_acc"], test_loss=latest[f"{self.key}_loss"])
+        # The checkpoint holds the scheduler before this epoch's step: replay the step, and the target,
+        # on the exact figures the uninterrupted run decided on (metrics.json rounds to 6 digits).
+        latest = self.epochs[-1]
+        decided = manifest.get("decided_on") or {"loss": latest[f"{self.key}_loss"], "acc": latest[f"{self.key}_acc"]}
+        self.schedule.after_epoch(test_acc=decided["acc"], test_loss=decided["loss"])
         target = self.spec.target_accuracy
-        return "target_accuracy" if target is not None and latest[f"{self.key}_acc"] >= target else None
+        return "target_accuracy" if target is not None and decided["acc"] >= target else None
 
     def _restore_best(self, done: int) -> None:
         """Make `checkpoints/best` the best epoch of the resumed metrics: a run killed after saving
@@ -268,7 +271,8 @@ class Trainer:
         # epoch, which "last" holds by then, so a resume that finds it missing writes it from "last"
         # (_restore_best) instead of trusting a best/ from an epoch the metrics lost.
         self._write_metrics()
-        self._save_checkpoint("last", epoch, test_acc)
+        loss, acc = measured[self.key]  # what the scheduler and the target decide on, unrounded
+        self._save_checkpoint("last", epoch, test_acc, decided_on={"loss": loss, "acc": acc})
         if improved:
             self._save_checkpoint("best", epoch, test_acc)
         self.callbacks.on_epoch(record)
@@ -279,9 +283,9 @@ class Trainer:
         best = {"epoch": record["epoch"], "test_acc": record["test_acc"]}
         return best | ({"val_acc": record["val_acc"]} if self.key == "val" else {})
 
-    def manifest(self, epoch: int, test_acc: float) -> dict[str, Any]:
+    def manifest(self, epoch: int, test_acc: float, decided_on: dict[str, float] | None = None) -> dict[str, Any]:
         b = self.bundle
-        return {
+        return ({"decided_on": decided_on} if decided_on else {}) | {
             "model": self.spec.model.model_dump(),
             "in_channels": b.in_channels,
             "num_classes": b.num_classes,
@@ -295,11 +299,13 @@ class Trainer:
             "spec": self.spec.model_dump(mode="json"),
         }
 
-    def _save_checkpoint(self, which: str, epoch: int, test_acc: float) -> None:
+    def _save_checkpoint(
+        self, which: str, epoch: int, test_acc: float, decided_on: dict[str, float] | None = None
+    ) -> None:
         save_checkpoint(
             self.out_dir / "checkpoints" / which,
             model=self.model,
-            manifest=self.manifest(epoch, test_acc),
+            manifest=self.manifest(epoch, test_acc, decided_on),
             optimizer=self.optimizer if which == "last" else None,
             scheduler=self.schedule.scheduler if which == "last" else None,
         )

@@ -153,7 +153,9 @@ def test_a_kill_between_the_writes_never_leaves_a_best_from_a_lost_epoch(
 
     monkeypatch.setattr(Trainer, "evaluate", rising)
     monkeypatch.setattr(Trainer, "_write_metrics", killing("metrics", write_metrics))
-    monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, which, *a: killing(which, save)(self, which, *a))
+    monkeypatch.setattr(
+        Trainer, "_save_checkpoint", lambda self, which, *a, **k: killing(which, save)(self, which, *a, **k)
+    )
     out = tmp_path / "run"
     with pytest.raises(Killed):
         train(s, data_dir=small_fmnist_dir, out_dir=out, device="cpu")
@@ -205,3 +207,32 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(
     learned = [[record[key] for key in LEARNED] for record in whole]
     assert [[record[key] for key in LEARNED] for record in again] == learned
     assert [[record[key] for key in LEARNED] for record in resumed.metrics["epochs"]] == learned
+
+
+def test_resume_replays_the_schedulers_step_on_the_exact_figures_not_the_rounded_ones(
+    small_fmnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metrics.json rounds to 6 digits; ReduceLROnPlateau's threshold (1e-4 relative) and a target
+    accuracy compare exact figures, so a resume must replay the uninterrupted run's own."""
+    s = spec(epochs=2, scheduler={"name": "reduce_on_plateau"})
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(s, data_dir=small_fmnist_dir, out_dir=out, callbacks=Recorder(kill_after_epoch=1), device="cpu")
+    decided = load_manifest(out / "checkpoints" / "last")["decided_on"]
+    replayed: list[tuple[float, float]] = []
+    after_epoch = Trainer.resume
+
+    def spy(self: Trainer):
+        original = self.schedule.after_epoch
+        self.schedule.after_epoch = lambda *, test_acc, test_loss: (  # type: ignore[method-assign]
+            replayed.append((test_acc, test_loss)) or original(test_acc=test_acc, test_loss=test_loss)
+        )
+        try:
+            return after_epoch(self)
+        finally:
+            self.schedule.after_epoch = original  # type: ignore[method-assign]
+
+    monkeypatch.setattr(Trainer, "resume", spy)
+    train(s, data_dir=small_fmnist_dir, out_dir=out, device="cpu", resume=True)
+    assert replayed == [(decided["acc"], decided["loss"])]
+    assert decided["loss"] != round(decided["loss"], 6)  # the figure metrics.json holds would differ
