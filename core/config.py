@@ -81,11 +81,14 @@ class Settings(BaseSettings):
         description="bytes of one `POST /predict` body, all its files together; larger get 413 at once",
     )
     MAX_PREDICT_PIXELS: int = Field(
-        default=160_000_000,
+        default=16_000_000,
         gt=0,
-        description="pixels of one `/predict` request's images together, as their headers declare; more get 413 "
-        "before any is decoded. Images are decoded one at a time and kept at most 256 px a side: one request holds "
-        "at most its body, one full decode (at most 40 MP, 160 MB) and 64 reduced images (17 MB)",
+        description="pixels that decoding one `/predict` request's images will cost, together, read from their "
+        "headers; more get 413 before any is decoded. JPEGs count at the scale they are decoded at (1/8 of a side "
+        "for a large photo: a 36 MP photo costs 0.56 MP); PNG, WebP and TIFF in full, which decode at 60-70 MP/s "
+        "on one core: 16 MP is about a quarter of a second of the model thread. Images are decoded one at a time "
+        "and kept at most 256 px a side: one request holds at most its body, one full decode (at most 40 MP, "
+        "160 MB) and 64 reduced images (17 MB)",
     )
     MAX_BODY_BYTES: int = Field(
         default=1024 * 1024,

@@ -2,7 +2,7 @@
 one exceeds MAX_UPLOAD_BYTES, before the rest arrives; the whole body is bounded by MAX_PREDICT_BYTES
 in service.middleware), part headers bounded, then sniffed and decoded with Pillow (415 for anything
 that is not a complete image, 413 for decompression bombs and for more pixels than the request's
-budget, MAX_PREDICT_PIXELS).
+budget, MAX_PREDICT_PIXELS, which counts the pixels decoding will cost: its time, on the model thread).
 
 Worst-case memory of one request: its body (at most MAX_PREDICT_BYTES, 32 MiB by default), one image
 decoded in full (at most MAX_PIXELS, 4 bytes each: 160 MB), and every image reduced to at most
@@ -166,9 +166,13 @@ def decode_images(uploads: list[Upload], *, max_pixels: int) -> list[Image.Image
 
 
 def _declared_pixels(upload: Upload) -> int:
-    """Width x height from the image's header (nothing decoded); 0 when it is no image (decode says so)."""
+    """The pixels decoding the image will cost, from its header (nothing decoded): width x height at the
+    scale it will be decoded at (a JPEG's draft scale, 1/8 of a side for a large photo; other formats in
+    full); 0 when it is no image (decode says so)."""
     try:
         with Image.open(BytesIO(upload.data)) as probe:
+            _check_pixels(upload.filename, probe)  # one image too large says so, before the request's sum
+            probe.draft(None, (REDUCED_SIZE, REDUCED_SIZE))  # a JPEG's size as decode_image decodes it
             return probe.size[0] * probe.size[1]
     except Image.DecompressionBombError as exc:
         raise too_large(f"file {upload.filename!r} has too many pixels: {exc}") from exc
