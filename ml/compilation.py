@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import cast
 
 import torch
+import torch._inductor.config
 from torch import nn
 
 from ml.specs import COMPILE_MIN_STEPS
@@ -51,16 +53,25 @@ def compile_model(model: nn.Module, mode: str | None) -> nn.Module:
     return cast(nn.Module, torch.compile(model, mode=mode, dynamic=False))  # an OptimizedModule
 
 
-def compiled_calls(mode: str | None) -> contextlib.AbstractContextManager[None]:
-    """The Dynamo settings a compiled model's calls run under, scoped to the `with` block rather than
-    set for the whole process: more recompiles kept (RECOMPILE_LIMIT), and a backend failure runs that
-    frame eagerly, logged, instead of failing the job (suppress_errors). Nothing for eager runs."""
+@contextlib.contextmanager
+def compiled_calls(mode: str | None, *, device: torch.device) -> Iterator[None]:
+    """The settings a compiled model's calls (and its lazy compilation) run under, scoped to the `with`
+    block rather than set for the whole process: more recompiles kept (RECOMPILE_LIMIT), and a backend
+    failure runs that frame eagerly, logged, instead of failing the job (suppress_errors). On a CPU,
+    Inductor keeps the convolutions in the contiguous layout instead of converting them to
+    channels_last (layout_optimization): that is oneDNN's path that corrupts memory in torch 2.14.1
+    (ml.runtime.memory_format), seen as a hang or a heap-corruption abort in the compiled backward.
+    Nothing for eager runs."""
     if mode is None:
-        return contextlib.nullcontext()
+        yield
+        return
     dynamo = torch._dynamo.config
-    patch: contextlib.AbstractContextManager[None] = dynamo.patch(
-        recompile_limit=max(dynamo.recompile_limit, RECOMPILE_LIMIT),
-        accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT),
-        suppress_errors=True,
-    )
-    return patch
+    with (
+        dynamo.patch(
+            recompile_limit=max(dynamo.recompile_limit, RECOMPILE_LIMIT),
+            accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT),
+            suppress_errors=True,
+        ),
+        torch._inductor.config.patch(layout_optimization=device.type != "cpu"),
+    ):
+        yield

@@ -102,7 +102,7 @@ class Trainer:
         return self.callbacks.should_stop()
 
     def train_epoch(self, epoch: int) -> EpochStats:
-        with compiled_calls(self.compile_mode):
+        with compiled_calls(self.compile_mode, device=self.device):
             return self._train_epoch(epoch)
 
     def _train_epoch(self, epoch: int) -> EpochStats:
@@ -160,7 +160,7 @@ class Trainer:
                 # the last, smaller batch padded to the others' size: one compiled graph serves them all
                 # (a second shape cost 4 s of cold compilation on 2 cores; eval-mode rows are independent)
                 x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
-            with autocast(self.device), compiled_calls(self.compile_mode):
+            with autocast(self.device), compiled_calls(self.compile_mode, device=self.device):
                 logits = model(x).float()  # bf16 under autocast on CUDA: argmax on float32, as /predict
                 if self.spec.test_time_flip:
                     logits = flip_averaged(model, x, logits)

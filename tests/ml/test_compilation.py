@@ -90,6 +90,9 @@ def test_dynamo_settings_hold_only_around_the_compiled_calls():
     before = (dynamo.suppress_errors, dynamo.recompile_limit)
     compile_model(torch.nn.Linear(2, 2), "default")
     assert (dynamo.suppress_errors, dynamo.recompile_limit) == before  # no process-wide side effect
-    with compiled_calls("default"):
+    inductor = torch._inductor.config
+    layout = inductor.layout_optimization
+    with compiled_calls("default", device=torch.device("cpu")):
         assert dynamo.suppress_errors and dynamo.recompile_limit >= RECOMPILE_LIMIT
-    assert (dynamo.suppress_errors, dynamo.recompile_limit) == before
+        assert not inductor.layout_optimization  # no channels_last convolutions on the CPU (oneDNN's defect)
+    assert (dynamo.suppress_errors, dynamo.recompile_limit, inductor.layout_optimization) == (*before, layout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import weakref
+from types import ModuleType
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core import store
 from core.db import Job
-from ml import trainer
+from ml import run, trainer
 from ml.models import build_model
 from ml.specs import LRFinderSpec, TrainSpec
 from worker.tasks import run_job
@@ -25,10 +26,13 @@ TINY = {
 ONE_EPOCH = TrainSpec.model_validate({**TINY, "epochs": 1, "gradcam_misclassified": 0}).model_dump(mode="json")
 
 
-def failed_train_job(session: Session, patch: pytest.MonkeyPatch, name: str, replacement: object) -> Job:
-    """A one-epoch train job run by the worker task with `ml.trainer.<name>` replaced: it must fail."""
+def failed_train_job(
+    session: Session, patch: pytest.MonkeyPatch, name: str, replacement: object, *, module: ModuleType = trainer
+) -> Job:
+    """A one-epoch train job run by the worker task with `<module>.<name>` (ml.trainer's by default)
+    replaced: it must fail."""
     job_id = store.create_job(session, kind="train", params=ONE_EPOCH).id
-    patch.setattr(trainer, name, replacement)
+    patch.setattr(module, name, replacement)
     assert run_job(job_id, "train", ONE_EPOCH) == "failed"
     job = store.get_job(session, job_id)
     assert job is not None and job.status == "failed" and job.finished_at is not None and job.error is not None
@@ -67,7 +71,7 @@ def test_cuda_out_of_memory_names_the_job_s_settings_frees_its_model_and_the_wor
         return model
 
     with pytest.MonkeyPatch.context() as patch:
-        job = failed_train_job(session, patch, "build_model", model_out_of_memory)
+        job = failed_train_job(session, patch, "build_model", model_out_of_memory, module=run)
     assert job.error == "CUDA out of memory at batch_size 32, width 2: lower batch_size or width"
     assert freed_before_empty_cache == [True]  # the traceback no longer held the model when the cache was emptied
 
