@@ -39,6 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml.compilation import compiled_calls
 from ml.data import DatasetBundle, ImageSet
 from ml.presets import PRESETS
 from ml.progress import NullCallbacks
@@ -79,19 +80,21 @@ def bundle_for(data_dir: Path, images: int) -> DatasetBundle:
 
 
 def bare_epoch(trainer: Trainer) -> int:
-    """The baseline: one epoch of plain SGD steps over the trainer's own loader and model."""
+    """The baseline: one epoch of plain SGD steps over the trainer's own loader and model, its
+    compiled calls under the trainer's settings (ml.compilation.compiled_calls)."""
     model, optimizer, device = trainer.model, trainer.optimizer, trainer.device
     criterion, images = nn.CrossEntropyLoss(), 0
     model.train()
-    for x, y in trainer.train_loader:
-        x = x.to(device, non_blocking=True, memory_format=trainer.memory_format)
-        y = y.to(device, non_blocking=True)
-        with autocast(device):
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        images += len(y)
+    with compiled_calls(trainer.compile_mode, device=device):
+        for x, y in trainer.train_loader:
+            x = x.to(device, non_blocking=True, memory_format=trainer.memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast(device):
+                loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            images += len(y)
     return images
 
 
