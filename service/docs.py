@@ -1,16 +1,15 @@
-"""`GET /docs`: the API, browsable and callable in Swagger UI, served from this server alone. The
-Swagger UI files come from the `swagger-ui-bundle` package (pinned in pyproject.toml), not from a
-CDN, and the page starts it from a script file, not an inline one: the same Content-Security-Policy
-as the dashboard holds (service.guards), on the origin where the dashboard keeps the API key."""
+"""`GET /docs`: the API, browsable and callable in Swagger UI, served from this server alone. Swagger
+UI 5.36.0 (it reads OpenAPI 3.1, which FastAPI writes) is vendored from npm's `swagger-ui-dist` with
+its licence in service/static/vendor/swagger-ui, not loaded from a CDN, and the page starts it from
+a script file, not an inline one: the same Content-Security-Policy as the dashboard holds
+(service.guards), on the origin where the dashboard keeps the API key."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
-ASSETS = "/docs-assets"
+ASSETS = "/static/vendor/swagger-ui"  # mounted with the dashboard's files (service.dashboard)
 PAGE = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -30,10 +29,8 @@ PAGE = f"""<!DOCTYPE html>
 
 
 def install(app: FastAPI) -> None:
-    """The page at /docs and Swagger UI's files at /docs-assets, both public (they hold no data)."""
+    """The page at /docs, public (it holds no data)."""
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
         return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
-
-    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")

@@ -111,7 +111,7 @@ def test_every_page_is_unframeable_and_runs_scripts_from_this_server_only(settin
             assert page.headers["referrer-policy"] == "no-referrer"
             assert "<script>" not in page.text and "cdn" not in page.text.lower(), "no inline script, no CDN"
         assert client.get("/jobs").headers["x-content-type-options"] == "nosniff"
-        assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
         assert client.get("/static/js/docs.js").status_code == 200
         assert client.get("/redoc").status_code == 404
 
