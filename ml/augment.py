@@ -1,6 +1,7 @@
 """Augmentation presets built from a job spec's `augmentation` with albumentations: "default" (the
-CIFAR recipe: pad-and-crop, flip, Cutout as CoarseDropout), "none", or the user's list of
-transforms, each checked against the transform's own signature before it is built."""
+CIFAR recipe: pad-and-crop, flip, the paper's Cutout), "none", or the user's list of transforms (any
+albumentations transform, or "Cutout": ml.cutout), each checked against the transform's own
+signature before it is built."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import albumentations as A
 import cv2
 import numpy as np
 from pydantic import ValidationError
+
+from ml.cutout import Cutout
 
 if TYPE_CHECKING:  # torch: the API validates specs with this module and never loads torch
     from ml.normalization import Normalization
@@ -36,6 +39,11 @@ def default_pad(image_size: int) -> int:
     """The default preset's padding for image_size inputs: PAD at 32 px (and 28), in proportion
     otherwise (8 px at 64, 2 at 16), at least 1; rounded half up."""
     return max(1, int(image_size * PAD / 32 + 0.5))
+
+
+def default_hole(image_size: int) -> int:
+    """The default preset's Cutout length: half the side (16 px at 32 px, the paper's CIFAR-10 size)."""
+    return image_size // 2
 
 
 # Exported transforms a job cannot use, and why: they need targets other than the image
@@ -73,17 +81,18 @@ def _public_transforms() -> dict[str, type[A.BasicTransform]]:
     return {name: cls for name, cls in sorted(found.items()) if name not in EXCLUDED}
 
 
-TRANSFORMS = _public_transforms()  # name -> class, what a spec's {"name": ...} may say
+# name -> class, what a spec's {"name": ...} may say: albumentations' own, and the paper's Cutout
+TRANSFORMS: dict[str, type[A.BasicTransform]] = dict(sorted({**_public_transforms(), "Cutout": Cutout}.items()))
 # Warnings albumentations gives about a valid transform (deprecated, superseded by another, an alias,
 # slow): reported with the job. Any other warning is about a bad argument and refuses the list.
 ADVISORY = re.compile(r"deprecat|please use|consider using|is an alias|is very slow", re.IGNORECASE)
 
 
 # Arguments that set a size in pixels: of an image, a pad, a crop, a hole or a kernel (PadIfNeeded's
-# min_height, Resize's height, RandomResizedCrop's size, CoarseDropout's hole_height_range, a blur's
-# blur_limit, ElasticTransform's sigma, Defocus's radius...). None may exceed MAX_SIZE_FACTOR times the
-# dataset's image side: the default preset pads by 1/8 of it and cuts holes of 1/2.
-SIZE_ARGUMENT = re.compile(r"height|width|size|pad|px|crop|hole|kernel|blur_limit|sigma|radius")
+# min_height, Resize's height, RandomResizedCrop's size, CoarseDropout's hole_height_range, Cutout's
+# length, a blur's blur_limit, ElasticTransform's sigma, Defocus's radius...). None may exceed
+# MAX_SIZE_FACTOR times the dataset's image side: the default preset pads by 1/8 of it and cuts holes of 1/2.
+SIZE_ARGUMENT = re.compile(r"height|width|size|pad|px|crop|hole|length|kernel|blur_limit|sigma|radius")
 MAX_SIZE_FACTOR = 4
 
 
@@ -196,23 +205,18 @@ def build_train_transform(
 
 
 def default_transforms(*, image_size: int, normalization: Normalization) -> list[A.BasicTransform]:
-    """Pad-and-crop (default_pad: 4 px at 32 px), horizontal flip and Cutout (a square hole half the
-    image's side, 16x16 at 32 px, filled with the mean so that it normalizes to 0): both scale with
-    the image size."""
-    hole, pad = image_size // 2, default_pad(image_size)
+    """Pad-and-crop (default_pad: 4 px at 32 px), horizontal flip and the paper's Cutout on every
+    image (ml.cutout: a square of half the image's side, 16x16 at 32 px, centred anywhere in the
+    image and clipped at its borders, filled with the mean so that it normalizes to 0): both scale
+    with the image size."""
+    hole, pad = default_hole(image_size), default_pad(image_size)
     return [
         A.PadIfNeeded(
             min_height=image_size + 2 * pad, min_width=image_size + 2 * pad, border_mode=cv2.BORDER_REFLECT_101
         ),
         A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),
-        A.CoarseDropout(
-            num_holes_range=(1, 1),
-            hole_height_range=(hole, hole),
-            hole_width_range=(hole, hole),
-            fill=tuple(float(v) for v in normalization.cutout_fill),
-            p=0.5,
-        ),
+        Cutout(num_holes=1, length=hole, fill=tuple(float(v) for v in normalization.cutout_fill), p=1.0),
     ]
 
 
@@ -220,7 +224,7 @@ def reseed(compose: A.Compose, seed: int) -> None:
     """Give every transform of `compose` one shared random stream started from `seed`.
 
     Not `A.Compose(seed=...)`: that gives each transform its own generator with the same seed, so
-    HorizontalFlip(p=0.5) and CoarseDropout(p=0.5) would always fire together."""
+    HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) would always fire together."""
     compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 

@@ -3,12 +3,13 @@ and the CLI's input. Importing this module never imports torch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-DATASETS = ("cifar10", "fashion_mnist", "image_folder")
+DATASETS = ("cifar10", "fashion_mnist", "image_folder", "uploaded")
 MODELS = ("resnet18", "custom_resnet")
 MAX_EPOCHS = 500  # a week of CPU time for a tiny model; more is a typo
 MAX_BATCH_SIZE = 4096  # a full H100 holds ResNet18 at 32x32 with room to spare
@@ -41,21 +42,26 @@ class Spec(BaseModel):
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 256  # px a side: what a spec may ask, and what a checkpoint may say
 NATIVE_SIDES = {"cifar10": 32, "fashion_mnist": 28}  # px; an image folder's is its `image_size`
+UPLOADS_FOLDER = "uploads"  # under DATA_DIR: an uploaded dataset is the image folder uploads/<id>/
 
 
 class DatasetSpec(Spec):
-    name: Literal["cifar10", "fashion_mnist", "image_folder"] = Field(
-        description="cifar10 | fashion_mnist | image_folder (then `path` is required)"
+    name: Literal["cifar10", "fashion_mnist", "image_folder", "uploaded"] = Field(
+        description="cifar10 | fashion_mnist | image_folder (then `path` is required) | uploaded (a dataset sent "
+        "to POST /datasets; then `id` is required)"
     )
     path: str | None = Field(
         default=None,
         description="image_folder only: a folder under DATA_DIR holding train/<class>/* and test/<class>/*",
     )
+    id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{32}$", description="uploaded only: the id POST /datasets answered"
+    )
     image_size: int = Field(
         default=32,
         ge=MIN_IMAGE_SIZE,
         le=MAX_IMAGE_SIZE,
-        description="image_folder only: each image is scaled so that its shorter side is this size and "
+        description="image_folder and uploaded only: each image is scaled so that its shorter side is this size and "
         "centre-cropped to a square (its aspect kept); transparent pixels are composited on white. /predict "
         "prepares uploads the same way",
     )
@@ -87,7 +93,14 @@ class DatasetSpec(Spec):
             raise ValueError("dataset.path is required when dataset.name is 'image_folder'")
         if self.name != "image_folder" and self.path is not None:
             raise ValueError(f"dataset.path is only allowed with 'image_folder', not {self.name!r}")
+        if (self.name == "uploaded") != (self.id is not None):
+            raise ValueError("dataset.id is required with 'uploaded' (the id of POST /datasets) and allowed only there")
         return self
+
+    @property
+    def folder(self) -> str | None:
+        """The image folder under DATA_DIR that the dataset reads, if it is one (image_folder, uploaded)."""
+        return f"{UPLOADS_FOLDER}/{self.id}" if self.name == "uploaded" else self.path
 
 
 class ModelSpec(Spec):
@@ -243,8 +256,10 @@ FLOAT_BYTES = 4
 
 MAX_AUGMENTATIONS = 32  # transforms in a list: real pipelines have under ten; each costs every batch
 AUGMENTATION_DESCRIPTION = (
-    '"default" (pad-and-crop, horizontal flip, Cutout 16x16 as CoarseDropout, normalize), "none" '
-    '(normalize only), or a list of albumentations transforms [{"name": "HorizontalFlip", "p": 0.5}, ...] '
+    '"default" (pad-and-crop, horizontal flip, Cutout 16x16 (paper: centre uniform, clipped at borders, p 1) '
+    "at 32 px, the hole half the image side filled with the mean, normalize), "
+    '"none" (normalize only), or a list of albumentations transforms [{"name": "HorizontalFlip", "p": 0.5}, ...] '
+    'or the paper\'s {"name": "Cutout", "num_holes": 1, "length": 16, "fill": 0, "p": 1} '
     f"(at most {MAX_AUGMENTATIONS}); Normalize with the dataset's statistics is appended unless the list has one"
 )
 
@@ -429,3 +444,46 @@ class TrainSpec(CommonSpec):
         """This spec with a concrete learning rate (resolving "auto")."""
         optimizer = self.optimizer.model_copy(update={"lr": lr, "lr_finder_job": None})
         return self.model_copy(update={"optimizer": optimizer})
+
+    def lr_finder_mismatch(self, finder: LRFinderSpec, job_id: str) -> str | None:
+        """For lr "auto": a warning naming each setting the best LR depends on (LR_FINDER_SETTINGS, and the
+        dataset but its subsets) in which the LR-finder job `finder` ran otherwise than this job, with
+        both values; None when they agree."""
+        theirs, ours = _lr_settings(finder), _lr_settings(self)
+        differing = [
+            f"{name} {json.dumps(theirs.get(name))} (this job: {json.dumps(ours.get(name))})"
+            for name in dict.fromkeys([*ours, *theirs])
+            if theirs.get(name) != ours.get(name)
+        ]
+        if not differing:
+            return None
+        return (
+            f'optimizer.lr "auto" took the suggestion of LR-finder job {job_id}, which ran with '
+            f"{', '.join(differing)}; the best learning rate depends on these, so it may not suit this job: "
+            "run the LR finder with this job's settings"
+        )
+
+
+# The settings besides the dataset that move an LR range test's best learning rate: lr "auto" warns
+# when its LR-finder job ran with others (the subsets are left out: a sweep on fewer images is usual).
+LR_FINDER_SETTINGS = ("model.name", "model.width", "batch_size", "optimizer.weight_decay", "label_smoothing")
+
+
+def _lr_settings(spec: CommonSpec) -> dict[str, Any]:
+    settings = {}
+    for dotted in LR_FINDER_SETTINGS:
+        value: Any = spec
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        settings[dotted] = value
+    dataset = spec.dataset.model_dump(mode="json", exclude={"train_subset", "test_subset"})
+    return settings | {f"dataset.{key}": value for key, value in dataset.items()}
+
+
+def no_suggestion(job_id: str) -> str:
+    """Why lr "auto" refuses a succeeded LR-finder job without a suggestion, and what to do instead."""
+    return (
+        f"lr_finder job {job_id!r} gave no suggestion: its loss never fell clearly below where it started (the "
+        "curve only rose or stayed flat); run the LR finder again with a lower start_lr, or give optimizer.lr "
+        "as a number"
+    )

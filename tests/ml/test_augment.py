@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ml import augment
 from ml.augment import TRANSFORMS, default_transforms, describe, reseed, validate_transforms
+from ml.cutout import Cutout
 from ml.normalization import Normalization
 from ml.specs import LRFinderSpec, TrainSpec
 from ml.transforms import RunTransforms
@@ -41,7 +42,7 @@ def normalized(image: np.ndarray, mean, std) -> np.ndarray:
 def test_default_pipeline_shape_and_steps(size, stats):
     compose = build_train_transform("default", image_size=size, **stats, seed=0)
     names = [type(t).__name__ for t in compose.transforms]
-    assert names == ["PadIfNeeded", "RandomCrop", "HorizontalFlip", "CoarseDropout", "Normalize"]
+    assert names == ["PadIfNeeded", "RandomCrop", "HorizontalFlip", "Cutout", "Normalize"]
     pad = compose.transforms[0]
     assert (pad.min_height, pad.min_width, pad.border_mode) == (size + 8, size + 8, cv2.BORDER_REFLECT_101)
     for seed in range(5):
@@ -52,15 +53,19 @@ def test_default_pipeline_shape_and_steps(size, stats):
 
 @pytest.mark.parametrize(("size", "stats", "hole"), [(32, RGB, 16), (28, GRAY, 14)])
 def test_cutout_is_a_square_hole_of_half_the_side_filled_with_the_mean(size, stats, hole):
-    dropout = default_transforms(image_size=size, normalization=Normalization.of(**stats))[3]
-    assert isinstance(dropout, A.CoarseDropout) and dropout.p == 0.5
+    cutout = default_transforms(image_size=size, normalization=Normalization.of(**stats))[3]
+    assert isinstance(cutout, Cutout) and (cutout.num_holes, cutout.length, cutout.p) == (1, hole, 1.0)
+    reseed(A.Compose([cutout]), 0)
     image = np.zeros((size, size, len(stats["mean"])), np.uint8)
-    out = dropout(image=image, force_apply=True)["image"]
     fill = np.round(np.float32(stats["mean"]) * 255).astype(np.uint8)
-    in_hole = np.all(out == fill, axis=-1)
-    assert in_hole.sum() == hole * hole
-    rows, cols = np.nonzero(in_hole)
-    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (hole, hole)
+    sides = set()
+    for _ in range(200):
+        in_hole = np.all(cutout(image=image)["image"] == fill, axis=-1)
+        rows, cols = np.nonzero(in_hole)
+        side = (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        assert in_hole.sum() == side[0] * side[1], "one rectangle: the square clipped at the borders"
+        sides |= set(side)
+    assert sides == set(range(hole // 2, hole + 1)), "clipped to half the side in a corner, whole inside"
 
 
 def test_none_is_exactly_normalize():
@@ -114,7 +119,9 @@ def test_describe_is_json_and_round_trips():
     text = json.dumps(describe(compose))
     rebuilt = A.from_dict(json.loads(text))
     assert json.loads(json.dumps(describe(rebuilt))) == json.loads(text)
-    assert [t["__class_fullname__"] for t in json.loads(text)["transform"]["transforms"]][-1] == "Normalize"
+    names = [t["__class_fullname__"] for t in json.loads(text)["transform"]["transforms"]]
+    assert names[-2:] == ["ml.cutout.Cutout", "Normalize"]
+    assert isinstance(rebuilt.transforms[3], Cutout) and rebuilt.transforms[3].length == 16
 
 
 @pytest.mark.parametrize(

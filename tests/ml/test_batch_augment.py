@@ -11,6 +11,7 @@ from scipy.stats import chi2_contingency
 
 from ml.augment import PAD, describe, reseed
 from ml.batch_augment import BatchAugment, pixels
+from ml.cutout import Cutout
 from ml.normalization import Normalization
 from ml.transforms import RunTransforms
 
@@ -102,21 +103,12 @@ def test_coverage_and_the_equivalent_pipeline():
     flip = batch_equivalent([{"name": "HorizontalFlip", "p": 0.3}], **stats)
     assert (flip.crop, flip.flip_p, flip.cutout_p) == (False, 0.3, 0.0)
     default = batch_equivalent("default", **stats)
-    assert (default.crop, default.flip_p, default.cutout_p) == (True, 0.5, 0.5)
-    spelled = [
-        {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
-        {"name": "RandomCrop", "height": 32, "width": 32},
-        {"name": "HorizontalFlip", "p": 0.5},
-        {
-            "name": "CoarseDropout",
-            "num_holes_range": [1, 1],
-            "hole_height_range": [16, 16],
-            "hole_width_range": [16, 16],
-            "fill": [26.0, 26.0, 26.0],
-            "p": 0.5,
-        },
-    ]
+    assert (default.crop, default.flip_p, default.cutout_p, default.hole_inside) == (True, 0.5, 1.0, False)
+    spelled = [*SPELLED_COARSE[:3], {"name": "Cutout", "length": 16, "fill": [26.0, 26.0, 26.0]}]
     assert batch_equivalent(spelled, **stats) == default, "the default ops spelled out are the default"
+    coarse = batch_equivalent(SPELLED_COARSE, **stats)
+    assert (coarse.crop, coarse.flip_p, coarse.cutout_p, coarse.hole_inside) == (True, 0.5, 0.5, True)
+    assert [type(t).__name__ for t in coarse.compose][3] == "CoarseDropout"
     crop_flip = batch_equivalent([*spelled[:2], {"name": "HorizontalFlip", "p": 0.3}], **stats)
     assert (crop_flip.crop, crop_flip.flip_p, crop_flip.cutout_p, crop_flip.pad) == (True, 0.3, 0.0, 4)
     own = batch_equivalent([{"name": "HorizontalFlip"}, {"name": "Normalize", "mean": 0.5, "std": 0.5}], **stats)
@@ -168,10 +160,10 @@ def test_normalize_matches_the_eval_transform():
     assert torch.equal(out, x), '"none" is the eval transform'
 
 
-def test_default_matches_albumentations_distributions():
+def test_coarse_dropout_matches_albumentations_distributions():
     image = marker(32)
-    batched = ours(image, "default", mean=RGB_MEAN, std=STD)
-    reference = albumentations(image, "default", mean=RGB_MEAN, std=STD)
+    batched = ours(image, SPELLED_COARSE, mean=RGB_MEAN, std=STD)
+    reference = albumentations(image, SPELLED_COARSE, mean=RGB_MEAN, std=STD)
     ours_stats, theirs = [(decode(out[..., 0].transpose(0, 2, 1)), decode(out[..., 1])) for out in (batched, reference)]
     for rows, cols in (ours_stats, theirs):
         assert not rows["reversed"].any(), "only horizontal flips"
@@ -192,8 +184,60 @@ def test_default_matches_albumentations_distributions():
     assert per_pixel.max() < 6, "the average image matches, pixel by pixel (values 0-255)"
 
 
+def axis_coverage(size: int, length: int) -> np.ndarray:
+    """(size,) the exact chance that one Cutout hole covers each coordinate along a `size` px axis:
+    the centre c is one of 0..size - 1, equally likely, and the hole spans [c - length // 2,
+    c - length // 2 + length), clipped (DeVries & Taylor's code for even lengths)."""
+    coordinates = np.arange(size)
+    starts = coordinates.reshape(-1, 1) - length // 2
+    covered = (starts <= coordinates) & (coordinates < starts + length)
+    return covered.mean(axis=0)
+
+
+def test_the_papers_cutout_exactly():
+    coverage = axis_coverage(32, 16)
+    assert (coverage[0], coverage[-1]) == (9 / 32, 8 / 32), "row 0: centres 0..8; row 31: centres 24..31"
+    assert np.all(coverage[8:24] == 0.5) and coverage.sum() == 14
+    # rows and columns independent: the mean masked area is 14 x 14 = 196 px (CoarseDropout at p 0.5: 128),
+    # pixel (0, 0) is masked with chance (9/32)^2 = 81/1024 (CoarseDropout at p 0.5: (1/17)^2 / 2, 46x less)
+    assert coverage.sum() ** 2 == 196 and coverage[0] ** 2 == 81 / 1024
+
+
+def test_default_cutout_matches_albumentations_and_the_paper():
+    """Per-pixel masking frequency, masked area and hole extents of the default's Cutout, batched and
+    through albumentations, against each other and against the exact expectation."""
+    image = marker(32)
+    expected = np.outer(axis_coverage(32, 16), axis_coverage(32, 16))  # rows and columns drawn independently
+    outputs = {
+        "batched": ours(image, "default", mean=RGB_MEAN, std=STD),
+        "albumentations": albumentations(image, "default", mean=RGB_MEAN, std=STD),
+    }
+    holes = {name: out[..., 0] % STEP != OFFSET for name, out in outputs.items()}
+    for name, hole in holes.items():
+        assert np.all(outputs[name][hole] == 26), f"{name}: filled with the mean"
+        area = hole.sum(axis=(1, 2))
+        assert area.min() >= 8 * 8 and area.max() == 16 * 16, f"{name}: every image, clipped to 8..16 px a side"
+        assert abs(area.mean() - 196) < 3, f"{name}: mean masked area {area.mean():.1f} px, exactly 196 expected"
+        frequency = hole.mean(axis=0)
+        corners = (np.array([0, 0, -1, -1]), np.array([0, -1, 0, -1]))
+        assert np.abs(frequency[corners] - expected[corners]).max() < 0.02, (
+            f"{name}: corner pixels masked {frequency[corners]}, expected {expected[corners]} (81, 72, 72, 64 / 1024)"
+        )
+        assert abs(frequency[8:24, 8:24].mean() - 0.25) < 0.01, f"{name}: the centre masked 1 time in 4"
+        assert np.abs(frequency - expected).max() < 0.04, f"{name}: per-pixel masking frequency"
+    difference = np.abs(holes["batched"].mean(axis=0) - holes["albumentations"].mean(axis=0))
+    assert difference.max() < 0.05, f"per-pixel masking frequency differs by up to {difference.max():.3f}"
+    for axis in (1, 2):  # the hole's clipped extent along each axis, and where it starts
+        covered = {name: hole.any(axis=axis) for name, hole in holes.items()}
+        extents = [c.sum(axis=1) for c in covered.values()]
+        starts = [c.argmax(axis=1) for c in covered.values()]
+        assert set(extents[0]) == set(range(8, 17)) and set(starts[0]) == set(range(24))
+        assert_same_distribution(*extents, f"hole extent (axis {axis})")
+        assert_same_distribution(*starts, f"hole start (axis {axis})")
+
+
 def test_crop_and_flip_without_cutout_matches_albumentations():
-    image, spec = marker(32), [*SPELLED_DEFAULT[:2], {"name": "HorizontalFlip", "p": 0.3}]
+    image, spec = marker(32), [*SPELLED_COARSE[:2], {"name": "HorizontalFlip", "p": 0.3}]
     assert batch_equivalent(spec, image_size=32, mean=RGB_MEAN, std=STD) is not None
     batched = ours(image, spec, mean=RGB_MEAN, std=STD)
     reference = albumentations(image, spec, mean=RGB_MEAN, std=STD)
@@ -207,21 +251,44 @@ def test_crop_and_flip_without_cutout_matches_albumentations():
     assert np.abs(batched.mean(axis=0) - reference.mean(axis=0)).max() < 6
 
 
+GRAY_COARSE = [
+    {"name": "PadIfNeeded", "min_height": 36, "min_width": 36, "border_mode": 4},
+    {"name": "RandomCrop", "height": 28, "width": 28},
+    {"name": "HorizontalFlip", "p": 0.5},
+    {
+        "name": "CoarseDropout",
+        "num_holes_range": [1, 1],
+        "hole_height_range": [14, 14],
+        "hole_width_range": [14, 14],
+        "fill": 128,
+        "p": 0.5,
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("augmentation", "starts"),
+    [
+        ("default", range(21)),  # Cutout: a 14 px hole centred at 0..27 starts at max(0, centre - 7)
+        (GRAY_COARSE, range(15)),  # CoarseDropout: a 14 px hole inside starts at 0..14
+    ],
+    ids=["cutout", "coarse_dropout"],
+)
 @pytest.mark.parametrize("axis", ["rows", "columns"])
-def test_grayscale_28px_matches_albumentations(axis):
+def test_grayscale_28px_matches_albumentations(axis, augmentation, starts):
     codes = 9 * np.arange(28) + 4  # max 247; the fill round(0.5 * 255) = 128 is not 9k + 4
     image = np.repeat(codes[:, None], 28, axis=1)[..., None].astype(np.uint8)
     image = image if axis == "rows" else np.ascontiguousarray(image.transpose(1, 0, 2))
     stats = {"mean": (0.5,), "std": (0.3,)}
     found = []
-    for out in (ours(image, "default", **stats), albumentations(image, "default", **stats)):
+    for out in (ours(image, augmentation, **stats), albumentations(image, augmentation, **stats)):
         lines = out[..., 0].transpose(0, 2, 1) if axis == "rows" else out[..., 0]
         found.append(decode(lines, step=9))
     for key in ("offset", "reversed", "cut"):
         assert_same_distribution(found[0][key], found[1][key], f"{axis}: {key}")
     assert set(found[0]["offset"]) == set(range(9))
     assert_same_distribution(found[0]["start"][found[0]["cut"]], found[1]["start"][found[1]["cut"]], "hole start")
-    assert set(found[0]["start"][found[0]["cut"]]) == set(range(15)), "a 14 px hole starts at 0..14"
+    assert set(found[0]["start"][found[0]["cut"]]) == set(starts)
 
 
 def test_flip_only_list_matches_its_probability():
@@ -233,7 +300,8 @@ def test_flip_only_list_matches_its_probability():
 
 
 FLIP_03 = {"name": "HorizontalFlip", "p": 0.3}
-SPELLED_DEFAULT = [
+CUTOUT = {"name": "Cutout", "num_holes": 1, "length": 16, "fill": [26.0, 26.0, 26.0], "p": 1.0}
+SPELLED_COARSE = [  # the default with CoarseDropout's hole (inside the image, p 0.5) in place of Cutout
     {"name": "PadIfNeeded", "min_height": 40, "min_width": 40, "border_mode": 4},
     {"name": "RandomCrop", "height": 32, "width": 32},
     {"name": "HorizontalFlip", "p": 0.5},
@@ -251,10 +319,12 @@ SPELLED_DEFAULT = [
 @pytest.mark.parametrize(
     ("spelled", "same_as"),
     [
-        ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 26}], "default"),  # one fill for every channel
-        ([{**SPELLED_DEFAULT[0], "fill": 9}, *SPELLED_DEFAULT[1:]], "default"),  # a fill a reflect border never uses
-        ([*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill_mask": 3}], "default"),  # no masks here
-        ([*SPELLED_DEFAULT, {"name": "Normalize", "mean": list(RGB_MEAN), "std": list(STD)}], "default"),
+        ([*SPELLED_COARSE[:3], CUTOUT], "default"),
+        ([*SPELLED_COARSE[:3], {"name": "Cutout", "length": 16, "fill": 26}], "default"),  # one fill for every channel
+        ([{**SPELLED_COARSE[0], "fill": 9}, *SPELLED_COARSE[1:3], CUTOUT], "default"),  # a fill reflect never uses
+        ([*SPELLED_COARSE[:3], CUTOUT, {"name": "Normalize", "mean": list(RGB_MEAN), "std": list(STD)}], "default"),
+        ([*SPELLED_COARSE[:3], {**SPELLED_COARSE[3], "fill": 26}], SPELLED_COARSE),
+        ([*SPELLED_COARSE[:3], {**SPELLED_COARSE[3], "fill_mask": 3}], SPELLED_COARSE),  # no masks here
         ([{"name": "VerticalFlip", "p": 0}], "none"),  # never fires
         ([{"name": "HorizontalFlip", "p": 0.0}, {"name": "VerticalFlip", "p": 0.0}], "none"),
         ([{"name": "VerticalFlip", "p": 0}, FLIP_03], [FLIP_03]),
@@ -269,9 +339,14 @@ def test_lists_that_do_what_a_covered_pipeline_does_take_the_batched_path(spelle
 def test_lists_that_do_something_else_stay_on_albumentations():
     stats = {"image_size": 32, "mean": RGB_MEAN, "std": STD}
     for other in (
-        [*SPELLED_DEFAULT[:3], {**SPELLED_DEFAULT[3], "fill": 0}],  # Cutout filled with black
-        [{**SPELLED_DEFAULT[0], "border_mode": 0, "fill": 9}, *SPELLED_DEFAULT[1:]],  # a constant border
-        [*SPELLED_DEFAULT, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
+        [*SPELLED_COARSE[:3], {**CUTOUT, "fill": 0}],  # Cutout filled with black
+        [*SPELLED_COARSE[:3], {**CUTOUT, "p": 0.5}],
+        [*SPELLED_COARSE[:3], {**CUTOUT, "length": 8}],
+        [*SPELLED_COARSE[:3], {**CUTOUT, "num_holes": 2}],
+        [*SPELLED_COARSE[:3], {**SPELLED_COARSE[3], "fill": 0}],  # CoarseDropout filled with black
+        [*SPELLED_COARSE[:3], {**SPELLED_COARSE[3], "p": 1.0}],
+        [{**SPELLED_COARSE[0], "border_mode": 0, "fill": 9}, *SPELLED_COARSE[1:]],  # a constant border
+        [*SPELLED_COARSE, {"name": "Normalize", "mean": 0.5, "std": 0.5}],
     ):
         assert batch_equivalent(other, **stats) is None, other
 
@@ -281,8 +356,10 @@ def test_the_default_pad_and_cutout_scale_with_the_image_size(size, pad):
     compose = build_train_transform("default", image_size=size, mean=RGB_MEAN, std=STD)
     padding, _, _, cutout, _ = compose.transforms
     assert (padding.min_height, padding.min_width) == (size + 2 * pad, size + 2 * pad)
-    assert cutout.hole_height_range == (size // 2, size // 2)
+    assert isinstance(cutout, Cutout) and (cutout.length, cutout.num_holes, cutout.p) == (size // 2, 1, 1.0)
     augment = batch_equivalent("default", image_size=size, mean=RGB_MEAN, std=STD)
     assert augment is not None and augment.pad == pad
-    offsets = augment._draws(4000, size, size, torch.Generator().manual_seed(0))["dy"]
-    assert offsets.min() == 0 and offsets.max() == 2 * pad
+    draws = augment._draws(4000, size, size, torch.Generator().manual_seed(0))
+    assert draws["dy"].min() == 0 and draws["dy"].max() == 2 * pad
+    half = size // 4  # half the hole: the hole's first row is its centre (0..size - 1) less this
+    assert (draws["hy"].min(), draws["hy"].max()) == (-half, size - 1 - half)

@@ -46,7 +46,7 @@ def test_batches_shapes_and_types(cifar, batched):
     assert sum(len(y) for _, y in test) == 200, "every test image, once"
     transforms = RunTransforms.for_bundle("default", cifar, batched=batched)
     json.dumps(transforms.describe())  # what the trainer saves as augmentation.json
-    assert [type(t).__name__ for t in transforms.pipeline][-2:] == ["CoarseDropout", "Normalize"]
+    assert [type(t).__name__ for t in transforms.pipeline][-2:] == ["Cutout", "Normalize"]
 
 
 def test_uncovered_pipelines_run_in_a_data_loader(cifar):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ml import augment, batch_augment, lr_finder, trainer
+from ml.cutout import Cutout
 from ml.normalization import Normalization
 from ml.run import set_up
 from ml.specs import LRFinderSpec, TrainSpec
@@ -39,8 +40,8 @@ def test_the_cutout_fill_normalizes_to_zero() -> None:
     assert normalization.cutout_fill == (125, 122, 115)
     hole = torch.tensor(normalization.cutout_fill, dtype=torch.uint8).view(1, 1, 1, 3)
     assert normalization.normalize(hole).abs().max() < 0.01  # within half a grey level of the mean
-    dropout = augment.default_transforms(image_size=32, normalization=normalization)[3]
-    assert isinstance(dropout, A.CoarseDropout) and tuple(dropout.fill) == (125.0, 122.0, 115.0)
+    cutout = augment.default_transforms(image_size=32, normalization=normalization)[3]
+    assert isinstance(cutout, Cutout) and tuple(cutout.fill) == (125.0, 122.0, 115.0)
 
 
 @pytest.mark.parametrize(
