@@ -2,7 +2,9 @@
 
 `explain` computes pytorch-grad-cam's maps with the backward pass stopped at the CAM layer, no hooks
 and no `.grad` written; the model leaves with the train/eval modes, `requires_grad` flags and
-`.grad` tensors it came with. tests/ml/gradcam_reference.py holds it to pytorch-grad-cam itself.
+`.grad` tensors it came with. A map is drawn over the input pixels its layer's pixels stand for
+(`place`), flip-averaged for a model evaluated with test-time flip (`explain(flip=True)`).
+tests/ml/gradcam_reference.py holds it to pytorch-grad-cam itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from torch import nn
 
-from ml.models import split_at_cam_layer
+from ml.models import cam_stride, mirror_mean, split_at_cam_layer
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
 IMAGE_WEIGHT = 0.5  # share of the image in the overlay; the heat map gets the rest
@@ -59,15 +61,21 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 def cam_for_batch(
-    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int], method: str = "gradcam"
+    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int], method: str = "gradcam", flip: bool = False
 ) -> np.ndarray:
-    """Heat maps (N, H, W) float32 in [0, 1] of class `targets[i]` for normalized `images` (N, C, H, W)."""
+    """Heat maps (N, H, W) float32 in [0, 1] of class `targets[i]` for normalized `images` (N, C, H, W);
+    with `flip`, averaged with their mirror images' (explain)."""
     check_targets(targets, len(images))
-    return explain(model, images, targets=targets, method=method)[1]
+    return explain(model, images, targets=targets, method=method, flip=flip)[1]
 
 
 def explain(
-    model: nn.Module, images: torch.Tensor, *, targets: Sequence[int | None] | None = None, method: str = "gradcam"
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    targets: Sequence[int | None] | None = None,
+    method: str = "gradcam",
+    flip: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, list[int]]:
     """(logits (N, K) float32, maps (N, H, W) float32 in [0, 1], the class of each map) in one forward pass.
 
@@ -75,32 +83,46 @@ def explain(
     gathered from requests that asked for different targets). The maps equal pytorch-grad-cam's but the
     backward pass stops at the CAM layer: the conv stack runs once, without autograd, and only the head
     (pool + linear) is differentiated, which also keeps the backward away from the CPU convolutions
-    of the oneDNN defect (ml.runtime.memory_format)."""
+    of the oneDNN defect (ml.runtime.memory_format).
+
+    `flip` (TrainSpec.test_time_flip) runs the images with their mirror images as one batch of 2N: the
+    logits are the two's average (ml.models.mirror_mean, as in evaluation), a predicted class is the
+    averaged logits', and each map is the mean of the image's map and its mirror image's map mirrored
+    back, both for that class and each scaled to [0, 1] first: pytorch-grad-cam's aug_smooth with a
+    horizontal flip as its only augmentation."""
     check_method(method)
     _check_images(images)
     if targets is not None:
         check_targets(targets, len(images), allow_none=True)
-    features, head = split_at_cam_layer(model, image_size=min(images.shape[-2:]))
+    n, size = len(images), min(images.shape[-2:])
+    features, head = split_at_cam_layer(model, image_size=size)
     device = next(model.parameters()).device
     with torch.inference_mode(False), _eval_mode(model):
+        x = images.detach().to(device)
+        x = torch.cat([x, x.flip(3)]) if flip else x.clone()  # a copy outside inference mode either way
         with torch.no_grad():
-            activations = features(images.detach().to(device).clone())
+            activations = features(x)
         activations.requires_grad_(True)
         with torch.enable_grad():
-            logits = head(activations)
+            outputs = head(activations)
+            logits = mirror_mean(outputs[:n], outputs[n:]) if flip else outputs.float()
             predicted = logits.argmax(dim=1).tolist()
             chosen = predicted if targets is None else [p if t is None else int(t) for p, t in zip(predicted, targets)]
             if any(t >= logits.shape[1] for t in chosen):
                 raise ValueError(f"a target in {chosen} is not a class index of this model ({logits.shape[1]} classes)")
-            index = torch.as_tensor(chosen, device=logits.device)
-            scores = logits.gather(1, index[:, None]).sum()
+            index = torch.as_tensor(chosen * (2 if flip else 1), device=outputs.device)
+            scores = outputs.gather(1, index[:, None]).sum()
             (grads,) = torch.autograd.grad(scores, activations)
-    maps = _maps(method, activations.detach().float().cpu().numpy(), grads.float().cpu().numpy(), images.shape)
-    return logits.detach().float(), maps, chosen
+    stride = cam_stride(model, size)
+    maps = _maps(method, activations.detach().float().cpu().numpy(), grads.float().cpu().numpy(), x.shape, stride)
+    if flip:  # aug_smooth: each augmentation's scaled map de-augmented, then their mean, not scaled again
+        maps = (maps[:n] + maps[n:, :, ::-1]) / 2
+    return logits.detach(), maps, chosen
 
 
-def _maps(method: str, activations: np.ndarray, grads: np.ndarray, shape: torch.Size) -> np.ndarray:
-    """pytorch-grad-cam's arithmetic on (activations, gradients) of one layer, step for step."""
+def _maps(method: str, activations: np.ndarray, grads: np.ndarray, shape: torch.Size, stride: int) -> np.ndarray:
+    """pytorch-grad-cam's arithmetic on (activations, gradients) of one layer, step for step, with the
+    layer's map drawn where its pixels come from (`place`)."""
     if method == "gradcam":
         weights = grads.mean(axis=(2, 3))
     else:  # GradCAM++, Equation 19 of arXiv:1710.11063, as GradCAMPlusPlus.get_cam_weights
@@ -109,9 +131,27 @@ def _maps(method: str, activations: np.ndarray, grads: np.ndarray, shape: torch.
         aij = np.where(grads != 0, grads_2 / (2 * grads_2 + sums * grads_2 * grads + GRADCAM_PP_EPS), 0)
         weights = (np.maximum(grads, 0) * aij).sum(axis=(2, 3))
     cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0)
-    scaled = scale_cam_image(cam, (shape[-1], shape[-2]))  # BaseCAM.compute_cam_per_layer
-    maps: np.ndarray = np.clip(scale_cam_image(np.maximum(scaled, 0)), 0.0, 1.0)  # aggregate_multi_layers
+    covered = (cam.shape[-1] * stride, cam.shape[-2] * stride)  # (width, height) as OpenCV takes them
+    scaled = scale_cam_image(cam, covered)  # BaseCAM.compute_cam_per_layer
+    aggregated = scale_cam_image(np.maximum(scaled, 0))  # BaseCAM.aggregate_multi_layers
+    if covered != (shape[-1], shape[-2]):  # placed; scaled again, as a crop may have cut off the extremes
+        aggregated = scale_cam_image(place(aggregated, (shape[-2], shape[-1])))
+    maps: np.ndarray = np.clip(aggregated, 0.0, 1.0)
     return maps.astype(np.float32)
+
+
+def place(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Maps (N, h, w) of a layer upscaled by its stride s, on (N, H, W) inputs: cropped or zero-padded
+    at the bottom and right to (N, H, W), so that the layer's pixel (i, j) lies on the input pixels
+    [s*i, s*(i+1)) x [s*j, s*(j+1)). Where s divides H and W that is the map itself, stretched by
+    pytorch-grad-cam as it is; otherwise a stretched map would be misplaced: CustomResNet's max pools
+    floor 28 px to a 3x3 map of pixels 0-23 (here the rest is 0), ResNet18's padded stride-2
+    convolutions round 28 px up to a 4x4 map whose last pixels stand for 24-31 (here cropped at 27)."""
+    height, width = shape
+    out = np.zeros((len(maps), height, width), dtype=np.float32)
+    h, w = min(height, maps.shape[1]), min(width, maps.shape[2])
+    out[:, :h, :w] = maps[:, :h, :w]
+    return out
 
 
 @contextmanager

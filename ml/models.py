@@ -62,6 +62,8 @@ class ResNet18(nn.Module):
     def _stage(in_ch: int, out_ch: int, *, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1))
 
+    STRIDES: tuple[int, ...] = (1, 1, 2, 4, 8)  # input px per output px of each stage: layer2-4 have stride 2
+
     def stages(self) -> list[nn.Module]:
         """The feature stages in order; forward_head follows the last."""
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
@@ -114,6 +116,8 @@ class CustomResNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)  # adaptive: 28 px inputs end at 3x3, 32 px at 4x4
         self.fc = nn.Linear(8 * width, num_classes)
 
+    STRIDES: tuple[int, ...] = (1, 2, 4, 8)  # input px per output px of each stage: layer1-3 max-pool by 2
+
     def stages(self) -> list[nn.Module]:
         """The feature stages in order; forward_head follows the last."""
         return [self.prep, self.layer1, self.layer2, self.layer3]
@@ -160,8 +164,12 @@ def flip_averaged(model: nn.Module, images: Tensor, logits: Tensor) -> Tensor:
     with its logits for their mirror images. One definition for evaluation and /predict, so that a
     checkpoint predicts what its reported accuracy measured. In float32 whatever autocast produced (bf16
     on CUDA): averaged and compared in bf16, close logits would round together and swap or tie."""
-    flipped: Tensor = model(images.flip(3))
-    return (logits.float() + flipped.float()) / 2
+    return mirror_mean(logits, model(images.flip(3)))
+
+
+def mirror_mean(logits: Tensor, mirrored: Tensor) -> Tensor:
+    """The test-time flip's logits: those of the images and of their mirror images averaged, in float32."""
+    return (logits.float() + mirrored.float()) / 2
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -213,6 +221,13 @@ def cam_stage(model: nn.Module, image_size: int | None = None) -> int:
             f"{CAM_MIN_SIDE}x{CAM_MIN_SIDE} pixels"
         )
     return usable[-1]
+
+
+def cam_stride(model: nn.Module, image_size: int | None = None) -> int:
+    """Input pixels per pixel of GradCAM's layer for `image_size` inputs (cam_stage): its pixel (i, j)
+    stands for the input's stride x stride block at (stride*i, stride*j)."""
+    inner = _known(model)
+    return inner.STRIDES[cam_stage(model, image_size)]
 
 
 def gradcam_layer(model: nn.Module, image_size: int | None = None) -> nn.Module:

@@ -52,7 +52,7 @@ class Predictor:
         self.in_channels: int = self.manifest["in_channels"]
         self.image_size: int = self.manifest["image_size"]
         self.normalization = Normalization.of(self.manifest["mean"], self.manifest["std"])
-        # evaluated on each image and its mirror image (TrainSpec.test_time_flip): predict the same way
+        # evaluated on each image and its mirror image (TrainSpec.test_time_flip): predict and explain the same way
         self.test_time_flip = bool(self.manifest.get("spec", {}).get("test_time_flip", False))
         # One lock for every forward pass: parallel passes would only fight over the same cores.
         self._lock = threading.Lock()
@@ -98,9 +98,9 @@ class Predictor:
                     for _ in range(len(q.pixels))
                 ]
                 chosen_by = None if all(t is None for t in targets) else targets
-                logits, cams, chosen = explain(self.model, batch, targets=chosen_by, method=method)
-                if self.test_time_flip:
-                    logits = self._with_mirror(batch, logits, cams, chosen, targets, method)
+                logits, cams, chosen = explain(
+                    self.model, batch, targets=chosen_by, method=method, flip=self.test_time_flip
+                )
             else:
                 with torch.inference_mode():
                     logits = self.model(batch)
@@ -114,27 +114,6 @@ class Predictor:
                 result["gradcam"] = explanation
         ends = np.cumsum(sizes).tolist()
         return [results[end - size : end] for size, end in zip(sizes, ends)]
-
-    def _with_mirror(
-        self,
-        batch: torch.Tensor,
-        logits: torch.Tensor,
-        cams: np.ndarray,
-        chosen: list[int],
-        targets: list[int | None],
-        method: str,
-    ) -> torch.Tensor:
-        """The logits averaged with the mirror images' (test_time_flip); an image asked for its predicted
-        class whose prediction the mirror changed gets its map for the new one (`cams`, `chosen` updated)."""
-        with torch.inference_mode():
-            logits = flip_averaged(self.model, batch, logits)
-        predicted = logits.argmax(dim=1).tolist()
-        redo = [i for i, (t, p, c) in enumerate(zip(targets, predicted, chosen)) if t is None and p != c]
-        if redo:
-            _, maps, _ = explain(self.model, batch[redo], targets=[predicted[i] for i in redo], method=method)
-            for i, cam in zip(redo, maps):
-                cams[i], chosen[i] = cam, predicted[i]
-        return logits
 
     def _overlays(self, pixels: np.ndarray, cams: np.ndarray, chosen: list[int], method: str) -> list[dict[str, Any]]:
         """The `gradcam` field of each result: the map over its image as a base64 PNG."""
@@ -159,18 +138,23 @@ class Predictor:
             "gradcam": None,
         }
 
-    def _pixels(self, image: Image.Image) -> np.ndarray:
-        """`image` as uint8 (S, S, C): upright, in the model's channel count, resized to its size."""
+    def fit(self, image: Image.Image) -> Image.Image:
+        """`image` as the model takes it: upright, in its channels ("L" or "RGB"), resized in one step from
+        the pixels given to its size, as an image folder's training images (ml.data.fit_image). Fitting
+        it again changes nothing. ValueError for a mode that cannot be converted."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image; got {type(image).__name__}")
         if image.mode in _HIGH_BIT_MODES:
             image = _high_bit_to_l(image)
         mode = "L" if self.in_channels == 1 else "RGB"
-        try:  # upright, alpha on white, aspect kept: as an image folder's training images (ml.data.fit_image)
-            image = fit_image(image, self.image_size, mode)
+        try:  # upright, alpha on white, aspect kept
+            return fit_image(image, self.image_size, mode)
         except ValueError as exc:
             raise ValueError(f"cannot convert an image of mode {image.mode!r} to {mode!r}: {exc}") from exc
-        array = np.asarray(image, dtype=np.uint8)
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        """`image` as uint8 (S, S, C): `fit`, as an array."""
+        array = np.asarray(self.fit(image), dtype=np.uint8)
         return array.reshape(self.image_size, self.image_size, -1)
 
     def _tensor(self, pixels: np.ndarray) -> torch.Tensor:

@@ -34,6 +34,7 @@ class Report:
     normalization: Normalization  # the model's input normalization (RunTransforms.normalization)
     label_smoothing: float = 0.0
     gradcam_count: int = 0  # misclassified test images explained with GradCAM
+    test_time_flip: bool = False  # the model predicts on each image and its mirror: explain them both
 
 
 def write_report(report: Report, model: torch.nn.Module) -> tuple[list[Path], dict[str, float | None]]:
@@ -94,7 +95,7 @@ def _cam_grid(
     images = report.test_images[indices]
     device = next(model.parameters()).device
     x = report.normalization.normalize(torch.from_numpy(images).to(device))
-    cams = cam_for_batch(model, x, targets=[int(t) for t in targets], method="gradcam")
+    cams = cam_for_batch(model, x, targets=[int(t) for t in targets], method="gradcam", flip=report.test_time_flip)
     size = overlay_size(images.shape[1])
     tiles = np.stack([overlay(image, cam, size=size) for image, cam in zip(images, cams)])
     titles = [_title(report.classes, report.predictions[i], report.test_labels[i]) for i in indices]

@@ -193,7 +193,7 @@ class Trainer:
         step_lrs = json.loads(steps_path.read_text()) if steps_path.is_file() else []
         self.step_lrs = step_lrs[: done * len(self.train_loader)]
         best = max(self.epochs, key=lambda r: (r[f"{self.key}_acc"], -r["epoch"]), default=None)
-        self.best = None if best is None else self._best_of(best)
+        self.best = None if best is None else self._summary(best)
         self._restore_best(done)
         self.start_epoch = done + 1
         for record in self.epochs:
@@ -265,7 +265,7 @@ class Trainer:
         key = f"{self.key}_acc"
         improved = self.best is None or record[key] > self.best[key]
         if improved:  # the record's rounded figures: metrics.json, best and a resume's recomputation agree
-            self.best = self._best_of(record)
+            self.best = self._summary(record)
         # The order a crash can cut anywhere: metrics, then "last", then "best". A resume trims metrics to
         # "last", so metrics never lack an epoch that a checkpoint holds; and "best" is only ever this
         # epoch, which "last" holds by then, so a resume that finds it missing writes it from "last"
@@ -277,11 +277,11 @@ class Trainer:
             self._save_checkpoint("best", epoch, test_acc)
         self.callbacks.on_epoch(record)
 
-    def _best_of(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The best-epoch summary of a record: its test accuracy (the chosen model's), and the
-        validation accuracy it was chosen on when a validation set is held out."""
-        best = {"epoch": record["epoch"], "test_acc": record["test_acc"]}
-        return best | ({"val_acc": record["val_acc"]} if self.key == "val" else {})
+    def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
+        """An epoch's summary (`best`, `last`): its number, its test accuracy and, with a validation set
+        held out, the validation accuracy a best epoch was chosen on."""
+        summary = {"epoch": record["epoch"], "test_acc": record["test_acc"]}
+        return summary | ({"val_acc": record["val_acc"]} if self.key == "val" else {})
 
     def manifest(self, epoch: int, test_acc: float, decided_on: dict[str, float] | None = None) -> dict[str, Any]:
         b = self.bundle
@@ -296,6 +296,8 @@ class Trainer:
             "std": list(b.std),
             "epoch": epoch,
             "test_acc": test_acc,
+            "selected_on": self.selected_on,
+            "test_time_flip": self.spec.test_time_flip,
             "spec": self.spec.model_dump(mode="json"),
         }
 
@@ -311,11 +313,16 @@ class Trainer:
         )
 
     def metrics(self) -> dict[str, Any]:
+        """`best` is the epoch chosen on `selected_on` (test: an optimistic figure, the set that chose
+        it also measures it); `last` the final epoch's, what the run ended with. Both are evaluated
+        with the mirror images when `test_time_flip`."""
         return {
             "epochs": self.epochs,
             "best": self.best,
+            "last": self._summary(self.epochs[-1]) if self.epochs else None,
             "per_class_accuracy": None,
             "selected_on": self.selected_on,
+            "test_time_flip": self.spec.test_time_flip,
             "warnings": list(self.transforms.warnings),
         }
 
@@ -340,6 +347,7 @@ class Trainer:
             normalization=self.transforms.normalization,
             label_smoothing=spec.label_smoothing,
             gradcam_count=spec.gradcam_misclassified,
+            test_time_flip=spec.test_time_flip,
         )
         return write_report(report, model)
 

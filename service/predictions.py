@@ -66,9 +66,9 @@ class Ask:
 
 def run_batch(batch: Sequence[Work]) -> list[Outcome]:
     """Runs on MODEL_THREAD: each request's uploads decoded (one image decoded in full at a time in the
-    whole process) and made ready for the model, then one forward pass for all of them. A request
-    whose images cannot be used gets its own 413/415; the others go on. A checkpoint that cannot be
-    loaded answers every request with `UnusableCheckpoint`."""
+    whole process) and fitted to the model's input as training fits an image folder's files, then one
+    forward pass for all of them. A request whose images cannot be used gets its own 413/415; the
+    others go on. A checkpoint that cannot be loaded answers every request with `UnusableCheckpoint`."""
     predictor = importlib.import_module("service.predictor")  # imports torch on the first prediction only
     began = time.perf_counter()
     key, first = batch[0].key, batch[0].payload
@@ -82,7 +82,7 @@ def run_batch(batch: Sequence[Work]) -> list[Outcome]:
     for i, work in enumerate(batch):
         ask: Ask = work.payload
         try:
-            images = decode_images(ask.uploads, max_pixels=ask.max_pixels)
+            images = decode_images(ask.uploads, max_pixels=ask.max_pixels, size=model.image_size, fit=model.fit)
             queries.append(model.query(images, topk=ask.topk, target=ask.target))
             answered.append(i)
         except HTTPException as exc:  # 413/415 from decoding

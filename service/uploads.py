@@ -5,10 +5,11 @@ that is not a complete image, 413 for decompression bombs and for more pixels th
 budget, MAX_PREDICT_PIXELS, which counts the pixels decoding will cost: its time, on the model thread).
 
 Worst-case memory of one request: its body (at most MAX_PREDICT_BYTES, 32 MiB by default), one image
-decoded in full (at most MAX_PIXELS, 4 bytes each: 160 MB), and every image reduced to at most
-REDUCED_SIZE px a side (64 x 256 x 256 x 4 bytes: 17 MB). Images are decoded one at a time, on the API's
-one model thread (service.predictions), so one full decode is in memory per API process; JPEGs
-are reduced while they decode (Pillow's draft mode)."""
+decoded in full (at most MAX_PIXELS, 4 bytes each: 160 MB), and every image fitted to the model's
+input (at most 256 px a side, ml.specs.MAX_IMAGE_SIZE: 64 x 256 x 256 x 4 bytes, 17 MB). Images are
+decoded one at a time, on the API's one model thread (service.predictions), so one full decode is in
+memory per API process; JPEGs are reduced while they decode (Pillow's draft mode), no further than the
+model's input size, as training decodes an image folder (ml.data)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ MAX_FILES = 64  # images per request: one inference batch, not an archive
 MAX_PIXELS = 40_000_000  # per image (e.g. 8000x5000): beyond any photo, below a decompression bomb
 MAX_PART_HEADER_BYTES = 2048  # one header line of a part: a 255-character UTF-8 filename fits twice
 MAX_PART_HEADERS = 8  # a part has two or three
-REDUCED_SIZE = 256  # px: decoded images are kept at most this size a side (the models take 28-32 px)
 
 Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)  # never unbounded
 
@@ -148,11 +148,14 @@ async def read_uploads(request: Request, *, max_bytes: int) -> list[Upload]:
     return reader.uploads
 
 
-def decode_images(uploads: list[Upload], *, max_pixels: int) -> list[Image.Image]:
-    """Every upload decoded, one at a time, each reduced to at most REDUCED_SIZE px a side; the raw
-    bytes of each are dropped once it is decoded. 413 before any decoding when the images' headers
+def decode_images(
+    uploads: list[Upload], *, max_pixels: int, size: int, fit: Callable[[Image.Image], Image.Image]
+) -> list[Image.Image]:
+    """Every upload decoded for a model of `size` px inputs (decode_image), one at a time, and handed to
+    `fit` (the predictor's: the model's input, as training makes it) before the next is decoded; the
+    raw bytes of each are dropped once it is decoded. 413 before any decoding when the images' headers
     declare more than `max_pixels` together."""
-    declared = sum(_declared_pixels(upload) for upload in uploads)
+    declared = sum(_declared_pixels(upload, size) for upload in uploads)
     if declared > max_pixels:
         raise too_large(
             f"the images hold {declared} pixels together; at most {max_pixels} per request "
@@ -160,19 +163,19 @@ def decode_images(uploads: list[Upload], *, max_pixels: int) -> list[Image.Image
         )
     images = []
     for upload in uploads:
-        images.append(decode_image(upload))
+        images.append(fit(decode_image(upload, size=size)))
         upload.data = bytearray()
     return images
 
 
-def _declared_pixels(upload: Upload) -> int:
+def _declared_pixels(upload: Upload, size: int) -> int:
     """The pixels decoding the image will cost, from its header (nothing decoded): width x height at the
     scale it will be decoded at (a JPEG's draft scale, 1/8 of a side for a large photo; other formats in
     full); 0 when it is no image (decode says so)."""
     try:
         with Image.open(BytesIO(upload.data)) as probe:
             _check_pixels(upload.filename, probe)  # one image too large says so, before the request's sum
-            probe.draft(None, (REDUCED_SIZE, REDUCED_SIZE))  # a JPEG's size as decode_image decodes it
+            probe.draft(None, (size, size))  # a JPEG's size as decode_image decodes it
             return probe.size[0] * probe.size[1]
     except Image.DecompressionBombError as exc:
         raise too_large(f"file {upload.filename!r} has too many pixels: {exc}") from exc
@@ -180,9 +183,12 @@ def _declared_pixels(upload: Upload) -> int:
         return 0
 
 
-def decode_image(upload: Upload) -> Image.Image:
-    """The upload as a decoded Pillow image at most REDUCED_SIZE px a side (its EXIF rotation kept for
-    the predictor); 415 if it is not one, 413 for too many pixels."""
+def decode_image(upload: Upload, *, size: int) -> Image.Image:
+    """The upload as a decoded Pillow image for a model of `size` px inputs (its EXIF rotation kept for
+    the predictor); 415 if it is not one, 413 for too many pixels. A JPEG is decoded at the smallest
+    scale (draft mode's 1/2, 1/4 or 1/8) that keeps `size` px on both sides, as ml.data decodes an image
+    folder's files for training, so that the predictor's one resize starts from the pixels training's
+    did; other formats in full."""
     name = upload.filename
     if not upload.data:
         raise not_an_image(f"file {name!r} is empty; expected an image")
@@ -192,9 +198,8 @@ def decode_image(upload: Upload) -> Image.Image:
             probe.verify()  # structure and checksums, without decoding
         image = Image.open(BytesIO(upload.data))
         _check_pixels(name, image)
-        image.draft(None, (REDUCED_SIZE, REDUCED_SIZE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+        image.draft(None, (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale, as ml.data._decode_image
         image.load()  # decodes every pixel: catches truncated data that verify() lets through
-        image.thumbnail((REDUCED_SIZE, REDUCED_SIZE), Image.Resampling.BILINEAR)  # in place: EXIF kept
     except Image.DecompressionBombError as exc:
         raise too_large(f"file {name!r} has too many pixels: {exc}") from exc
     except DECODE_ERRORS as exc:

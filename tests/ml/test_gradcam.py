@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from ml.gradcam import METHODS, cam_for_batch, explain, overlay, to_png_bytes
-from ml.models import build_model, gradcam_layer
+from ml.models import build_model, flip_averaged, gradcam_layer
 from ml.specs import MODELS, ModelSpec
 
 
@@ -188,3 +188,64 @@ def test_tiny_images_get_maps_from_a_layer_with_spatial_extent(name: str, size: 
     handle.remove()
     assert min(seen[0][-2:]) >= 2
     np.testing.assert_allclose(maps, reference_cam(model, images, targets=[0, 1, 2]), atol=1e-5)
+
+
+# --- test-time flip: pytorch-grad-cam's aug_smooth with a horizontal flip alone ------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28)])
+def test_flip_maps_equal_the_librarys_aug_smooth(name: str, method: str, channels: int, size: int) -> None:
+    model, images = tiny(name, in_channels=channels), batch(4, channels=channels, size=size)
+    targets = [0, 7, 3, 9]
+    fast = cam_for_batch(model, images, targets=targets, method=method, flip=True)
+    reference = reference_cam(model, images, targets=targets, method=method, flip=True)
+    np.testing.assert_allclose(fast, reference, atol=1e-4)
+    assert np.abs(fast - cam_for_batch(model, images, targets=targets, method=method)).max() > 0.05
+
+
+def test_flip_explains_the_class_of_the_averaged_logits_in_one_pass(monkeypatch) -> None:
+    """(CustomResNet's random weights predict one class for all noise, mirrored or not: ResNet18's.)"""
+    model, images = tiny("resnet18"), batch(32)
+    with torch.no_grad():
+        model.fc.weight.mul_(200)  # decisive logits: the mirror changes some predictions
+    with torch.inference_mode():
+        averaged = flip_averaged(model, images, model(images))
+    passes = []
+    features = model.forward_features
+    monkeypatch.setattr(model, "forward_features", lambda x: passes.append(len(x)) or features(x))
+    logits, maps, chosen = explain(model, images, flip=True)
+    assert passes == [64]  # the images and their mirror images, one batch
+    torch.testing.assert_close(logits, averaged, atol=1e-5, rtol=1e-4)
+    assert chosen == averaged.argmax(dim=1).tolist()
+    np.testing.assert_allclose(maps, reference_cam(model, images, targets=chosen, flip=True), atol=1e-4)
+    _, _, plain = explain(model, images)
+    assert plain != chosen, "some image whose class the mirror changes (else the test proves little)"
+
+
+# --- where a map lies: the layer's pixel (i, j) over input pixels [8i, 8i + 8) x [8j, 8j + 8) -----
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [28, 32, 36, 20])
+@pytest.mark.parametrize("column", ["first", "last"])
+def test_a_layer_pixel_lights_the_input_pixels_it_stands_for(name: str, size: int, column: str, monkeypatch) -> None:
+    """One column of the CAM layer active: the map's half-maximum edges are that column's 8 px block
+    (stride 8). At 28 px CustomResNet's max pools floor to 3 columns (pixels 0-23, the rest of the map
+    0) and ResNet18's padded stride-2 convolutions round up to 4 (the last one's block 24-31 cut at 27):
+    stretched over 28 px, a column's edges moved by a pixel or more, the last one's by 4."""
+    model = tiny(name)
+    side = (size // 8) if name == "custom_resnet" else -(-size // 8)
+    j = 0 if column == "first" else side - 1
+    active = torch.zeros(1, model.fc.in_features, side, side)
+    active[:, :, :, j] = 1.0
+    monkeypatch.setattr(model, "forward_features", lambda x: active.expand(len(x), -1, -1, -1).clone())
+    with torch.no_grad():
+        model.fc.weight.fill_(1.0)
+    (cam,) = cam_for_batch(model, batch(1, size=size), targets=[0])
+    covered = min(8 * side, size)
+    profile = cam[0]  # the same in every row the layer covers
+    np.testing.assert_allclose(cam[:covered], np.broadcast_to(profile, (covered, size)), atol=1e-6)
+    assert np.flatnonzero(profile >= 0.5).tolist() == list(range(8 * j, min(8 * j + 8, size)))
+    assert not cam[covered:].any() and not cam[:, covered:].any()  # pixels no layer pixel stands for

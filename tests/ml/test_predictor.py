@@ -228,14 +228,13 @@ def test_a_test_time_flip_checkpoint_predicts_on_the_image_and_its_mirror(tmp_pa
     unflipped = np.array([r["class_index"] for r in plain.predict(images)])
     changed = np.flatnonzero(unflipped != expected.argmax(1))
     assert changed.size, "some image whose prediction its mirror changes (else the test proves little)"
-    for i in changed[:3]:  # its map is the map of the new class, not of the plain prediction
+    for i in changed[:3]:  # its map: the new class's, averaged with its mirror image's (as explain(flip=True))
+        target, one = int(expected[i].argmax()), batch[i : i + 1]
         answer = flipping.predict([images[i]], gradcam=True)[0]["gradcam"]["overlay_png_base64"]
-        _, maps, _ = explain(flipping.model, batch[i : i + 1], targets=[int(expected[i].argmax())])
-        _, other, _ = explain(flipping.model, batch[i : i + 1], targets=[int(unflipped[i])])
-        assert not np.allclose(maps, other)
-        assert (
-            answer
-            == flipping._overlays(
-                np.stack([flipping._pixels(images[i])]), maps, [int(expected[i].argmax())], "gradcam"
-            )[0]["overlay_png_base64"]
-        )
+        _, maps, _ = explain(flipping.model, one, targets=[target], flip=True)
+        _, unflipped_map, _ = explain(flipping.model, one, targets=[target])
+        _, other, _ = explain(flipping.model, one, targets=[int(unflipped[i])], flip=True)
+        assert not np.allclose(maps, other) and not np.allclose(maps, unflipped_map, atol=1e-2)
+        pixels = np.stack([flipping._pixels(images[i])])
+        rendered = [flipping._overlays(pixels, cam, [target], "gradcam")[0] for cam in (maps, unflipped_map)]
+        assert answer == rendered[0]["overlay_png_base64"] != rendered[1]["overlay_png_base64"]

@@ -18,7 +18,7 @@ from fastapi import HTTPException
 from PIL import Image
 
 from service.routers import catalogue
-from service.uploads import REDUCED_SIZE, Upload, decode_images
+from service.uploads import Upload, decode_images
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "s3cret-key-0123456789"
@@ -106,10 +106,18 @@ def big_png(side: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_images_are_kept_reduced_and_their_bytes_dropped() -> None:
+def test_images_are_fitted_as_they_decode_and_their_bytes_dropped() -> None:
+    """Each image goes to `fit` as decoded, nothing resized before (a PNG in full), and only what `fit`
+    returns is kept."""
     uploads_ = [Upload("wide.png", bytearray(png_bytes((1000, 500)))), Upload("small.png", bytearray(png_bytes()))]
-    images = decode_images(uploads_, max_pixels=10**9)
-    assert images[0].size == (REDUCED_SIZE, REDUCED_SIZE // 2) and images[1].size == (40, 30)
+    decoded: list[tuple[int, int]] = []
+
+    def fit(image: Image.Image) -> Image.Image:
+        decoded.append(image.size)
+        return image.resize((32, 32))
+
+    images = decode_images(uploads_, max_pixels=10**9, size=32, fit=fit)
+    assert decoded == [(1000, 500), (40, 30)] and [image.size for image in images] == [(32, 32)] * 2
     assert all(len(upload.data) == 0 for upload in uploads_)
 
 
@@ -122,7 +130,7 @@ count = budget // int(sys.argv[4])
 uploads = [Upload(f"{i}.png", bytearray(big)) for i in range(count)]
 uploads += [Upload(f"s{i}.png", bytearray(small)) for i in range(MAX_FILES - count)]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-images = decode_images(uploads, max_pixels=budget)
+images = decode_images(uploads, max_pixels=budget, size=32, fit=lambda image: image.resize((32, 32)))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(count, len(images), (after - before) // 1024)
 """
@@ -166,9 +174,10 @@ def test_the_pixel_budget_counts_what_decoding_costs() -> None:
     budget = Settings().MAX_PREDICT_PIXELS
     pngs = [Upload(f"{i}.png", bytearray(big_png(4000))) for i in range(4)]  # 64 MP to decode
     with pytest.raises(HTTPException) as refused:
-        decode_images(pngs, max_pixels=budget)
+        decode_images(pngs, max_pixels=budget, size=32, fit=lambda image: image)
     assert refused.value.status_code == 413 and "MAX_PREDICT_PIXELS" in refused.value.detail
     buffer = io.BytesIO()
     Image.new("RGB", (6000, 6000), (90, 120, 30)).save(buffer, format="JPEG")
     photos = [Upload(f"{i}.jpg", bytearray(buffer.getvalue())) for i in range(4)]  # 4 x 36 MP, 2.25 MP decoded
-    assert [image.size for image in decode_images(photos, max_pixels=budget)] == [(REDUCED_SIZE, REDUCED_SIZE)] * 4
+    decoded = [image.size for image in decode_images(photos, max_pixels=budget, size=256, fit=lambda image: image)]
+    assert decoded == [(750, 750)] * 4  # 1/8 of a side: still more than the model's 256 px

@@ -408,7 +408,9 @@ def test_a_request_beyond_the_pixel_budget_is_413_before_decoding(
     save_checkpoint(settings, session)
     decoded: list[str] = []
     original = uploads.decode_image
-    monkeypatch.setattr(uploads, "decode_image", lambda upload: decoded.append(upload.filename) or original(upload))
+    monkeypatch.setattr(
+        uploads, "decode_image", lambda upload, **kwargs: decoded.append(upload.filename) or original(upload, **kwargs)
+    )
     files = [("files", (f"{i}.png", png_bytes((100, 100)), "image/png")) for i in range(4)]
     with make_client(FakeBroker()) as client:
         refused = client.post("/predict", files=files)
