@@ -69,7 +69,10 @@ def _resolve_auto_lr(spec: TrainSpec) -> TrainSpec:
     except (OSError, ValueError) as exc:
         raise SystemExit(f'lr "auto": cannot read the LR-finder run {metrics_path}: {exc}') from None
     if not suggested:
-        raise SystemExit(f'lr "auto": the LR-finder run {metrics_path} has no suggested_lr')
+        raise SystemExit(
+            f'lr "auto": the LR-finder run {metrics_path} gave no suggestion: its loss never fell clearly below '
+            "where it started; run it again with a lower start_lr, or give optimizer.lr as a number"
+        )
     print(f"lr auto: using {suggested:.4g} from {metrics_path}", file=sys.stderr)
     return spec.with_lr(float(suggested))
 
@@ -89,6 +92,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
                 "suggested_lr": m["suggested_lr"],
                 "suggestions": m["suggestions"],
                 "diverged_at_lr": m["diverged_at_lr"],
+                "stopped_at_lr": m["stopped_at_lr"],
                 "out": str(args.out),
             },
             indent=1,

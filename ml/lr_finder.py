@@ -1,17 +1,27 @@
 """Leslie Smith's LR range test, with pytorch-lr-finder's semantics and fastai's suggestions.
 
-The sweep (`range_test`) follows torch-lr-finder 0.2.2 exactly: iteration i trains one batch at
+The sweep (`range_test`) follows torch-lr-finder 0.2.2: iteration i trains one batch at
 start_lr * (end_lr / start_lr) ** (i / (num_iter - 1)) ("exp") or the linear interpolation
 ("linear"), smooths the loss as smooth_f * loss + (1 - smooth_f) * previous (0 = no smoothing),
-and stops once the smoothed loss exceeds diverge_th x the best smoothed loss so far. Unlike the
-library it also stops on a NaN/inf loss and (with `rise_stop`) once the smoothed loss has climbed
-clearly back from its minimum, polls a cancel hook, reports progress and never plots to suggest.
-Model and optimizer come back exactly as they went in.
+and stops once the trend (below) exceeds diverge_th x its best so far. Unlike the library it also
+stops on a NaN/inf loss and (with `rise_stop`) once the trend has climbed clearly back from its
+minimum, polls a cancel hook, reports progress and never plots to suggest. Model and optimizer come
+back exactly as they went in.
 
-The suggestions differ from both libraries in one way: each one is looked for only on the descending
-part of the smoothed curve, up to its minimum. torch-lr-finder's `steepest` (and fastai's `valley`)
-scan the whole trimmed curve, so a noisy or diverging tail past the minimum can hold the steepest
-drop: a real Fashion-MNIST sweep suggested 0.74 while its smoothed loss bottomed out near 0.1."""
+The stop rules and the suggestions read one robust series, the trend (`trend_losses`), whatever
+smooth_f is: the smoothed loss itself when smooth_f is in (0, TREND_MAX_SMOOTH_F], else the same
+exponential smoothing of the raw loss at weight TREND_SMOOTH_F (torch-lr-finder's default). There
+the library's rule stops on the raw loss: of 8 images a step it jumps by more than any rise_stop or
+steepest drop measures, and a sweep of ResNet9 stopped at iteration 9 of 80, in the flat region,
+suggesting an LR there. `smoothed_losses` stays the user's smoothing, as in the library.
+
+The suggestions differ from both libraries: each one is looked for only on the descending part of
+the trend, up to its minimum, and only when that minimum is the lowest point of the whole trend and
+lies clearly (DESCENT_MIN_FALL) below its first value; a curve that never clearly fell gives no
+suggestion. torch-lr-finder's `steepest` (and fastai's `valley`) scan the whole trimmed curve, so a
+noisy or diverging tail past the minimum can hold the steepest drop: a real Fashion-MNIST sweep
+suggested 0.74 while its smoothed loss bottomed out near 0.1; and a sweep whose loss only rose from
+its first step got a suggestion on the way up, past its minimum hidden in the start trim."""
 
 from __future__ import annotations
 
@@ -37,20 +47,35 @@ STEP_MODES = ("exp", "linear")
 PROGRESS_EVERY = 5  # iterations between progress reports: the store gets a few writes a second at most
 SYNC_EVERY_CUDA = 10  # iterations between host reads of the loss on a GPU (see default_sync_every)
 STEEPEST_SKIP = (10, 5)  # pytorch-lr-finder's plot(skip_start=10, skip_end=5); the end is cut at the minimum here
-RISE_MIN_FALL = 0.1  # rise_stop engages only once the smoothed loss fell 10% below its first value
+RISE_MIN_FALL = 0.1  # rise_stop engages only once the trend fell 10% below its first value
+# A suggestion needs the trend's minimum this far below its first value: a flat trend of batch-8 noise
+# wandered 1.2% below it on a saved real sweep, while real descents of small sweeps fall 3.5% and more.
+DESCENT_MIN_FALL = 0.02
+TREND_MAX_SMOOTH_F = 0.1  # a smooth_f up to this smooths enough to stop and suggest on (its trend is itself)
+TREND_SMOOTH_F = 0.05  # torch-lr-finder's default weight: the trend of a curve smoothed less than the above
+STOP_REASONS = ("completed", "diverged", "rise_stop", "cancelled")
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> loss
 
 
 @dataclass
 class Curve:
-    """What one sweep recorded: the LR, raw and smoothed loss of every completed iteration."""
+    """What one sweep recorded: the LR, raw, smoothed (smooth_f) and trend loss of every completed
+    iteration, and why it ended (one of STOP_REASONS)."""
 
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     smoothed_losses: list[float] = field(default_factory=list)
-    stop_reason: str = "completed"  # "completed" | "diverged" | "cancelled"
-    diverged_at_lr: float | None = None
+    trend_losses: list[float] = field(default_factory=list)
+    stop_reason: str = "completed"
+    diverged_at_lr: float | None = None  # a NaN/inf loss or the trend above diverge_th x its best
+    stopped_at_lr: float | None = None  # the LR of the iteration that ended the sweep early ("diverged", "rise_stop")
+
+    def stop(self, reason: str, lr: float) -> Curve:
+        self.stop_reason, self.stopped_at_lr = reason, lr
+        if reason == "diverged":
+            self.diverged_at_lr = lr
+        return self
 
 
 @dataclass
@@ -101,6 +126,27 @@ class _Cycle(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         return inputs, labels
 
 
+def trend_weight(smooth_f: float) -> float:
+    """The smoothing weight of the trend: smooth_f itself when it smooths enough, else TREND_SMOOTH_F."""
+    return smooth_f if 0 < smooth_f <= TREND_MAX_SMOOTH_F else TREND_SMOOTH_F
+
+
+def _smoothed(series: list[float], loss: float, weight: float) -> float:
+    """torch-lr-finder's exponential smoothing: the first loss as it is, then weight x loss + (1 - weight) x
+    the previous value (weight 0: the raw loss)."""
+    if not series or weight == 0:
+        return loss
+    return weight * loss + (1 - weight) * series[-1]
+
+
+def trend_of(losses: Iterable[float], *, smooth_f: float) -> list[float]:
+    """The trend a sweep with this smooth_f records for these raw losses."""
+    weight, series = trend_weight(smooth_f), list[float]()
+    for loss in losses:
+        series.append(_smoothed(series, loss, weight))
+    return series
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -148,7 +194,7 @@ def _sweep(
     device: torch.device,
     sync_every: int,
 ) -> Curve:
-    curve, best, cycle = Curve(), math.inf, _Cycle(batches)
+    curve, best, cycle, weight = Curve(), math.inf, _Cycle(batches), trend_weight(smooth_f)
     model.train()  # once, not per step: it walks every module
     for start in range(0, len(lrs), sync_every):
         if callbacks.should_stop():
@@ -161,29 +207,28 @@ def _sweep(
             pending.append(_train_step(model, optimizer, criterion, next(cycle), device))
         for i, (lr, loss) in enumerate(zip(chunk, torch.stack(pending).tolist()), start=start):
             if not math.isfinite(loss):  # not recorded: a NaN would poison the smoothing and the plot
-                curve.stop_reason, curve.diverged_at_lr = "diverged", lr
-                return curve
-            smoothed = loss
-            if curve.smoothed_losses and smooth_f > 0:
-                smoothed = smooth_f * loss + (1 - smooth_f) * curve.smoothed_losses[-1]
-            best = min(best, smoothed)
+                return curve.stop("diverged", lr)
+            trend = _smoothed(curve.trend_losses, loss, weight)
+            best = min(best, trend)
             curve.lrs.append(lr)
             curve.losses.append(loss)
-            curve.smoothed_losses.append(smoothed)
+            curve.smoothed_losses.append(_smoothed(curve.smoothed_losses, loss, smooth_f))
+            curve.trend_losses.append(trend)
             if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(lrs):
                 callbacks.on_progress({"step": i + 1, "steps": len(lrs), "fraction": round((i + 1) / len(lrs), 4)})
-            if smoothed > diverge_th * best or _rose_back(curve.smoothed_losses[0], best, smoothed, rise_stop):
-                curve.stop_reason, curve.diverged_at_lr = "diverged", lr
-                return curve
+            if trend > diverge_th * best:
+                return curve.stop("diverged", lr)
+            if _rose_back(curve.trend_losses[0], best, trend, rise_stop):
+                return curve.stop("rise_stop", lr)
     return curve
 
 
-def _rose_back(first: float, best: float, smoothed: float, rise_stop: float | None) -> bool:
-    """True once a loss that fell clearly (RISE_MIN_FALL below its first value) has climbed back
+def _rose_back(first: float, best: float, trend: float, rise_stop: float | None) -> bool:
+    """True once a trend that fell clearly (RISE_MIN_FALL below its first value) has climbed back
     rise_stop of that fall: the sweep has left its minimum, the rest is the diverging part."""
     if rise_stop is None or best > (1 - RISE_MIN_FALL) * first:
         return False
-    return smoothed > best + rise_stop * (first - best)
+    return trend > best + rise_stop * (first - best)
 
 
 def range_test(
@@ -206,9 +251,10 @@ def range_test(
     and leaves no gradients behind.
 
     `batches` yields (inputs, labels, ...) and is started again when it runs out. The model's device
-    is the one used. Stops early on divergence (stop_reason "diverged", diverged_at_lr set: the smoothed
-    loss above diverge_th x its best or, with rise_stop, back up rise_stop of its fall) or when
-    callbacks.should_stop() says so ("cancelled"), keeping what was recorded. Losses are read from the
+    is the one used. Stops early on divergence (stop_reason "diverged", diverged_at_lr set: a NaN/inf
+    loss, or the trend above diverge_th x its best), with rise_stop once the trend is back up rise_stop
+    of its fall ("rise_stop"), or when callbacks.should_stop() says so ("cancelled"), keeping what was
+    recorded; stopped_at_lr is the LR of an early stop's last iteration. Losses are read from the
     device every `sync_every` iterations (None: default_sync_every), which is also how often the
     cancel hook is polled; the curve is the same for every value."""
     _check_range(start_lr, end_lr, num_iter, step_mode, smooth_f)
@@ -274,32 +320,38 @@ def _skip(n: int, skip: int) -> int:
     return skip if n - skip >= 2 else n // 10
 
 
-def descent(smoothed_losses: Iterable[float], *, num_iter: int) -> slice:
-    """The descending part of a smoothed curve: from fastai's start trim (num_iter // 10) to the
-    smoothed minimum after it, inclusive. Every suggestion is looked for here and nowhere else."""
-    y = np.asarray(list(smoothed_losses), dtype=float)
+def descent(trend_losses: Iterable[float], *, num_iter: int) -> slice:
+    """The descending part of a trend: from fastai's start trim (num_iter // 10) to the trend's
+    minimum, inclusive. Every suggestion is looked for here and nowhere else. Empty (start == stop)
+    when the curve never clearly fell: its lowest point lies inside the start trim, or not
+    DESCENT_MIN_FALL below its first value."""
+    y = np.asarray(list(trend_losses), dtype=float)
     first = _skip(y.size, num_iter // 10)
     if y.size == 0:
         return slice(0, 0)
-    return slice(first, first + int(y[first:].argmin()) + 1)
+    lowest = int(y.argmin())
+    if lowest < first or y[lowest] > (1 - DESCENT_MIN_FALL) * y[0]:
+        return slice(first, first)
+    return slice(first, lowest + 1)
 
 
-def suggest(lrs: Iterable[float], smoothed_losses: Iterable[float], *, num_iter: int) -> dict[str, float | None]:
-    """{"steepest", "valley", "minimum_div10"} from the smoothed curve's descending part (`descent`),
-    so each lies at or before the smoothed minimum; None where that part is too short.
+def suggest(lrs: Iterable[float], trend_losses: Iterable[float], *, num_iter: int) -> dict[str, float | None]:
+    """{"steepest", "valley", "minimum_div10"} from the trend's descending part (`descent`), so each
+    lies at or before the trend's minimum; all None when the curve never clearly fell, steepest None
+    where that part is too short.
 
-    steepest: torch-lr-finder's np.gradient rule after its 10-point start trim; valley: fastai's;
-    minimum_div10: the LR of the smoothed minimum over ten."""
-    x, y = np.asarray(list(lrs), dtype=float), np.asarray(list(smoothed_losses), dtype=float)
+    steepest: torch-lr-finder's np.gradient rule after its 10-point start trim (within the descent);
+    valley: fastai's; minimum_div10: the LR of the trend's minimum over ten."""
+    x, y = np.asarray(list(lrs), dtype=float), np.asarray(list(trend_losses), dtype=float)
     if x.shape != y.shape:
-        raise ValueError(f"lrs and smoothed_losses must have one length; got {x.size} and {y.size}")
+        raise ValueError(f"lrs and trend_losses must have one length; got {x.size} and {y.size}")
     result: dict[str, float | None] = {"steepest": None, "valley": None, "minimum_div10": None}
     part = descent(y, num_iter=num_iter)
     if part.stop <= part.start:
         return result
     result["valley"] = float(x[part][valley_index(y[part])])
     result["minimum_div10"] = float(x[part.stop - 1]) / 10
-    first = _skip(part.stop, STEEPEST_SKIP[0])
+    first = max(part.start, _skip(part.stop, STEEPEST_SKIP[0]))
     if part.stop - first >= 2:  # np.gradient needs two points
         result["steepest"] = steepest(x[first : part.stop], y[first : part.stop])
     return result
@@ -307,14 +359,16 @@ def suggest(lrs: Iterable[float], smoothed_losses: Iterable[float], *, num_iter:
 
 def build_metrics(curve: Curve, *, num_iter: int, seconds: float) -> dict[str, Any]:
     """The contract's LR-finder metrics (without job_id/status); JSON-safe, no NaN."""
-    suggestions = suggest(curve.lrs, curve.smoothed_losses, num_iter=num_iter)
+    suggestions = suggest(curve.lrs, curve.trend_losses, num_iter=num_iter)
     return {
         "lrs": list(curve.lrs),
         "losses": list(curve.losses),
         "smoothed_losses": list(curve.smoothed_losses),
+        "trend_losses": list(curve.trend_losses),
         "suggested_lr": suggestions["steepest"],
         "suggestions": suggestions,
         "diverged_at_lr": curve.diverged_at_lr,
+        "stopped_at_lr": curve.stopped_at_lr,
         "stop_reason": curve.stop_reason,
         "num_iter": num_iter,
         "seconds": round(seconds, 3),
@@ -357,7 +411,7 @@ def run_lr_finder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", metrics, allow_nan=False)
-    part = descent(curve.smoothed_losses, num_iter=spec.num_iter)
+    part = descent(curve.trend_losses, num_iter=spec.num_iter)
     plot = plot_lr_finder(
         curve.lrs,
         curve.losses,
@@ -366,5 +420,6 @@ def run_lr_finder(
         out_dir / "lr_finder.png",
         log_x=spec.step_mode == "exp",
         minimum_lr=curve.lrs[part.stop - 1] if part.stop > part.start else None,
+        trend_losses=curve.trend_losses,
     )
     return LRFinderResult(metrics=metrics, stop_reason=curve.stop_reason, artifacts=[plot])

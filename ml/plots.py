@@ -227,25 +227,32 @@ def plot_lr_finder(
     *,
     log_x: bool = True,
     minimum_lr: float | None = None,
+    trend_losses: Sequence[float] | None = None,
 ) -> Path:
     """The LR range test: smoothed loss against LR, the raw loss faint, each suggestion marked, and
-    the smoothed minimum (the end of the descending part the suggestions come from) as a dotted line."""
+    the minimum (the end of the descending part the suggestions come from) as a dotted line. The
+    trend the suggestions are read from is drawn too where it is not the smoothed loss itself."""
     x = np.asarray(lrs, dtype=float)
     raw = np.asarray(losses, dtype=float)
     smooth = np.asarray(smoothed_losses, dtype=float)
-    if not (x.shape == raw.shape == smooth.shape):
+    trend = smooth if trend_losses is None else np.asarray(trend_losses, dtype=float)
+    if not (x.shape == raw.shape == smooth.shape == trend.shape):
         raise ValueError(
-            f"lrs, losses and smoothed_losses must have one length; got {x.size}, {raw.size}, {smooth.size}"
+            "lrs, losses, smoothed_losses and trend_losses must have one length; "
+            f"got {x.size}, {raw.size}, {smooth.size}, {trend.size}"
         )
+    own_trend = not np.array_equal(trend, smooth)
     fig, ax = plt.subplots(figsize=CURVE_SIZE, layout="constrained")
     if x.size:
         ax.plot(x, raw, color="tab:blue", alpha=0.25, linewidth=1, label="loss")
-        ax.plot(x, smooth, color="tab:blue", linewidth=2, label="smoothed loss")
+        ax.plot(x, smooth, color="tab:blue", linewidth=1 if own_trend else 2, label="smoothed loss")
+        if own_trend:
+            ax.plot(x, trend, color="black", linewidth=2, label="trend (suggestions)")
         markers = ("o", "s", "D", "^", "v")
         for i, (name, lr) in enumerate(suggestions.items()):
             if lr is None or not math.isfinite(lr) or lr <= 0:
                 continue
-            y = _marker_y(lr, x, smooth, log_x)
+            y = _marker_y(lr, x, trend, log_x)
             ax.plot(
                 [lr],
                 [y],
@@ -259,9 +266,11 @@ def plot_lr_finder(
             )
             # later markers are smaller and on top: suggestions that coincide stay visible
         if minimum_lr is not None:
-            ax.axvline(minimum_lr, color="grey", linestyle=":", label=f"smoothed minimum: {minimum_lr:.1e}")
-        span = float(smooth.max() - smooth.min()) or abs(float(smooth.max())) or 1.0
-        ax.set_ylim(float(smooth.min()) - 0.1 * span, float(smooth.max()) + 0.1 * span)
+            name = "trend" if own_trend else "smoothed"
+            ax.axvline(minimum_lr, color="grey", linestyle=":", label=f"{name} minimum: {minimum_lr:.1e}")
+        low, high = min(smooth.min(), trend.min()), max(smooth.max(), trend.max())
+        span = float(high - low) or abs(float(high)) or 1.0
+        ax.set_ylim(float(low) - 0.1 * span, float(high) + 0.1 * span)
         if log_x and x.min() > 0:
             ax.set_xscale("log")
         ax.legend()

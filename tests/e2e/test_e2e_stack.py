@@ -26,6 +26,8 @@ LR_FINDER = {
     "num_iter": 30,
     "start_lr": 1e-4,
     "end_lr": 10,
+    "augmentation": "none",  # so that its loss falls clearly in 30 steps (7%), else nothing is suggested
+    "smooth_f": 0.1,
 }
 TRAIN = {
     "dataset": FASHION,

@@ -31,6 +31,9 @@ def test_lr_find_then_train_with_auto_lr_then_predict(fmnist_data_dir: Path, tmp
                 "model": {"name": "custom_resnet", "width": 4},
                 "batch_size": 32,
                 "num_iter": 20,
+                "start_lr": 1e-3,  # from 1e-3, without augmentation: the loss falls clearly (8%) in 20 steps
+                "augmentation": "none",
+                "smooth_f": 0.1,
             }
         )
     )

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ml.lr_finder import build_metrics, lr_at, range_test, run_lr_finder, suggest, valley_index
+from ml.lr_finder import build_metrics, lr_at, range_test, run_lr_finder, suggest, trend_of, valley_index
 from ml.specs import LRFinderSpec
 
 
@@ -69,6 +69,11 @@ class StopAfter:
     def should_stop(self) -> bool:
         self.polls += 1
         return self.k is not None and self.polls > self.k
+
+
+def losses_with_trend(trend, weight=0.1):
+    """Raw losses whose exponential smoothing at `weight` is `trend`: scripts what the stop rules see."""
+    return [trend[0]] + [(now - (1 - weight) * before) / weight for before, now in zip(trend, trend[1:])]
 
 
 def sweep(criterion=None, *, model=None, optimizer=None, batches=None, **kwargs):
@@ -128,30 +133,52 @@ def test_bad_ranges_are_refused_naming_the_value(kwargs, message):
 # --- smoothing, divergence, NaN -----------------------------------------------------------------
 
 
+def ema(values, weight):
+    expected = [values[0]]
+    for value in values[1:]:
+        expected.append(weight * value + (1 - weight) * expected[-1])
+    return expected
+
+
 def test_smoothing_is_an_exponential_average_weighted_by_smooth_f():
     raw = [2.0, 1.0, 1.5, 0.5, 3.0]
     curve, _ = sweep(ScriptedLoss(raw), num_iter=5, smooth_f=0.3)
     assert curve.losses == pytest.approx(raw)
-    expected = [2.0]
-    for loss in raw[1:]:
-        expected.append(0.3 * loss + 0.7 * expected[-1])
-    assert curve.smoothed_losses == pytest.approx(expected)  # [2.0, 1.7, 1.64, 1.298, 1.8086]
+    assert curve.smoothed_losses == pytest.approx(ema(raw, 0.3))  # [2.0, 1.7, 1.64, 1.298, 1.8086]
     assert curve.smoothed_losses[1] == pytest.approx(1.7)
+    assert curve.trend_losses == pytest.approx(ema(raw, 0.05))  # 0.3 smooths too little to stop or suggest on
 
 
-def test_smooth_f_zero_means_no_smoothing():
+def test_smooth_f_zero_means_no_smoothing_and_a_trend_at_005():
     raw = [2.0, 1.0, 1.5, 0.5]
     curve, _ = sweep(ScriptedLoss(raw), num_iter=4, smooth_f=0.0)
     assert curve.smoothed_losses == pytest.approx(raw)
+    assert curve.trend_losses == pytest.approx(ema(raw, 0.05)) == trend_of(raw, smooth_f=0.0)
 
 
-def test_divergence_stops_at_the_first_smoothed_loss_above_threshold_times_best():
-    raw = [4.0, 2.0, 1.0, 4.9, 5.1, 1.0, 1.0, 1.0]  # best is 1.0; 5.1 > 5 x 1.0
-    curve, optimizer = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0)
+@pytest.mark.parametrize("smooth_f", [0.02, 0.05, 0.1])
+def test_a_smooth_f_up_to_01_is_its_own_trend(smooth_f):
+    raw = [2.0, 1.0, 1.5, 0.5, 3.0]
+    curve, _ = sweep(ScriptedLoss(raw), num_iter=5, smooth_f=smooth_f)
+    assert curve.trend_losses == curve.smoothed_losses == pytest.approx(ema(raw, smooth_f))
+
+
+def test_divergence_stops_at_the_first_trend_above_threshold_times_best():
+    trend = [4.0, 2.0, 1.0, 4.9, 5.1, 1.0, 1.0, 1.0]  # best is 1.0; 5.1 > 5 x 1.0
+    curve, optimizer = sweep(ScriptedLoss(losses_with_trend(trend)), num_iter=8, smooth_f=0.1, diverge_th=5.0)
     assert curve.stop_reason == "diverged"
-    assert curve.losses == pytest.approx(raw[:5])  # the diverging point is recorded, as pytorch-lr-finder does
-    assert curve.diverged_at_lr == pytest.approx(curve.lrs[4])
+    assert curve.trend_losses == pytest.approx(trend[:5])  # the diverging point is recorded, as pytorch-lr-finder does
+    assert curve.diverged_at_lr == curve.stopped_at_lr == pytest.approx(curve.lrs[4])
     assert len(optimizer.used) == 5
+
+
+def test_a_raw_loss_that_jumps_does_not_stop_the_sweep():
+    """With smooth_f 0 torch-lr-finder's rule reads the raw loss: 10.5 > 5 x 2.0 would end this sweep
+    at its 4th step. The trend (smoothed at 0.05) only drifts up a little there."""
+    raw = [2.3, 2.2, 2.0, 10.5, 2.0, 1.9, 1.8, 1.7]
+    curve, _ = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0, rise_stop=0.5)
+    assert curve.stop_reason == "completed" and curve.stopped_at_lr is None
+    assert curve.smoothed_losses == pytest.approx(raw) and len(curve.losses) == 8
 
 
 def test_a_too_high_range_diverges_for_real():
@@ -189,7 +216,9 @@ def test_reading_losses_in_chunks_records_the_same_curve_and_stop(sync_every):
         assert chunked.lrs == reference.lrs and chunked.stop_reason == reference.stop_reason
         assert chunked.losses == pytest.approx(reference.losses, rel=1e-6)
         assert chunked.smoothed_losses == pytest.approx(reference.smoothed_losses, rel=1e-6)
+        assert chunked.trend_losses == pytest.approx(reference.trend_losses, rel=1e-6)
         assert chunked.diverged_at_lr == reference.diverged_at_lr
+        assert chunked.stopped_at_lr == reference.stopped_at_lr
         steps = len(ref_opt.used)
         assert steps <= len(opt.used) <= min(options["num_iter"], -(-steps // sync_every) * sync_every)
 
@@ -211,7 +240,7 @@ def test_sync_every_below_one_is_refused():
 def test_cancellation_stops_after_k_iterations_and_keeps_them():
     callbacks = StopAfter(7)
     curve, optimizer = sweep(num_iter=30, callbacks=callbacks)
-    assert curve.stop_reason == "cancelled" and curve.diverged_at_lr is None
+    assert curve.stop_reason == "cancelled" and curve.diverged_at_lr is None and curve.stopped_at_lr is None
     assert len(curve.lrs) == len(curve.losses) == 7
     assert len(optimizer.used) == 7
     assert callbacks.polls == 8  # polled every iteration
@@ -321,11 +350,37 @@ def test_steepest_skips_the_first_10_points_and_everything_past_the_minimum():
     assert suggest(lrs, losses, num_iter=40)["steepest"] == pytest.approx(lrs[19])
 
 
+def test_steepest_is_looked_for_only_inside_the_descent():
+    """With num_iter 200 fastai's start trim is 20 points, longer than torch-lr-finder's 10: a cliff at
+    index 12 is before the descent and not a suggestion."""
+    lrs = np.geomspace(1e-6, 1.0, 200)
+    losses = np.concatenate([np.linspace(3.0, 1.0, 151), np.linspace(1.1, 3.0, 49)])  # lowest at index 150
+    losses[13:] -= 0.5  # a cliff between index 12 and 13, inside the trim
+    losses[100] -= 0.2  # the steepest drop inside the descent lands on index 99
+    assert losses[12] - losses[13] > losses[99] - losses[100]  # the cliff is steeper
+    assert suggest(lrs, losses, num_iter=200)["steepest"] == pytest.approx(lrs[99])
+
+
 def test_minimum_div10_is_the_lr_at_the_lowest_loss_over_ten():
     lrs = np.logspace(-5, 0, 51)  # index 35 is exactly 10 ** -1.5
     losses = (np.log10(lrs) + 1.5) ** 2 + 1.0  # lowest at index 35
-    losses[2] = 0.0  # inside fastai's num_it // 10 trim: ignored
+    losses[2] = 1.2  # a dip inside fastai's num_it // 10 trim, above the minimum: ignored
     assert suggest(lrs, losses, num_iter=51)["minimum_div10"] == pytest.approx(lrs[35] / 10)
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [2.3, 2.4, 2.5, 2.4, 2.45, 2.5, 2.6, 2.7, 2.8, 2.9],  # rises from the start: lowest at index 0
+        [2.5, 2.3, 2.6, 2.55, 2.5, 2.45, 2.4, 2.5, 2.6, 2.7],  # lowest at index 1, inside the 2-point trim
+        [2.3, 2.3, 2.29, 2.28, 2.27, 2.27, 2.28, 2.3, 2.35, 2.4],  # lowest after the trim, but only 1.3% down
+    ],
+)
+def test_a_curve_that_never_clearly_fell_gives_no_suggestion(losses):
+    """Past a minimum in the start trim every later point is on the way up (torch-lr-finder suggested
+    here); a minimum within 2% of the start is the flat region's noise."""
+    lrs = np.geomspace(1.0, 100.0, len(losses))
+    assert suggest(lrs, losses, num_iter=20) == {"steepest": None, "valley": None, "minimum_div10": None}
 
 
 def test_valley_on_a_known_array():
@@ -366,7 +421,7 @@ def test_short_curves_give_what_they_can_and_never_crash(n):
     losses = list(np.linspace(2.3, 1.0, n))
     suggestions = suggest(lrs, losses, num_iter=100)
     assert set(suggestions) == {"steepest", "valley", "minimum_div10"}
-    if n == 0:
+    if n < 2:  # one point never fell
         assert suggestions == {"steepest": None, "valley": None, "minimum_div10": None}
     else:
         assert suggestions["valley"] in lrs
@@ -375,22 +430,26 @@ def test_short_curves_give_what_they_can_and_never_crash(n):
 
 
 def test_metrics_have_the_contract_shape():
-    raw = [2.3, 2.2, 2.0, 1.7, 1.5, 1.4, 1.6, 9.0]
-    curve, _ = sweep(ScriptedLoss(raw), num_iter=8, smooth_f=0.0, diverge_th=5.0)
+    trend = [2.3, 2.2, 2.0, 1.7, 1.5, 1.4, 1.6, 9.0]
+    curve, _ = sweep(ScriptedLoss(losses_with_trend(trend)), num_iter=8, smooth_f=0.1, diverge_th=5.0)
     metrics = build_metrics(curve, num_iter=8, seconds=1.23456)
     assert set(metrics) == {
         "lrs",
         "losses",
         "smoothed_losses",
+        "trend_losses",
         "suggested_lr",
         "suggestions",
         "diverged_at_lr",
+        "stopped_at_lr",
         "stop_reason",
         "num_iter",
         "seconds",
     }
+    assert len(metrics["trend_losses"]) == len(metrics["losses"]) == 8
     assert metrics["suggested_lr"] == metrics["suggestions"]["steepest"] is not None
     assert metrics["stop_reason"] == "diverged" and metrics["diverged_at_lr"] == curve.lrs[-1]
+    assert metrics["stopped_at_lr"] == curve.lrs[-1]
     assert metrics["seconds"] == 1.235 and metrics["num_iter"] == 8
     assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
 
@@ -407,13 +466,16 @@ def test_run_lr_finder_on_fashion_mnist(small_fmnist_dir, tmp_path, model_name):
         start_lr=1e-4,
         end_lr=10,
         num_iter=30,
+        augmentation="none",  # learns in 30 steps: the loss falls clearly, so there are suggestions
     )
     result = run_lr_finder(spec, data_dir=small_fmnist_dir, out_dir=tmp_path / "run", device="cpu")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.metrics))
-    assert result.stop_reason == metrics["stop_reason"] in ("completed", "diverged")
+    assert result.stop_reason == metrics["stop_reason"] in ("completed", "diverged", "rise_stop")
     assert 20 <= len(metrics["lrs"]) <= 30 and metrics["lrs"][0] == pytest.approx(1e-4)
-    assert len(metrics["losses"]) == len(metrics["smoothed_losses"]) == len(metrics["lrs"])
+    assert (
+        len(metrics["losses"]) == len(metrics["smoothed_losses"]) == len(metrics["trend_losses"]) == len(metrics["lrs"])
+    )
     assert metrics["losses"][0] == pytest.approx(math.log(10), abs=0.7)  # ~chance on 10 classes at first
     for name, lr in metrics["suggestions"].items():
         assert lr is not None and math.isfinite(lr) and 1e-6 <= lr <= 10, name

@@ -163,6 +163,22 @@ def test_lr_finder_plot_marks_each_suggestion(tmp_path, figures):
     assert marker.get_xdata()[0] == 0.0533 and marker.get_ydata()[0] == pytest.approx(expected)
 
 
+def test_lr_finder_plot_draws_the_trend_where_it_is_not_the_smoothed_loss(tmp_path, figures):
+    lrs = np.geomspace(1e-5, 1.0, 60)
+    raw = 2.3 - np.tanh(3 * (np.log10(lrs) + 2)) + np.random.default_rng(0).normal(0, 0.3, 60)
+    trend = 2.3 - np.tanh(3 * (np.log10(lrs) + 2))
+    suggestions = {"steepest": 0.0533}
+    plots.plot_lr_finder(lrs, raw, raw, suggestions, tmp_path / "a.png", minimum_lr=0.1, trend_losses=trend)
+    plots.plot_lr_finder(lrs, raw, trend, suggestions, tmp_path / "b.png", minimum_lr=0.1, trend_losses=trend)
+    own, same = ([t.get_text() for t in figure.axes[0].get_legend().get_texts()] for figure in figures)
+    assert own == ["loss", "smoothed loss", "trend (suggestions)", "steepest: 5.3e-02", "trend minimum: 1.0e-01"]
+    assert same == ["loss", "smoothed loss", "steepest: 5.3e-02", "smoothed minimum: 1.0e-01"]
+    marker = figures[0].axes[0].get_lines()[3]  # the suggestion sits on the trend it was read from
+    assert marker.get_ydata()[0] == pytest.approx(np.interp(np.log10(0.0533), np.log10(lrs), trend))
+    with pytest.raises(ValueError, match="one length; got 60, 60, 60, 59"):
+        plots.plot_lr_finder(lrs, raw, raw, suggestions, tmp_path / "c.png", trend_losses=trend[:-1])
+
+
 def test_lr_finder_plot_of_an_empty_or_linear_sweep(tmp_path, figures):
     open_png(plots.plot_lr_finder([], [], [], {"steepest": None}, tmp_path / "empty.png"))
     lrs = np.linspace(0.01, 1.0, 5)

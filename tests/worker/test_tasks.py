@@ -63,12 +63,14 @@ def reload(session: Session, job_id: str) -> Job:
 
 
 def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, session: Session) -> None:
-    # from 1e-3: a sweep whose loss descends (from 1e-7 its 8 steps only rise, and then nothing is suggested)
-    finder_id, params = submit(session, "lr_finder", {**TINY, "num_iter": 8, "start_lr": 1e-3, "end_lr": 1.0})
+    # A sweep whose loss falls clearly (4.5%) in 10 steps: from 1e-3, at width 8, without augmentation, its
+    # trend smoothed at 0.1. Width 2 (the train job's) barely learns in 10 steps: nothing would be suggested.
+    sweep = {"num_iter": 10, "start_lr": 1e-3, "end_lr": 1.0, "smooth_f": 0.1, "augmentation": "none"}
+    finder_id, params = submit(session, "lr_finder", {**TINY, "model": {"width": 8}, **sweep})
     assert run_job(finder_id, "lr_finder", params) == "succeeded"
     finder = reload(session, finder_id)
     assert finder.status == "succeeded" and finder.error is None and finder.attempts == 1 and finder.worker
-    assert finder.result is not None and 0 < len(finder.result["lrs"]) <= 8 and finder.result["suggested_lr"] > 0
+    assert finder.result is not None and 0 < len(finder.result["lrs"]) <= 10 and finder.result["suggested_lr"] > 0
     assert finder.progress["fraction"] == 1.0 and finder.finished_at >= finder.started_at  # type: ignore[operator]
     assert {a.name for a in store.list_artifacts(session, finder_id)} >= {"lr_finder.png", "metrics.json"}
     lr = finder.result["suggested_lr"]
@@ -78,6 +80,7 @@ def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, se
     assert run_job(train_id, "train", params) == "succeeded"
     job = reload(session, train_id)
     assert job.status == "succeeded" and job.result is not None and job.result["lr"] == lr
+    assert any("model.width 8 (this job: 2)" in warning for warning in job.result["warnings"])
     assert job.result["stop_reason"] == "completed" and job.result["best"]["epoch"] == 1
     assert set(job.result["per_class_accuracy"]) == {
         "T-shirt/top",

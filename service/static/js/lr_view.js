@@ -22,6 +22,7 @@ async function showCurve(box, job, metrics, page) {
   const markers = Object.entries(metrics.suggestions || {}).filter(([, v]) => v)
     .map(([name, value]) => ({ x: value, label: `${name} ${lrText(value)}`, color: MARKS[name] || "#666" }));
   if (metrics.diverged_at_lr) markers.push({ x: metrics.diverged_at_lr, label: "diverged", color: "#6b7280" });
+  else if (metrics.stopped_at_lr) markers.push({ x: metrics.stopped_at_lr, label: `stopped: ${metrics.stop_reason}`, color: "#6b7280" });
   const src = await blobUrl(`/jobs/${job.id}/artifacts/lr_finder.png`).catch(() => null);
   clear(box,
     h("section", { class: "card" },
@@ -30,12 +31,20 @@ async function showCurve(box, job, metrics, page) {
           href: `#/new?kind=train&lr_finder_job=${job.id}` }, `Train with this LR (${lrText(metrics.suggested_lr)})`) : null),
       h("p", { class: "muted" }, `suggested lr ${lrText(metrics.suggested_lr)}`, metrics.stop_reason ? ` · stopped: ${metrics.stop_reason}` : "",
         ` · ${metrics.lrs.length} iterations`),
+      metrics.suggested_lr || metrics.status !== "succeeded" ? null : h("p", { class: "note", id: "no-suggestion" },
+        "No suggestion: the loss never fell clearly below where it started. Run the range test again from a lower start_lr, or give the learning rate yourself."),
       chartBox,
       suggestionTable(job, metrics)),
     src ? h("details", { class: "card" }, h("summary", {}, "The plot as rendered by the worker (lr_finder.png)"),
       h("img", { src, class: "artifact", alt: "lr_finder.png", onclick: () => openLightbox(src, "lr_finder.png") })) : null);
-  const chart = lineChart(chartBox, [{ label: "loss", color: "#9ca3af", width: 1 }, { label: "smoothed" }],
-    [metrics.lrs, metrics.losses, metrics.smoothed_losses], { xLabel: "learning rate", logX: true, markers, height: 300 });
+  const series = [{ label: "loss", color: "#9ca3af", width: 1 }, { label: "smoothed" }];
+  const data = [metrics.lrs, metrics.losses, metrics.smoothed_losses];
+  const trend = metrics.trend_losses || [];
+  if (trend.length && trend.some((value, i) => value !== metrics.smoothed_losses[i])) {
+    series.push({ label: "trend (suggestions)", color: "#111827" }); // what the suggestions were read from
+    data.push(trend);
+  }
+  const chart = lineChart(chartBox, series, data, { xLabel: "learning rate", logX: true, markers, height: 300 });
   page.onLeave(chart.destroy);
 }
 
