@@ -95,6 +95,24 @@ class Settings(BaseSettings):
         gt=0,
         description="bytes of any other request body (a job spec); larger get 413 before it is parsed",
     )
+    MAX_DATASET_BYTES: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="bytes of one dataset archive (`POST /datasets`); larger get 413 the moment they pass it. "
+        "The archive is streamed to DATA_DIR, never held in memory",
+    )
+    MAX_DATASET_UNPACKED_BYTES: int = Field(
+        default=8 * 1024**3,
+        gt=0,
+        description="bytes a dataset archive may unpack to, all members together; counted while inflating, so a "
+        "zip or tar bomb gets 413 before it fills the disk (a member that inflates more than 200 times its "
+        "compressed size too)",
+    )
+    MAX_DATASET_MEMBERS: int = Field(
+        default=100_000,
+        gt=0,
+        description="files and folders in one dataset archive; more get 413 before anything is unpacked",
+    )
     JOB_LEASE_SECONDS: float = Field(
         default=45,
         gt=0,

@@ -27,7 +27,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 JOB_KINDS = ("lr_finder", "train")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -91,6 +91,11 @@ class Job(Base):
         return (self.result or {}).get("best")
 
     @property
+    def last(self) -> dict[str, Any] | None:
+        """A finished train job's last epoch ({"epoch", "test_acc"}), from its result."""
+        return (self.result or {}).get("last")
+
+    @property
     def lr(self) -> float | None:
         """A finished train job's learning rate, "auto" resolved to the LR finder's suggestion."""
         lr = (self.result or {}).get("lr") if self.kind == "train" else None
@@ -130,6 +135,47 @@ class Checkpoint(Base):
     epoch: Mapped[int | None]
     path: Mapped[str] = mapped_column(Text, doc="its folder, relative to ARTIFACTS_DIR")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    job: Mapped[Job] = relationship(lazy="joined", doc="the train job that left it: what its accuracy means")
+
+    @property
+    def selected_on(self) -> str:
+        """The set that chose this epoch: "validation" with a held-out split, else "test"."""
+        return str(
+            (self.job.result or {}).get("selected_on")
+            or ("validation" if self._spec.get("validation_split") else "test")
+        )
+
+    @property
+    def test_time_flip(self) -> bool:
+        """Whether its accuracies (and its predictions) average each image with its mirror."""
+        return bool(self._spec.get("test_time_flip", False))
+
+    @property
+    def last_epoch(self) -> int | None:
+        return ((self.job.result or {}).get("last") or {}).get("epoch")
+
+    @property
+    def last_test_acc(self) -> float | None:
+        return ((self.job.result or {}).get("last") or {}).get("test_acc")
+
+    @property
+    def _spec(self) -> dict[str, Any]:
+        return self.job.params or {}
+
+
+class Dataset(Base):
+    """A dataset uploaded over HTTP: its files live in DATA_DIR/uploads/<id>/ (train/<class>/*,
+    test/<class>/*) once `ready`; the import's summary (counts, size, statistics, skipped files)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), index=True, default="importing")
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="what the import found (ImportSummary)")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
 
 
 class Lease(Base):

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db import ENDED_STATUSES, Artifact, Checkpoint, EpochMetric, Job, Lease, new_id, utcnow
+from core.db import ENDED_STATUSES, Artifact, Checkpoint, Dataset, EpochMetric, Job, Lease, new_id, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -435,3 +435,92 @@ def list_checkpoints(session: Session, *, limit: int | None = None, offset: int 
 
 def count_checkpoints(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Checkpoint)) or 0
+
+
+# --- uploaded datasets -----------------------------------------------------------------------------
+
+
+class DatasetInUse(RuntimeError):
+    """A queued or running job trains on the dataset."""
+
+
+def create_dataset(session: Session, *, name: str, dataset_id: str | None = None) -> Dataset:
+    dataset = Dataset(id=dataset_id or new_id(), name=name, status="importing", summary={})
+    session.add(dataset)
+    session.commit()
+    return dataset
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset | None:
+    return session.get(Dataset, dataset_id)
+
+
+def list_uploaded_datasets(session: Session) -> list[Dataset]:
+    """Every uploaded dataset, newest first."""
+    return list(session.scalars(select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc())))
+
+
+def finish_dataset(
+    session: Session, dataset_id: str, *, summary: dict[str, Any] | None = None, error: str | None = None
+) -> bool:
+    """An import's end: `ready` with its summary, or `failed` with `error`. Only an `importing` dataset
+    changes (one deleted or already failed meanwhile stays as it is); returns whether this one did."""
+    values: dict[str, Any] = {"status": "failed" if error else "ready", "error": error, "finished_at": utcnow()}
+    if summary is not None:
+        values["summary"] = summary
+    changed = session.execute(
+        update(Dataset).where(Dataset.id == dataset_id, Dataset.status == "importing").values(**values)
+    )
+    session.commit()
+    return cast(CursorResult[Any], changed).rowcount == 1
+
+
+def jobs_using_dataset(session: Session, dataset_id: str) -> list[Job]:
+    """The queued and running jobs that train on the uploaded dataset (few: filtered in Python, the same
+    on SQLite and PostgreSQL)."""
+    active = session.scalars(select(Job).where(Job.status.in_(("queued", "running"))))
+    return [job for job in active if (job.params.get("dataset") or {}).get("id") == dataset_id]
+
+
+def delete_dataset(session: Session, dataset_id: str) -> Dataset:
+    """Removes the dataset's row; DatasetInUse while a queued or running job trains on it. The caller
+    removes its files."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise LookupError(f"no uploaded dataset with id {dataset_id!r}")
+    users = jobs_using_dataset(session, dataset_id)
+    if users:
+        raise DatasetInUse(
+            f"dataset {dataset_id!r} is used by {len(users)} queued or running job(s) ({users[0].id}, ...): "
+            "cancel them or wait for them to end"
+        )
+    session.delete(dataset)
+    session.commit()
+    return dataset
+
+
+def fail_interrupted_imports(session: Session, *, quiet_since: datetime) -> list[str]:
+    """Marks `failed` the imports still `importing` that gave no sign of life (created, or progress
+    reported) since `quiet_since`: their API process stopped mid-import. A user sees why and uploads
+    again instead of waiting forever; an import that was only slow finds its row failed and removes
+    its files (run_import)."""
+    stale = []
+    for dataset in session.scalars(select(Dataset).where(Dataset.status == "importing")):
+        at = (dataset.summary or {}).get("progress", {}).get("at")
+        alive = datetime.fromisoformat(at) if at else dataset.created_at
+        if alive < quiet_since:
+            stale.append(dataset.id)
+    for dataset_id in stale:
+        finish_dataset(session, dataset_id, error="the import was interrupted (its API process stopped); upload again")
+    return stale
+
+
+def dataset_progress(session: Session, dataset_id: str, progress: dict[str, Any]) -> None:
+    """An importing dataset's progress ({"done", "total"} images, and when), in its summary until the
+    import ends."""
+    session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id, Dataset.status == "importing")
+        .values(summary={"progress": progress | {"at": utcnow().isoformat()}})
+    )
+    session.commit()

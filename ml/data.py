@@ -103,10 +103,10 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, on_download: downloads.On
         splits = _cifar10(data_dir, on_download)
     elif spec.name == "fashion_mnist":
         splits = _fashion_mnist(data_dir)
-    elif spec.name == "image_folder":
-        splits = _image_folder(data_dir, spec.path or "", spec.image_size)
+    elif spec.folder is not None:  # image_folder, or uploaded: the image folder its import wrote
+        splits = _image_folder(data_dir, spec.folder, spec.image_size)
     else:  # the spec's Literal makes this unreachable for validated specs
-        raise ValueError(f"unknown dataset {spec.name!r}; expected cifar10, fashion_mnist or image_folder")
+        raise ValueError(f"unknown dataset {spec.name!r}; expected cifar10, fashion_mnist, image_folder or uploaded")
     train, test = _subset(splits.train, spec.train_subset), _subset(splits.test, spec.test_subset)
     mean, std = channel_stats(train.images)
     return DatasetBundle(spec.name, train, test, list(splits.classes), mean, std)

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from core import store
-from ml.specs import CommonSpec, DatasetSpec, TrainSpec
+from ml.specs import CommonSpec, DatasetSpec, TrainSpec, no_suggestion
 
 
 def invalid(loc: tuple[str | int, ...], message: str, value: Any) -> RequestValidationError:
@@ -33,7 +33,7 @@ def check_lr_finder_job(session: Session, spec: TrainSpec) -> None:
     if job.status != "succeeded":
         raise invalid(loc, f"lr_finder job {job_id!r} is {job.status!r}; expected 'succeeded'", job_id)
     if not (job.result or {}).get("suggested_lr"):
-        raise invalid(loc, f"lr_finder job {job_id!r} found no learning rate to suggest; give optimizer.lr", job_id)
+        raise invalid(loc, no_suggestion(job_id), job_id)
 
 
 def check_memory(spec: CommonSpec, budget_mb: int | None) -> None:
@@ -65,3 +65,16 @@ def check_dataset_on_disk(spec: DatasetSpec, data_dir: Path) -> None:
             f"test/<class>/*; missing: {', '.join(f'{split}/' for split in missing)}",
             spec.path,
         )
+
+
+def check_uploaded_dataset(session: Session, spec: DatasetSpec) -> None:
+    """An uploaded dataset must exist and be `ready` (imported)."""
+    if spec.name != "uploaded" or spec.id is None:
+        return
+    loc = ("body", "dataset", "id")
+    dataset = store.get_dataset(session, spec.id)
+    if dataset is None:
+        raise invalid(loc, f"no uploaded dataset with id {spec.id!r}; GET /datasets lists them", spec.id)
+    if dataset.status != "ready":
+        why = f": {dataset.error}" if dataset.error else "; wait until its import is ready"
+        raise invalid(loc, f"uploaded dataset {spec.id!r} is {dataset.status!r}, not 'ready'{why}", spec.id)

@@ -9,10 +9,12 @@ import json
 import mimetypes
 import os
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from tqdm import tqdm
@@ -24,6 +26,7 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 EPILOG = """examples:
   lrcam train spec.json --watch       submit a training run and follow it epoch by epoch
   lrcam predict cat.png --gradcam     classify an image and save its GradCAM overlay
+  lrcam datasets upload pets/ --wait  send a folder of train/<class>/ and test/<class>/ images
 
 exit codes: 0 done (a watched job succeeded), 1 a watched job ended otherwise, 2 the API answered
 with an error or the input is bad (the reason is printed), 3 the API is not reachable."""
@@ -147,8 +150,17 @@ def report_end(api: Api, job: dict[str, Any]) -> None:
             print(f"  {name}: {value}")
         if metrics.get("diverged_at_lr") is not None:
             print(f"diverged at lr {metrics['diverged_at_lr']}")
+        elif metrics.get("stopped_at_lr") is not None:
+            print(f"stopped ({metrics['stop_reason']}) at lr {metrics['stopped_at_lr']}")
+        if job["status"] == "succeeded" and metrics.get("suggested_lr") is None:
+            print("no suggestion: the loss never fell clearly below where it started; try a lower start_lr")
     elif metrics.get("best"):
-        print(f"best test accuracy {metrics['best']['test_acc']:.2%} at epoch {metrics['best']['epoch']}")
+        best, last = metrics["best"], metrics.get("last")
+        flip = " with test-time flip" if metrics.get("test_time_flip") else ""
+        if last:
+            print(f"last epoch ({last['epoch']}) test accuracy {last['test_acc']:.2%}{flip}")
+        chosen = metrics.get("selected_on", "test")
+        print(f"best test accuracy {best['test_acc']:.2%} at epoch {best['epoch']} (chosen on the {chosen} set)")
     if job.get("checkpoint_id"):
         print(f"checkpoint {job['checkpoint_id']}")
 
@@ -310,6 +322,104 @@ def cmd_predict(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- datasets --------------------------------------------------------------------------------------
+
+
+class _ReadProgress:
+    """A file read by httpx in chunks, each chunk counted on a tqdm bar (to stderr, on a terminal)."""
+
+    def __init__(self, file: BinaryIO, total: int, label: str) -> None:
+        self.file = file
+        self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, disable=not sys.stderr.isatty())
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.file.read(size)
+        self.bar.update(len(chunk))
+        return chunk
+
+
+def archive_folder(folder: Path, out: Path) -> Path:
+    """`folder` as an uncompressed tar (images are compressed already) under its own name, with a bar."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder} holds no files: expected train/<class>/* and test/<class>/*, or <class>/*")
+    with tarfile.open(out, "w") as archive:
+        for path in tqdm(files, desc=f"archiving {folder.name}", unit="file", disable=not sys.stderr.isatty()):
+            archive.add(path, arcname=f"{folder.name}/{path.relative_to(folder).as_posix()}", recursive=False)
+    return out
+
+
+def cmd_datasets(api: Api, args: argparse.Namespace) -> int:
+    rows = [
+        (
+            d["id"],
+            d["name"],
+            d["status"],
+            len(d.get("classes") or []),
+            sum((d.get("counts") or {}).get("train", {}).values()),
+            sum((d.get("counts") or {}).get("test", {}).values()),
+            d["created_at"][:19],
+        )
+        for d in api.get("/datasets")["uploaded"]
+    ]
+    print_table(("ID", "NAME", "STATUS", "CLASSES", "TRAIN", "TEST", "CREATED"), rows)
+    return 0
+
+
+def cmd_dataset_upload(api: Api, args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist: give an archive (.zip, .tar, .tar.gz) or a folder")
+    fields = {"test_fraction": str(args.test_fraction), "seed": str(args.seed)} | (
+        {"name": args.name} if args.name else {}
+    )
+    with tempfile.TemporaryDirectory(prefix="lrcam-") as scratch:
+        archive = archive_folder(path, Path(scratch) / f"{path.name}.tar") if path.is_dir() else path
+        with archive.open("rb") as file:
+            reader = _ReadProgress(file, archive.stat().st_size, f"uploading {archive.name}")
+            dataset = api.post("/datasets", files={"file": (archive.name, reader)}, data=fields)
+            reader.bar.close()
+    print(dataset["id"])
+    if not args.wait:
+        return 0
+    while dataset["status"] == "importing":
+        time.sleep(POLL_SECONDS)
+        dataset = api.get(f"/datasets/{dataset['id']}")
+    if dataset["status"] == "failed":
+        print(f"dataset {dataset['id']} failed: {dataset['error']}", file=sys.stderr)
+        return 1
+    counts = dataset["counts"]
+    print(
+        f"dataset {dataset['id']} ready: {len(dataset['classes'])} classes, "
+        f"{sum(counts['train'].values())} train and {sum(counts['test'].values())} test images"
+    )
+    for item in dataset.get("skipped", []):
+        print(f"  skipped {item['member']}: {item['reason']}")
+    return 0
+
+
+def cmd_dataset_rm(api: Api, args: argparse.Namespace) -> int:
+    api.request("DELETE", f"/datasets/{args.dataset_id}")
+    print(f"dataset {args.dataset_id} deleted")
+    return 0
+
+
+def add_dataset_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    datasets = commands.add_parser("datasets", help="list uploaded datasets; upload or remove one")
+    datasets.set_defaults(func=cmd_datasets)
+    actions = datasets.add_subparsers(dest="action", metavar="ACTION")
+    send = actions.add_parser("upload", help="upload an archive or a folder (archived on the fly); prints its id")
+    send.add_argument("path", metavar="PATH")
+    send.add_argument("--name", help="the dataset's name (default: the file's or folder's)")
+    send.add_argument("--test-fraction", type=float, default=0.2, help="flat <class>/ layouts: held out per class")
+    send.add_argument("--seed", type=int, default=0, help="flat layouts: the split's seed")
+    send.add_argument("--wait", action="store_true", help="then wait for the import and print its counts")
+    send.set_defaults(func=cmd_dataset_upload)
+    remove = actions.add_parser("rm", help="delete an uploaded dataset (refused while a job uses it)")
+    remove.add_argument("dataset_id", metavar="DATASET_ID")
+    remove.set_defaults(func=cmd_dataset_rm)
+
+
 # ---- the command line ----------------------------------------------------------------------------
 
 
@@ -370,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_job_commands(commands)
     add_model_commands(commands)
+    add_dataset_commands(commands)
     return parser
 
 

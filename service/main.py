@@ -16,6 +16,7 @@ from core import logs
 from core.config import get_settings
 from core.db import ensure_schema, get_engine
 from service import dashboard, docs, errors, predictions
+from service.archive_upload import MULTIPART_OVERHEAD_BYTES
 from service.batching import PredictBatcher
 from service.broker import get_broker
 from service.deps import FailedAuths, require_api_key
@@ -24,7 +25,7 @@ from service.guards import Guard, SecurityHeaders
 from service.limits import ClientUploads, PredictGate, lower_priority
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
-from service.routers import artifacts, catalogue, checkpoints, health, job_logs, jobs, predict
+from service.routers import artifacts, catalogue, checkpoints, datasets, health, job_logs, jobs, predict
 
 logger = logging.getLogger(__name__)
 PROTECTED_ERRORS: Responses = {
@@ -76,13 +77,17 @@ def create_app() -> FastAPI:
     app.add_middleware(Guard, settings=get_settings)
     # outside the guard: bodies are bounded before CORS, auth or parsing see them, and refusals are counted
     app.add_middleware(
-        RequestContext, max_body_bytes=settings.MAX_BODY_BYTES, max_predict_bytes=settings.MAX_PREDICT_BYTES
+        RequestContext,
+        max_body_bytes=settings.MAX_BODY_BYTES,
+        max_predict_bytes=settings.MAX_PREDICT_BYTES,
+        max_dataset_bytes=settings.MAX_DATASET_BYTES + MULTIPART_OVERHEAD_BYTES,
     )
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, a 413 or a 500 included
     app.state.failed_auths = FailedAuths()
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router):
+    routers = (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router, datasets.router)
+    for router in routers:
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
     app.state.predict_gate = PredictGate(
         running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE, wait=settings.PREDICT_WAIT_SECONDS

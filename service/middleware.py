@@ -7,7 +7,8 @@ the body's size, and the answer to an unexpected error.
 - Body size: a body larger than its bound gets 413 before a byte of it is parsed, whether or not the
   request carries a valid key: at once when `Content-Length` says so, else the moment the streamed
   bytes pass the bound. JSON bodies (job specs) are bounded by MAX_BODY_BYTES; `/predict`'s multipart
-  body, all files together, by MAX_PREDICT_BYTES (each file also by MAX_UPLOAD_BYTES).
+  body, all files together, by MAX_PREDICT_BYTES (each file also by MAX_UPLOAD_BYTES); a dataset
+  archive's by MAX_DATASET_BYTES.
 - Each request is counted and timed for `GET /metrics` (service.telemetry), by route template.
 - An unexpected error (a bug) is logged with its traceback and answered `500 {"detail": ...,
   "request_id": ...}`: never a traceback, a server path or an internal address.
@@ -39,10 +40,11 @@ def new_request_id() -> str:
 class RequestContext:
     """Pure ASGI middleware (it must see the body before Starlette's request object does)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_predict_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_predict_bytes: int, max_dataset_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_predict_bytes = max_predict_bytes
+        self.max_dataset_bytes = max_dataset_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +64,7 @@ class RequestContext:
             await send(message)
 
         try:
-            limit, setting = self._limit(scope["path"])
+            limit, setting = self._limit(scope["method"], scope["path"])
             declared = headers.get(b"content-length", b"")
             if declared.isdigit() and int(declared) > limit:
                 await _answer(sending, status.HTTP_413_CONTENT_TOO_LARGE, _message(int(declared), limit, setting))
@@ -78,9 +80,11 @@ class RequestContext:
             telemetry.observe_request(scope["method"], route, code, time.perf_counter() - began)
             request_id_var.reset(token)
 
-    def _limit(self, path: str) -> tuple[int, str]:
+    def _limit(self, method: str, path: str) -> tuple[int, str]:
         if path.rstrip("/") == "/predict":
             return self.max_predict_bytes, "MAX_PREDICT_BYTES"
+        if method == "POST" and path.rstrip("/") == "/datasets":  # the archive, and its few form fields
+            return self.max_dataset_bytes, "MAX_DATASET_BYTES"
         return self.max_body_bytes, "MAX_BODY_BYTES"
 
 

@@ -30,6 +30,7 @@ from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import session_for, utcnow
 from service.broker import Broker
+from service.dataset_imports import fail_interrupted
 from service.errors import STORE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Reconciled:
     sent: list[str] = field(default_factory=list)  # jobs sent to the broker again
     ended: list[str] = field(default_factory=list)  # dead workers' jobs failed or cancelled
     skipped: bool = False  # another API process holds the reconciler lease
+    imports_failed: list[str] = field(default_factory=list)  # dataset imports whose API process stopped
 
 
 def reconcile(settings: Settings, broker: Broker, *, holder: str = HOLDER) -> Reconciled:
@@ -61,7 +63,7 @@ def reconcile(settings: Settings, broker: Broker, *, holder: str = HOLDER) -> Re
         created_before = utcnow() - timedelta(seconds=settings.QUEUED_GRACE_SECONDS)
         candidates = store.queued_jobs(session, created_before=created_before)
         candidates += [job for job_id in reaped.requeued if (job := store.get_job(session, job_id))]
-    outcome = Reconciled(ended=reaped.ended)
+    outcome = Reconciled(ended=reaped.ended, imports_failed=fail_interrupted(settings.DATABASE_URL, settings.DATA_DIR))
     if not candidates:
         return outcome
     in_queue = broker.queued_ids()

@@ -91,7 +91,8 @@ def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress
 
 WARNINGS_DESCRIPTION = (
     "once the job has finished: what albumentations advised about the augmentation list, e.g. a deprecated "
-    "transform, one line each"
+    'transform, and for a train job with lr "auto" the settings its LR-finder job ran with otherwise (model, '
+    "width, batch size, dataset, weight decay, label smoothing); one line each"
 )
 
 
@@ -119,6 +120,9 @@ class JobBase(BaseModel):
     cancel_requested: bool = Field(description="a cancel was asked of the running job and it has not stopped yet")
     best: BestEpochPublic | None = Field(
         default=None, description="train jobs that ended: their best epoch (as in the metrics); null before"
+    )
+    last: BestEpochPublic | None = Field(
+        default=None, description="train jobs that ended: their last epoch (as in the metrics); null before"
     )
     lr: float | None = Field(
         default=None, description='train jobs that ended: the learning rate used ("auto" resolved)'
@@ -224,6 +228,8 @@ class TrainMetricsPublic(BaseModel):
                         }
                     ],
                     "best": {"epoch": 1, "test_acc": 0.458},
+                    "last": {"epoch": 1, "test_acc": 0.458},
+                    "test_time_flip": False,
                     "per_class_accuracy": None,
                     "stop_reason": None,
                 }
@@ -234,7 +240,13 @@ class TrainMetricsPublic(BaseModel):
     job_id: str
     status: JobStatus
     epochs: list[EpochPublic] = Field(description="one record per epoch (after since_epoch), in order")
-    best: BestEpochPublic | None
+    best: BestEpochPublic | None = Field(
+        description="the epoch chosen on `selected_on`; chosen on the test set, its test_acc is optimistic"
+    )
+    last: BestEpochPublic | None = Field(default=None, description="the latest epoch: what the run ended with")
+    test_time_flip: bool = Field(
+        default=False, description="whether every accuracy here averages each image with its mirror image"
+    )
     per_class_accuracy: dict[str, float] | None = Field(
         default=None, description="test accuracy per class name, once the job has finished"
     )
@@ -250,7 +262,8 @@ class TrainMetricsPublic(BaseModel):
 
 
 class SuggestionsPublic(Sparse):
-    """Learning rates read off the smoothed curve; null where the curve is too short."""
+    """Learning rates read off the descending part of the trend, up to its minimum; all null when the curve
+    never fell clearly below its start, steepest null where that part is too short."""
 
     steepest: float | None = Field(default=None, description="the steepest descent of the loss")
     valley: float | None = Field(default=None, description="fastai's valley")
@@ -269,9 +282,11 @@ class LRFinderMetricsPublic(BaseModel):
                     "lrs": [1e-7, 1.2e-7],
                     "losses": [2.31, 2.30],
                     "smoothed_losses": [2.31, 2.305],
+                    "trend_losses": [2.31, 2.305],
                     "suggested_lr": 0.0533,
                     "suggestions": {"steepest": 0.0533, "valley": 0.021, "minimum_div10": 0.08},
                     "diverged_at_lr": 1.2,
+                    "stopped_at_lr": 1.2,
                     "stop_reason": "diverged",
                 }
             ]
@@ -283,11 +298,23 @@ class LRFinderMetricsPublic(BaseModel):
     lrs: list[float] = Field(description="the learning rate of each iteration")
     losses: list[float] = Field(description="the training loss at each of lrs")
     smoothed_losses: list[float] = Field(description="losses, exponentially smoothed (smooth_f)")
+    trend_losses: list[float] = Field(
+        default_factory=list,
+        description="what the stop rules and the suggestions read: smoothed_losses when smooth_f is in (0, 0.1], "
+        "else the losses smoothed at 0.05",
+    )
     suggested_lr: float | None = Field(description='the suggestion an lr "auto" train job takes')
     suggestions: SuggestionsPublic
-    diverged_at_lr: float | None = Field(description="where the loss passed diverge_th x its best; null if never")
-    stop_reason: Literal["completed", "diverged", "cancelled"] | None = Field(
-        default=None, description="why the test ended; null while it runs"
+    diverged_at_lr: float | None = Field(
+        description="where the loss became NaN/inf or the trend passed diverge_th x its best; null if never"
+    )
+    stopped_at_lr: float | None = Field(
+        default=None, description="the LR of the last iteration of a sweep that stopped early (diverged, rise_stop)"
+    )
+    stop_reason: Literal["completed", "diverged", "rise_stop", "cancelled"] | None = Field(
+        default=None,
+        description="why the test ended: completed (every iteration ran) | diverged | rise_stop (the trend climbed "
+        "back rise_stop of its fall) | cancelled; null while it runs",
     )
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
@@ -310,8 +337,14 @@ class CheckpointPublic(BaseModel):
     model: ModelSpec
     dataset: str
     classes: list[str]
-    test_acc: float | None
+    test_acc: float | None = Field(description="the test accuracy of this checkpoint's epoch")
     epoch: int | None
+    selected_on: Literal["validation", "test"] = Field(
+        description="the set that chose this epoch; with test, test_acc is optimistic (it chose and measures)"
+    )
+    last_epoch: int | None = Field(description="the job's last epoch, once it ended")
+    last_test_acc: float | None = Field(description="the job's last epoch's test accuracy, once it ended")
+    test_time_flip: bool = Field(description="accuracies and predictions average each image with its mirror")
     created_at: datetime
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import store
 from core.config import Settings
 from core.db import session_for
 from ml.lr_finder import run_lr_finder
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import LRFinderSpec, TrainSpec, no_suggestion
 from ml.trainer import train
 from worker.outputs import live_artifacts, register_artifacts, register_checkpoint
 from worker.reporting import StoreReporter
@@ -104,8 +105,9 @@ class JobRun:
         return self._outcome(found.stop_reason, found.metrics | {"stop_reason": found.stop_reason})
 
     def train(self, spec: TrainSpec) -> Outcome:
+        warnings: list[str] = []
         if spec.optimizer.lr == "auto":
-            spec = spec.with_lr(suggested_lr(self.settings, spec.optimizer.lr_finder_job))
+            spec, warnings = resolve_auto_lr(self.settings, spec)
         self.reporter.live_files = lambda: live_artifacts(out_dir=self.out_dir, root=self.root)
         trained = train(
             spec,
@@ -132,10 +134,12 @@ class JobRun:
                 )
         result = {
             "best": trained.metrics.get("best"),
+            "last": trained.metrics.get("last"),
+            "test_time_flip": trained.metrics.get("test_time_flip", False),
             "per_class_accuracy": trained.metrics.get("per_class_accuracy"),
             "stop_reason": trained.stop_reason,
             "lr": spec.optimizer.lr,
-            "warnings": trained.metrics.get("warnings", []),
+            "warnings": warnings + trained.metrics.get("warnings", []),
             "selected_on": trained.metrics.get("selected_on", "test"),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
@@ -157,14 +161,23 @@ class JobRun:
         return Outcome("succeeded", result, checkpoint_id, progress=self.reporter.progress | {"fraction": 1.0})
 
 
-def suggested_lr(settings: Settings, lr_finder_job: str | None) -> float:
-    """The suggestion of a succeeded LR-finder job (checked again: the API checked at submission)."""
+def resolve_auto_lr(settings: Settings, spec: TrainSpec) -> tuple[TrainSpec, list[str]]:
+    """A spec with lr "auto" given its LR-finder job's suggestion (checked again: the API checked at
+    submission, and the job may have changed since), and a warning when that job ran with settings
+    other than this one's."""
+    job_id = spec.optimizer.lr_finder_job or ""
     with session_for(settings.DATABASE_URL) as session:
-        job = store.get_job(session, lr_finder_job) if lr_finder_job else None
-    lr = (job.result or {}).get("suggested_lr") if job and job.kind == "lr_finder" else None
-    if job is None or job.status != "succeeded" or not lr:
+        job = store.get_job(session, job_id) if job_id else None
+    if job is None or job.kind != "lr_finder" or job.status != "succeeded":
         raise ValueError(
-            f'optimizer.lr "auto": lr_finder job {lr_finder_job!r} is not a succeeded LR-finder job with a '
-            "suggested_lr; give optimizer.lr as a number"
+            f'optimizer.lr "auto": lr_finder job {job_id!r} is not a succeeded LR-finder job; give optimizer.lr '
+            "as a number"
         )
-    return float(lr)
+    lr = (job.result or {}).get("suggested_lr")
+    if not lr:
+        raise ValueError(f'optimizer.lr "auto": {no_suggestion(job_id)}')
+    try:
+        mismatch = spec.lr_finder_mismatch(LRFinderSpec.model_validate(job.params), job_id)
+    except ValidationError as exc:  # a job stored by an older version: its spec no longer reads
+        mismatch = f"LR-finder job {job_id}'s spec could not be compared with this job's ({exc.error_count()} errors)"
+    return spec.with_lr(float(lr)), [mismatch] if mismatch else []

@@ -4,15 +4,17 @@ they live under DATA_DIR and whether they are there (files are checked, never de
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from annotated_types import Ge, Le
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from core import store
 from ml.presets import PRESETS
-from ml.specs import MODEL_INFO, ModelSpec
-from service.deps import SettingsDep
+from ml.specs import MODEL_INFO, UPLOADS_FOLDER, ModelSpec
+from service.deps import SessionDep, SettingsDep
+from service.routers.datasets import UploadedDatasetPublic
 
 router = APIRouter(tags=["catalogue"])
 
@@ -32,9 +34,20 @@ class ModelPublic(BaseModel):
     options: dict[str, Any]
 
 
+class PresetFigurePublic(BaseModel):
+    test_acc: float = Field(description="a fraction, 0..1")
+    status: Literal["measured", "target"] = Field(
+        description="measured by `command` (bench/README.md has the runs), or a target: published, or not yet "
+        "measured since the recipe changed"
+    )
+    of: str = Field(description="which epoch and set the figure is of, and over how many seeds")
+    command: str = Field(description="what measures it")
+
+
 class PresetPublic(BaseModel):
     name: str = Field(description="also examples/<name>.json")
     description: str
+    figure: PresetFigurePublic = Field(description="the accuracy the recipe reaches, and what that figure is")
     spec: dict[str, Any] = Field(description="a POST /jobs/train body (TrainSpec); omitted fields take their defaults")
 
 
@@ -54,6 +67,9 @@ class DatasetPublic(BaseModel):
 
 class DatasetsPublic(BaseModel):
     datasets: list[DatasetPublic]
+    uploaded: list[UploadedDatasetPublic] = Field(
+        default_factory=list, description='datasets sent to POST /datasets, newest first: {"name": "uploaded", "id"}'
+    )
 
 
 @router.get("/models")
@@ -67,7 +83,7 @@ def list_models() -> ModelsPublic:
 
 
 @router.get("/datasets")
-def list_datasets(settings: SettingsDep) -> DatasetsPublic:
+def list_datasets(settings: SettingsDep, session: SessionDep) -> DatasetsPublic:
     from ml import data, downloads  # numpy and Pillow only: its constants are the one truth about file layouts
 
     data_dir = settings.DATA_DIR
@@ -79,6 +95,7 @@ def list_datasets(settings: SettingsDep) -> DatasetsPublic:
         for folder in fmnist_dirs
     )
     folders = _image_folders(data_dir)
+    uploaded = store.list_uploaded_datasets(session)
     return DatasetsPublic(
         datasets=[
             DatasetPublic(
@@ -103,7 +120,15 @@ def list_datasets(settings: SettingsDep) -> DatasetsPublic:
                 classes=None,
                 folders=folders,
             ),
-        ]
+            DatasetPublic(
+                name="uploaded",
+                description='sent to POST /datasets: {"name": "uploaded", "id": "<its id>", "image_size": 64}',
+                layout=f"{UPLOADS_FOLDER}/<id>/train/<class>/* and test/<class>/*, written by the import",
+                present=bool(uploaded),
+                classes=None,
+            ),
+        ],
+        uploaded=[UploadedDatasetPublic.of(dataset) for dataset in uploaded],
     )
 
 

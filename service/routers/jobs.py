@@ -14,7 +14,7 @@ from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import Job, session_for
 from ml.specs import MAX_EPOCHS, LRFinderSpec, TrainSpec
-from service.admission import check_dataset_on_disk, check_lr_finder_job, check_memory
+from service.admission import check_dataset_on_disk, check_lr_finder_job, check_memory, check_uploaded_dataset
 from service.broker import Broker, BrokerDep
 from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.deps import Limit, Offset, SessionDep, SettingsDep
@@ -68,6 +68,7 @@ def create_lr_finder_job(
 ) -> LRFinderJobPublic:
     """Queue Leslie Smith's LR range test; `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_uploaded_dataset(session, spec.dataset)
     check_memory(spec, settings.WORKER_MEMORY_MB)
     job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"))
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -81,6 +82,7 @@ def create_train_job(
     """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion);
     `Location` is the new job's URL."""
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_uploaded_dataset(session, spec.dataset)
     check_memory(spec, settings.WORKER_MEMORY_MB)
     check_lr_finder_job(session, spec)
     job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"))
@@ -187,9 +189,12 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
             lrs=result.get("lrs", []),
             losses=result.get("losses", []),
             smoothed_losses=result.get("smoothed_losses", []),
+            # a job stored before the trend was recorded suggested on its smoothed curve
+            trend_losses=result.get("trend_losses", result.get("smoothed_losses", [])),
             suggested_lr=result.get("suggested_lr"),
             suggestions=result.get("suggestions", {}),
             diverged_at_lr=result.get("diverged_at_lr"),
+            stopped_at_lr=result.get("stopped_at_lr"),
             stop_reason=result.get("stop_reason"),
             warnings=result.get("warnings", []),
         )
@@ -199,6 +204,8 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
         status=job.status,  # type: ignore[arg-type]
         epochs=[EpochPublic.model_validate(record) for record in epochs if record["epoch"] > since_epoch],
         best=result.get("best") or _best(epochs, _selected_on(job.params)),
+        last=result.get("last") or _last(epochs, _selected_on(job.params)),
+        test_time_flip=result.get("test_time_flip", bool(job.params.get("test_time_flip"))),
         per_class_accuracy=result.get("per_class_accuracy"),
         stop_reason=result.get("stop_reason"),
         selected_on=result.get("selected_on") or _selected_on(job.params),
@@ -217,4 +224,14 @@ def _best(epochs: list[dict[str, Any]], selected_on: str = "test") -> BestEpochP
     if not scored:
         return None
     best = max(scored, key=lambda record: (record[key], -record["epoch"]))
-    return BestEpochPublic(epoch=best["epoch"], test_acc=best["test_acc"], val_acc=best.get("val_acc"))
+    return _summary(best, selected_on)
+
+
+def _last(epochs: list[dict[str, Any]], selected_on: str = "test") -> BestEpochPublic | None:
+    """The latest epoch of a running job."""
+    return _summary(epochs[-1], selected_on) if epochs and epochs[-1].get("test_acc") is not None else None
+
+
+def _summary(record: dict[str, Any], selected_on: str) -> BestEpochPublic:
+    val_acc = record.get("val_acc") if selected_on == "validation" else None
+    return BestEpochPublic(epoch=record["epoch"], test_acc=record["test_acc"], val_acc=val_acc)

@@ -184,6 +184,18 @@ def test_image_folder_decodes_every_mode_and_size(image_folder_data_dir):
     assert np.bincount(small.train.labels).tolist() == [7, 6, 5]  # 14:12:10 of 18
 
 
+def test_an_uploaded_dataset_is_the_image_folder_its_import_wrote(tmp_path, image_folder_data_dir):
+    dataset_id = "ab" * 16
+    shutil.copytree(image_folder_data_dir / "shapes", tmp_path / "uploads" / dataset_id)
+    bundle = load_dataset(DatasetSpec(name="uploaded", id=dataset_id, image_size=16), tmp_path)
+    assert_well_formed(bundle, size=16, channels=3, classes=sorted(SHAPES))
+    assert bundle.name == "uploaded" and np.bincount(bundle.train.labels).tolist() == [14, 12, 10]
+    with pytest.raises(ValueError, match="dataset.id is required"):
+        DatasetSpec(name="uploaded")
+    with pytest.raises(ValueError, match="pattern"):
+        DatasetSpec(name="uploaded", id="../../etc")
+
+
 def test_image_folder_reflects_changed_files(tmp_path, image_folder_data_dir):
     shutil.copytree(image_folder_data_dir / "shapes", tmp_path / "shapes")
     before = load_dataset(shapes(), tmp_path)

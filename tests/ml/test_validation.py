@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ml.checkpoints import load_manifest
 from ml.data import ImageSet, hold_out
 from ml.specs import TrainSpec
 from ml.trainer import Trainer, train
@@ -57,6 +58,8 @@ def test_selection_and_scheduling_read_the_validation_set(small_fmnist_dir: Path
     metrics = train(s, data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu").metrics
     assert metrics["selected_on"] == "validation"
     assert metrics["best"] == {"epoch": 1, "val_acc": 0.5, "test_acc": 0.1}  # test alone would pick epoch 3
+    assert metrics["last"] == {"epoch": 3, "val_acc": 0.3, "test_acc": 0.3}
+    assert load_manifest(tmp_path / "checkpoints" / "best")["selected_on"] == "validation"
     assert [e["lr"] for e in metrics["epochs"]] == pytest.approx([0.05, 0.05, 0.005])  # falling val accuracy
     assert {"val_loss", "val_acc", "test_loss", "test_acc"} <= set(metrics["epochs"][0])
 
@@ -69,6 +72,7 @@ def test_target_accuracy_reads_the_validation_set(small_fmnist_dir: Path, tmp_pa
 def test_without_a_split_nothing_changes(small_fmnist_dir: Path, tmp_path: Path, scripted) -> None:
     metrics = train(spec(validation_split=None), data_dir=small_fmnist_dir, out_dir=tmp_path, device="cpu").metrics
     assert metrics["selected_on"] == "test" and metrics["best"] == {"epoch": 3, "test_acc": 0.3}
+    assert metrics["last"] == metrics["best"] and metrics["test_time_flip"] is False
     assert "val_acc" not in metrics["epochs"][0]
 
 

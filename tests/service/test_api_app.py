@@ -155,8 +155,9 @@ def test_every_preset_is_a_valid_train_spec() -> None:
 
 def test_datasets_catalogue(client: TestClient, configure, image_folder_data_dir, cifar_data_dir) -> None:
     datasets = {d["name"]: d for d in client.get("/datasets").json()["datasets"]}
-    assert set(datasets) == {"cifar10", "fashion_mnist", "image_folder"}
+    assert set(datasets) == {"cifar10", "fashion_mnist", "image_folder", "uploaded"}
     assert datasets["cifar10"]["present"] is False and datasets["image_folder"]["folders"] == []
+    assert datasets["uploaded"]["present"] is False  # none uploaded yet
     assert datasets["fashion_mnist"]["present"] is True  # the system copy in /usr/share/datasets
     assert "cifar-10-batches-py" in datasets["cifar10"]["layout"] and len(datasets["cifar10"]["classes"]) == 10
     configure(DATA_DIR=cifar_data_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from api_support import png_bytes, put_job
+from api_support import TRAIN_PARAMS, png_bytes, put_job
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -86,7 +86,8 @@ def test_dot_dot_names_never_reach_a_file(client: TestClient, job_with_artifacts
 
 def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
     assert client.get("/checkpoints").json() == {"checkpoints": [], "total": 0}
-    job = put_job(session, status="succeeded")
+    result = {"best": {"epoch": 2, "test_acc": 0.5}, "last": {"epoch": 3, "test_acc": 0.45}, "selected_on": "test"}
+    job = put_job(session, status="succeeded", params=TRAIN_PARAMS | {"test_time_flip": True}, result=result)
     classes = ["cat", "dog"]
     first = store.add_checkpoint(
         session,
@@ -119,6 +120,10 @@ def test_checkpoints_list_and_get(client: TestClient, session: Session) -> None:
         "classes": classes,
         "test_acc": 0.5,
         "epoch": 2,
+        "selected_on": "test",  # the test set chose epoch 2: 0.5 is optimistic, the last epoch says 0.45
+        "last_epoch": 3,
+        "last_test_acc": 0.45,
+        "test_time_flip": True,
         "created_at": got["created_at"],
     }
     assert got["created_at"].endswith(("Z", "+00:00"))

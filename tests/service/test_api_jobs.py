@@ -101,11 +101,12 @@ def test_lr_auto_needs_a_succeeded_lr_finder_job_with_a_suggestion(client: TestC
         "nope": "no job with id",
         train.id: "expected an lr_finder job",
         running.id: "'running'",
-        no_suggestion.id: "no learning rate to suggest",
+        no_suggestion.id: "gave no suggestion: its loss never fell clearly below where it started",
     }
     for job_id, words in cases.items():
         detail = submit(job_id)["detail"]
         assert detail[0]["loc"] == ["body", "optimizer", "lr_finder_job"] and words in detail[0]["msg"], detail
+    assert "a lower start_lr, or give optimizer.lr" in submit(no_suggestion.id)["detail"][0]["msg"]
 
     finder = put_job(session, kind="lr_finder", status="succeeded", result={"suggested_lr": 0.05})
     job = submit(finder.id)
@@ -259,6 +260,8 @@ def test_train_metrics_while_running_and_once_finished(client: TestClient, sessi
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3] and metrics["epochs"][2]["test_acc"] == 0.5
     assert metrics["best"] == {"epoch": 2, "test_acc": 0.6, "val_acc": None} and metrics["per_class_accuracy"] is None
     assert metrics["selected_on"] == "test" and metrics["warnings"] == []
+    assert metrics["last"] == {"epoch": 3, "test_acc": 0.5, "val_acc": None}  # beside the test-chosen best
+    assert metrics["test_time_flip"] is False
     later = client.get(f"/jobs/{job.id}/metrics", params={"since_epoch": 2}).json()
     assert [r["epoch"] for r in later["epochs"]] == [3] and later["best"] == metrics["best"]
     assert client.get(f"/jobs/{job.id}/metrics", params={"since_epoch": -1}).status_code == 422
@@ -327,11 +330,13 @@ def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -
     curve = {
         "lrs": [1e-4, 1e-3, 1e-2],
         "losses": [2.3, 2.1, 2.6],
-        "smoothed_losses": [2.3, 2.2, 2.3],
+        "smoothed_losses": [2.3, 2.1, 2.6],
+        "trend_losses": [2.3, 2.29, 2.3055],
         "suggested_lr": 1e-3,
         "suggestions": {"steepest": 1e-3, "valley": 5e-4, "minimum_div10": 1e-4},
         "diverged_at_lr": None,
-        "stop_reason": "completed",
+        "stopped_at_lr": 1e-2,
+        "stop_reason": "rise_stop",
     }
     running = put_job(session, kind="lr_finder", status="running")
     empty = client.get(f"/jobs/{running.id}/metrics").json()
@@ -339,6 +344,10 @@ def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -
     job = put_job(session, kind="lr_finder", status="succeeded", result=curve)
     metrics = client.get(f"/jobs/{job.id}/metrics").json()
     assert metrics == {"job_id": job.id, "status": "succeeded", **curve, "warnings": []}
+    stored_before_the_trend = {k: v for k, v in curve.items() if k not in ("trend_losses", "stopped_at_lr")}
+    job = put_job(session, kind="lr_finder", status="succeeded", result=stored_before_the_trend)
+    metrics = client.get(f"/jobs/{job.id}/metrics").json()
+    assert metrics["trend_losses"] == curve["smoothed_losses"] and metrics["stopped_at_lr"] is None
 
 
 def test_reads_do_not_write(configure, session: Session) -> None:

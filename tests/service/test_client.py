@@ -227,7 +227,11 @@ def test_train_watch_prints_each_epoch_once_and_the_end(
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert "test loss 0.7000 acc 62.50%" in epoch_lines[1] and "lr 0.05" in epoch_lines[1]
     assert "4,065 img/s" in epoch_lines[1] and epoch_lines[1].endswith("1.2 s")
-    assert lines[-2:] == [f"job {job_id} succeeded", "best test accuracy 62.50% at epoch 2"]
+    assert lines[-3:] == [
+        f"job {job_id} succeeded",
+        "last epoch (2) test accuracy 62.50%",
+        "best test accuracy 62.50% at epoch 2 (chosen on the test set)",
+    ]
 
 
 def test_lr_find_watch_prints_the_suggestions(
@@ -407,3 +411,24 @@ def test_the_jobs_list_shows_a_dataset_download_in_progress() -> None:
     assert client.progress_text({"progress": downloading}) == "downloading cifar10 25%"
     assert client.progress_text({"progress": {**downloading, "total_bytes": None}}) == "downloading cifar10"
     assert client.progress_text({"progress": {"epoch": 2, "epochs": 4, "fraction": 0.5}}) == "epoch 2/4 50%"
+
+
+def test_datasets_upload_a_folder_list_and_remove(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = server.tmp / "leaves"
+    for name, colour in (("healthy", (30, 160, 30)), ("rust", (160, 90, 20))):
+        (folder / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (16, 12), colour).save(folder / name / f"{i}.png")
+    (folder / ".DS_Store").write_bytes(b"junk")  # hidden: not archived
+    code, out, err = lrcam(server, capsys, "datasets", "upload", str(folder), "--test-fraction", "0.4", "--wait")
+    assert code == 0, err
+    dataset_id, ready = out.splitlines()[:2]
+    assert ready == f"dataset {dataset_id} ready: 2 classes, 6 train and 4 test images"
+    code, out, _ = lrcam(server, capsys, "datasets")
+    assert code == 0 and dataset_id in out and "leaves" in out and "ready" in out
+    code, out, _ = lrcam(server, capsys, "datasets", "rm", dataset_id)
+    assert code == 0 and out.strip() == f"dataset {dataset_id} deleted"
+    code, _, err = lrcam(server, capsys, "datasets", "rm", dataset_id)
+    assert code == 2 and "404" in err and "no uploaded dataset" in err
+    code, _, err = lrcam(server, capsys, "datasets", "upload", str(server.tmp / "nowhere"))
+    assert code == 2 and "does not exist" in err

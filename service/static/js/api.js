@@ -69,6 +69,11 @@ export async function api(path, options) {
   return (await check(await send(path, options))).json();
 }
 
+/** A call answered with no body (204), e.g. a DELETE. */
+export async function apiNoContent(path, options) {
+  await check(await send(path, options));
+}
+
 const blobs = new Map(); // artifact path -> object URL (artifacts never change once registered)
 
 export async function blobUrl(path) {

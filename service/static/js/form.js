@@ -36,7 +36,11 @@ async function initialSpec(query, kind, presets, source) {
   }
   const preset = presets.find((p) => p.name === query.preset) || presets[0];
   if (!preset) return { dataset: { name: "fashion_mnist" } };
-  return kind === "train" ? structuredClone(preset.spec) : convert(preset.spec, kind);
+  const spec = kind === "train" ? structuredClone(preset.spec) : convert(preset.spec, kind);
+  if (query.dataset) { // "Train on this" from an uploaded dataset: the first (CPU, flip-only) preset on it
+    spec.dataset = { name: "uploaded", id: query.dataset, image_size: Number(query.image_size) || 32 };
+  }
+  return spec;
 }
 
 /** 422 `loc` -> the data-path of the field it names (union tags such as "one_cycle" are skipped). */
@@ -87,7 +91,9 @@ export async function render(root, { query }) {
   const drawEditor = () => (editor.value = JSON.stringify(spec, null, 2));
   const presetNote = h("p", { class: "hint", id: "preset-note" });
   const applyPreset = (preset) => {
-    presetNote.textContent = `${preset.name}: ${preset.description}`;
+    const figure = preset.figure ? ` · ${(100 * preset.figure.test_acc).toFixed(1)}% test accuracy, ${preset.figure.status}`
+      + ` (${preset.figure.of})` : "";
+    presetNote.textContent = `${preset.name}: ${preset.description}${figure}`;
     spec = kind === "train" ? structuredClone(preset.spec) : convert(preset.spec, kind);
     drawForm();
     drawEditor();

@@ -35,7 +35,9 @@ function row(job, selected, onToggle) {
     h("td", {}, datasetText(job.params)),
     h("td", {}, modelText(job.params)),
     h("td", { class: "num" }, job.kind === "train" ? `${job.params.epochs} ep, lr ${lrText(lr)}` : `${job.params.num_iter} it`),
-    h("td", { class: "num" }, job.best ? pct(job.best.test_acc) : "—"),
+    h("td", { class: "num" }, job.last ? pct(job.last.test_acc) : "—"),
+    h("td", { class: "num", title: "the best epoch's test accuracy; chosen on the test set unless the job holds out a validation split" },
+      job.best ? pct(job.best.test_acc) : "—"),
     h("td", { class: "num" }, seconds(duration(job))),
     h("td", { title: job.created_at }, ago(job.created_at)));
 }
@@ -64,7 +66,7 @@ export async function render(root, { page, query }) {
   const pager = h("div", { class: "pager" });
   clear(root, h("h1", {}, "Jobs"), filterBar,
     h("div", { class: "table-wrap" }, h("table", { class: "jobs" },
-      h("thead", {}, h("tr", {}, ["", "id", "kind", "status", "dataset", "model", "settings", "best acc",
+      h("thead", {}, h("tr", {}, ["", "id", "kind", "status", "dataset", "model", "settings", "last acc", "best acc",
         "duration", "created"].map((c) => h("th", {}, c)))), body)), pager);
 
   page.poll(async () => {

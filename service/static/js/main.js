@@ -1,9 +1,10 @@
-// Hash routing: #/jobs, #/jobs/<id>, #/new, #/compare?ids=a,b, #/predict. Each page renders into
-// <main> and registers what to stop (timers, charts) when the user leaves it.
+// Hash routing: #/jobs, #/jobs/<id>, #/new, #/compare?ids=a,b, #/predict, #/datasets, #/datasets/<id>.
+// Each page renders into <main> and registers what to stop (timers, charts) when the user leaves it.
 
 import { storedKey } from "./api.js";
 import { clear, errorBox, h, query } from "./dom.js";
 import * as compare from "./compare.js";
+import * as datasets from "./datasets.js";
 import * as form from "./form.js";
 import * as job from "./job.js";
 import * as jobs from "./jobs.js";
@@ -16,6 +17,8 @@ const ROUTES = [
   [/^\/new$/, form, "new"],
   [/^\/compare$/, compare, "compare"],
   [/^\/predict$/, predict, "predict"],
+  [/^\/datasets\/?$/, datasets, "datasets"],
+  [/^\/datasets\/([0-9a-f]{32})$/, datasets, "datasets"],
 ];
 
 let current = null;

@@ -59,17 +59,31 @@ async function checkpointCard(job) {
   const c = await api(`/checkpoints/${job.checkpoint_id}`);
   return h("div", { class: "checkpoint" },
     h("p", {}, h("span", { class: "mono" }, c.id), ` · ${c.model.name} w${c.model.width} · ${c.dataset} · epoch ${c.epoch}`,
-      ` · test accuracy ${pct(c.test_acc)}`),
+      ` · test accuracy ${pct(c.test_acc)}${c.selected_on === "test" ? " (epoch chosen on the test set)" : ""}`,
+      c.last_epoch != null && c.last_epoch !== c.epoch ? ` · last epoch ${c.last_epoch}: ${pct(c.last_test_acc)}` : "",
+      c.test_time_flip ? " · with test-time flip" : ""),
     h("a", { class: "button primary", href: `#/predict?checkpoint=${c.id}` }, "Predict with this"));
+}
+
+// What each accuracy is: the last epoch's, and the best one's with the set that chose it (a best chosen
+// on the test set is an optimistic estimate: the set that picked it also measures it).
+export function accuracyText(metrics) {
+  const { best, last } = metrics;
+  if (!best) return "No epoch finished";
+  const flip = metrics.test_time_flip ? " (with test-time flip)" : "";
+  const lastText = last ? `Last epoch (${last.epoch}) test accuracy ${pct(last.test_acc)}${flip}` : "";
+  const chosen = metrics.selected_on === "validation"
+    ? `best on validation ${pct(best.val_acc)} at epoch ${best.epoch}, its test accuracy ${pct(best.test_acc)}`
+    : `best ${pct(best.test_acc)} at epoch ${best.epoch}, chosen on the test set (optimistic)`;
+  return last && last.epoch === best.epoch && metrics.selected_on === "test"
+    ? `${lastText}, also the best epoch (chosen on the test set)` : [lastText, chosen].filter(Boolean).join(" · ");
 }
 
 async function results(box, job, metrics) {
   const names = new Set((await api(`/jobs/${job.id}/artifacts`)).artifacts.map((a) => a.name));
-  const best = metrics.best;
   clear(box,
-    h("section", { class: "card" }, h("h2", {}, "Result"),
-      h("p", {}, best ? `Best test accuracy ${pct(best.test_acc)} at epoch ${best.epoch}` : "No epoch finished",
-        metrics.stop_reason ? ` · stopped: ${metrics.stop_reason}` : "")),
+    h("section", { class: "card" }, h("h2", {}, "Result"), h("p", { id: "result-accuracy" }, accuracyText(metrics),
+      metrics.stop_reason ? ` · stopped: ${metrics.stop_reason}` : "")),
     h("div", { class: "grid2" },
       h("section", { class: "card" }, h("h2", {}, "Per-class accuracy"), perClass(metrics.per_class_accuracy)),
       h("section", { class: "card" }, h("h2", {}, "Confusion matrix"),
