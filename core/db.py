@@ -84,6 +84,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     progress_at: Mapped[datetime | None] = mapped_column(doc="the last progress, on the store's clock")
+    name: Mapped[str | None] = mapped_column(String(100), doc="the user's name for the run")
+    tags: Mapped[list[Any]] = mapped_column(default=list, server_default="[]", doc="the user's labels (strings)")
+    note: Mapped[str | None] = mapped_column(Text, doc="the user's free text about the run")
 
     @property
     def best(self) -> dict[str, Any] | None:

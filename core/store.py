@@ -18,9 +18,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -102,8 +102,25 @@ def _reload(session: Session, job_id: str) -> Job:
 # --- jobs: the API side ---------------------------------------------------------------------------
 
 
-def create_job(session: Session, *, kind: str, params: dict[str, Any]) -> Job:
-    job = Job(kind=kind, params=params, status="queued", progress={}, created_at=utcnow())
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    name: str | None = None,
+    tags: list[str] | None = None,
+    note: str | None = None,
+) -> Job:
+    job = Job(
+        kind=kind,
+        params=params,
+        status="queued",
+        progress={},
+        created_at=utcnow(),
+        name=name,
+        tags=tags or [],
+        note=note,
+    )
     session.add(job)
     session.commit()
     return job
@@ -113,18 +130,164 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
 
 
+JobSort = Literal["created", "-created", "name", "-name", "best", "-best", "last", "-last", "duration", "-duration"]
+JOB_SORTS: tuple[str, ...] = get_args(JobSort)
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """GET /jobs' filters; None matches every job. `q`: a case-insensitive substring of the name, the
+    note, the id or a tag; `dataset`/`model`: the spec's dataset and model names."""
+
+    status: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    dataset: str | None = None
+    model: str | None = None
+
+
 def list_jobs(
-    session: Session, *, status: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
+    session: Session,
+    filters: JobFilters | None = None,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    sort: JobSort = "created",
+    limit: int = 50,
+    offset: int = 0,
 ) -> tuple[list[Job], int]:
-    """The page of jobs matching the filters, newest first, and how many match in all."""
-    filters = [column == value for column, value in ((Job.status, status), (Job.kind, kind)) if value]
-    total = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
-    newest_first = (Job.created_at.desc(), Job.id.desc())
+    """The page of jobs matching the filters in the order `sort` names (JobSort: `created` newest
+    first, `name` A-Z, `best`/`last` test accuracy highest first, `duration` longest first; a leading
+    `-` reverses; jobs without a name, an accuracy or a start come last either way), and how many
+    match in all."""
+    filters = filters or JobFilters(status=status, kind=kind)
+    where = _job_filters(session, filters)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     page = session.scalars(
-        select(Job).where(*filters).order_by(*newest_first).limit(limit).offset(offset),
+        select(Job).where(*where).order_by(*_job_order(session, sort)).limit(limit).offset(offset),
         execution_options={"populate_existing": True},
     )
     return list(page), total
+
+
+def _tag_elements(session: Session) -> Any:
+    """The elements of a job's `tags` as rows of one `value` column (a JSON array: no portable SQL)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    elements = func.json_array_elements_text(Job.tags) if postgres else func.json_each(Job.tags)
+    return elements.table_valued("value")
+
+
+def _job_filters(session: Session, filters: JobFilters) -> list[ColumnElement[bool]]:
+    where = [column == value for column, value in ((Job.status, filters.status), (Job.kind, filters.kind)) if value]
+    if filters.dataset:
+        where.append(Job.params[("dataset", "name")].as_string() == filters.dataset)
+    if filters.model:
+        where.append(Job.params[("model", "name")].as_string() == filters.model)
+    if filters.tag:
+        tags = _tag_elements(session)
+        where.append(exists(select(1).select_from(tags).where(tags.c.value == filters.tag)))
+    if filters.q:
+        needle = filters.q.lower()
+        tags = _tag_elements(session)
+        where.append(
+            or_(
+                func.lower(Job.name).contains(needle, autoescape=True),
+                func.lower(Job.note).contains(needle, autoescape=True),
+                func.lower(Job.id).contains(needle, autoescape=True),
+                exists(select(1).select_from(tags).where(func.lower(tags.c.value).contains(needle, autoescape=True))),
+            )
+        )
+    return where
+
+
+def _job_order(session: Session, sort: JobSort) -> list[Any]:
+    key, reverse = sort.removeprefix("-"), sort.startswith("-")
+    if key == "created":
+        return [Job.created_at.asc(), Job.id.asc()] if reverse else [Job.created_at.desc(), Job.id.desc()]
+    value: ColumnElement[Any]
+    if key == "name":
+        value, ascending = func.lower(Job.name), True
+    elif key in ("best", "last"):  # the finished job's result (a running one has none yet)
+        value, ascending = Job.result[(key, "test_acc")].as_float(), False
+    elif key == "duration":
+        value, ascending = _duration(session), False
+    else:
+        raise ValueError(f"unknown sort {sort!r}; expected one of {list(JOB_SORTS)}")
+    direction = value.asc() if ascending != reverse else value.desc()
+    return [value.is_(None), direction, Job.created_at.desc(), Job.id.desc()]  # nulls last, then newest first
+
+
+def _duration(session: Session) -> ColumnElement[Any]:
+    """Seconds from start to finish (to now while running); null before the start."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", func.coalesce(Job.finished_at, func.now()) - Job.started_at)
+    # SQLite keeps UTC times as text that julianday() reads; its 'now' is UTC too; days, ordered as seconds
+    return func.julianday(func.coalesce(Job.finished_at, literal_column("'now'"))) - func.julianday(Job.started_at)
+
+
+def queue_positions(session: Session) -> dict[str, int]:
+    """Each queued job's place in line by submission time, 1 = the next to start (few: at most
+    MAX_QUEUED_JOBS, and the jobs re-queued after a dead worker)."""
+    line = session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id))
+    return {job_id: place for place, job_id in enumerate(line, start=1)}
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """The job's place in line (1 = next) while it is queued, else None."""
+    if job.status != "queued":
+        return None
+    ahead = (Job.created_at < job.created_at) | ((Job.created_at == job.created_at) & (Job.id < job.id))
+    return (session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued", ahead)) or 0) + 1
+
+
+def set_labels(session: Session, job_id: str, **labels: Any) -> Job:
+    """Set any of a job's name, tags and note (they never change what trains), whatever its status."""
+    unknown = set(labels) - {"name", "tags", "note"}
+    if unknown:
+        raise ValueError(f"unknown labels {sorted(unknown)}; expected name, tags or note")
+    if labels and not _update_job(session, job_id, **labels):
+        raise JobNotFound(job_id)
+    return _reload(session, job_id)
+
+
+@dataclass(frozen=True)
+class DeletedJob:
+    job_id: str
+    paths: list[str]  # its artifacts' files and checkpoint folders, relative to ARTIFACTS_DIR
+
+
+def delete_job(session: Session, job_id: str, *, force: bool = False) -> DeletedJob:
+    """Remove a job that ended, with its epochs, artifacts and checkpoint rows; the caller removes the
+    files (`paths`, and its folder). JobStateConflict while it is queued or running, while a queued or
+    running train job takes its LR suggestion, and, unless `force`, when its checkpoint is the latest
+    one (what /predict?checkpoint=latest answers with)."""
+    job = _reload(session, job_id)
+    if job.status not in ENDED_STATUSES:
+        raise JobStateConflict(
+            f"job {job_id} is {job.status}; cancel it first (POST /jobs/{job_id}/cancel) and delete it once it ended"
+        )
+    active = session.scalars(select(Job).where(Job.status.in_(("queued", "running"))))
+    users = [other.id for other in active if (other.params.get("optimizer") or {}).get("lr_finder_job") == job_id]
+    if users:
+        raise JobStateConflict(
+            f"job {job_id} is the LR finder of {len(users)} queued or running train job(s) ({users[0]}, ...); "
+            "delete it once they have ended"
+        )
+    latest = latest_checkpoint(session)
+    if latest is not None and latest.job_id == job_id and not force:
+        raise JobStateConflict(
+            f"job {job_id} left checkpoint {latest.id}, the latest one: what /predict?checkpoint=latest uses; "
+            "delete it with force=true to remove that checkpoint too"
+        )
+    checkpoints = session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)).all()
+    paths = [artifact.path for artifact in list_artifacts(session, job_id)] + list(checkpoints)
+    for table in (Artifact, EpochMetric, Checkpoint):
+        session.execute(delete(table).where(table.job_id == job_id))
+    session.execute(delete(Job).where(Job.id == job_id, Job.status.in_(ENDED_STATUSES)))
+    session.commit()
+    session.expunge(job)  # not read back from the identity map
+    return DeletedJob(job_id, paths)
 
 
 def fail_job(session: Session, job_id: str, error: str) -> bool:

@@ -50,6 +50,10 @@ class ConsoleCallbacks:
             self._bar = None
 
     def on_progress(self, progress: dict[str, Any]) -> None:
+        if "step" not in progress:  # a phase without steps: loading data, a download
+            if progress.get("phase") not in (None, "downloading"):
+                self.write(f"{self.label}: {progress['phase']}")
+            return
         step, steps = progress["step"], progress["steps"]
         desc = f"{self.label} epoch {progress['epoch']}/{progress['epochs']}" if "epoch" in progress else self.label
         if self.tty:

@@ -54,6 +54,8 @@ DESCENT_MIN_FALL = 0.02
 TREND_MAX_SMOOTH_F = 0.1  # a smooth_f up to this smooths enough to stop and suggest on (its trend is itself)
 TREND_SMOOTH_F = 0.05  # torch-lr-finder's default weight: the trend of a curve smoothed less than the above
 STOP_REASONS = ("completed", "diverged", "rise_stop", "cancelled")
+LIVE_POINTS = 200  # points of the curve so far that ride with each progress report: a picture, not the data
+CURVE_KEYS = ("lrs", "losses", "smoothed_losses", "trend_losses")
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> loss
 
@@ -76,6 +78,20 @@ class Curve:
         if reason == "diverged":
             self.diverged_at_lr = lr
         return self
+
+    def progress(self, num_iter: int, *, final: bool = False) -> dict[str, Any]:
+        """A progress report: the iterations recorded of num_iter, and the curve so far thinned to at
+        most LIVE_POINTS points (its first and last kept) under "curve", for a live plot. The final
+        report of a sweep that ended early says so ("stop_reason") and counts what was recorded, so that
+        "step" is the iteration it stopped at, never the last one reported before."""
+        n = len(self.lrs)
+        stride = max(1, math.ceil(n / LIVE_POINTS))
+        keep = [*range(0, n - 1, stride), n - 1] if n else []
+        report: dict[str, Any] = {"step": n, "steps": num_iter, "fraction": round(n / num_iter, 4)}
+        if final and self.stop_reason != "completed":
+            report["stop_reason"] = self.stop_reason
+        report["curve"] = {key: [getattr(self, key)[i] for i in keep] for key in CURVE_KEYS}
+        return report
 
 
 @dataclass
@@ -214,8 +230,8 @@ def _sweep(
             curve.losses.append(loss)
             curve.smoothed_losses.append(_smoothed(curve.smoothed_losses, loss, smooth_f))
             curve.trend_losses.append(trend)
-            if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(lrs):
-                callbacks.on_progress({"step": i + 1, "steps": len(lrs), "fraction": round((i + 1) / len(lrs), 4)})
+            if (i + 1) % PROGRESS_EVERY == 0 and i + 1 < len(lrs):
+                callbacks.on_progress(curve.progress(len(lrs)))
             if trend > diverge_th * best:
                 return curve.stop("diverged", lr)
             if _rose_back(curve.trend_losses[0], best, trend, rise_stop):
@@ -256,7 +272,8 @@ def range_test(
     of its fall ("rise_stop"), or when callbacks.should_stop() says so ("cancelled"), keeping what was
     recorded; stopped_at_lr is the LR of an early stop's last iteration. Losses are read from the
     device every `sync_every` iterations (None: default_sync_every), which is also how often the
-    cancel hook is polled; the curve is the same for every value."""
+    cancel hook is polled; the curve is the same for every value. Progress (`Curve.progress`: the
+    curve so far with it) goes to callbacks every PROGRESS_EVERY iterations and once at the end."""
     _check_range(start_lr, end_lr, num_iter, step_mode, smooth_f)
     device = next(model.parameters()).device
     if sync_every is None:
@@ -264,11 +281,12 @@ def range_test(
     if sync_every < 1:
         raise ValueError(f"sync_every must be >= 1; got {sync_every}")
     lrs = [lr_at(i, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode=step_mode) for i in range(num_iter)]
+    callbacks = callbacks or NullCallbacks()
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     try:
-        return _sweep(
+        curve = _sweep(
             model,
             optimizer,
             batches,
@@ -277,10 +295,12 @@ def range_test(
             smooth_f,
             diverge_th,
             rise_stop,
-            callbacks or NullCallbacks(),
+            callbacks,
             device,
             sync_every,
         )
+        callbacks.on_progress(curve.progress(num_iter, final=True))  # also where it stopped early
+        return curve
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 class Callbacks(Protocol):
     def on_progress(self, progress: dict[str, Any]) -> None:
         """Called every few batches with {"epoch", "epochs", "step", "steps", "fraction"}
-        (the LR finder sends {"step", "steps", "fraction"}); before the run, while a dataset
+        (the LR finder sends {"step", "steps", "fraction", "curve"}: "curve" the lrs, losses,
+        smoothed_losses and trend_losses so far, thinned; its last report, "stop_reason" where it
+        stopped early); before the run, while a dataset
         downloads, with {"downloading", "downloaded_bytes", "total_bytes"} (see `download_progress`)."""
 
     def on_epoch(self, record: dict[str, Any]) -> None:
@@ -37,9 +39,11 @@ class NullCallbacks:
 
 def download_progress(callbacks: Callbacks, dataset: str) -> Callable[[int, int | None], None]:
     """`ml.data.load_dataset`'s on_download hook reporting to `callbacks` as progress:
-    {"downloading": dataset, "downloaded_bytes": n, "total_bytes": total or None}."""
+    {"phase": "downloading", "downloading": dataset, "downloaded_bytes": n, "total_bytes": total or None}."""
 
     def on_bytes(done: int, total: int | None) -> None:
-        callbacks.on_progress({"downloading": dataset, "downloaded_bytes": done, "total_bytes": total})
+        callbacks.on_progress(
+            {"phase": "downloading", "downloading": dataset, "downloaded_bytes": done, "total_bytes": total}
+        )
 
     return on_bytes

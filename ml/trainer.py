@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
         self.epochs: list[dict[str, Any]] = []
         self.step_lrs: list[float] = []
+        self.step_losses: list[list[float]] = []  # [global step, mean train loss since the previous entry]
+        self.compiled = False  # whether this process has run a compiled step yet (the first one compiles)
         self.best: dict[str, Any] | None = None
         self.start_epoch = 1
 
@@ -87,17 +90,20 @@ class Trainer:
         x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
         return x, y.to(self.device, non_blocking=True)
 
-    def _report(self, epoch: int, step: int, steps: int) -> bool:
-        """Sends progress; returns True when the run should stop."""
+    def _report(self, epoch: int, step: int, steps: int, *, phase: str = "training", loss: float | None = None) -> bool:
+        """Sends progress (with the phase, and the train loss of the steps since the last report);
+        returns True when the run should stop."""
         done = (epoch - 1) * steps + step
         self.callbacks.on_progress(
             {
+                "phase": phase,
                 "epoch": epoch,
                 "epochs": self.spec.epochs,
                 "step": step,
                 "steps": steps,
                 "fraction": round(done / (self.spec.epochs * steps), 4),
             }
+            | ({} if loss is None else {"loss": round(loss, 6)})
         )
         return self.callbacks.should_stop()
 
@@ -112,6 +118,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)  # accumulated on the device: no sync per batch
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         images, lrs, stopped = 0, [], False
+        reported_sum, reported_images = 0.0, 0  # the loss so far at the last report: the next one's window
+        if self.compile_mode is not None and not self.compiled:  # the first steps compile: say so, not "step 0"
+            self._report(epoch, 0, steps, phase="compiling")
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader, start=1):
             x, y = self._to_device(x, y)
@@ -127,8 +136,13 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             images += y.shape[0]
             if step % REPORT_EVERY == 0 or step == steps:
+                self.compiled = True
+                total = float(loss_sum)  # one read a report: the finiteness check needed it anyway
                 self._check_finite(loss_sum, epoch)
-                if self._report(epoch, step, steps) and step < steps:
+                window = (total - reported_sum) / max(images - reported_images, 1)
+                reported_sum, reported_images = total, images
+                self.step_losses.append([(epoch - 1) * steps + step, round(window, 6)])
+                if self._report(epoch, step, steps, loss=window) and step < steps:
                     stopped = True
                     break
         seconds = time.perf_counter() - start
@@ -147,11 +161,32 @@ class Trainer:
     def evaluate(self, model: nn.Module | None = None, *, validation: bool = False) -> tuple[float, float, np.ndarray]:
         """Loss, accuracy and the predicted class of every image (in dataset order) of the test set,
         or of the validation set (with the spec's test_time_flip)."""
+        loss_sum, preds = torch.zeros((), device=self.device), []
+        for logits, y in self._logits(model, validation=validation):
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+            preds.append(logits.argmax(1))
+        predictions = torch.cat(preds).cpu().numpy()
+        labels = self.validation.labels if validation and self.validation is not None else self.bundle.test.labels
+        return float(loss_sum) / len(labels), float((predictions == labels).mean()), predictions
+
+    @torch.inference_mode()
+    def test_probabilities(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The predicted class of every test image (in dataset order), the softmax probability of that
+        prediction and of the image's true class, as evaluation computes them (test_time_flip included)."""
+        preds, chosen = [], []  # chosen: (N, 2) the probabilities of the prediction and of the true class
+        for logits, y in self._logits(model, validation=False):
+            predicted = logits.argmax(1)  # as evaluate: the accuracy and these predictions agree
+            preds.append(predicted)
+            chosen.append(logits.float().softmax(1).gather(1, torch.stack([predicted, y], 1)))
+        probabilities = torch.cat(chosen).cpu().numpy()
+        return torch.cat(preds).cpu().numpy(), probabilities[:, 0], probabilities[:, 1]
+
+    def _logits(self, model: nn.Module | None, *, validation: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) of each batch of the test or validation set, in eval mode, in dataset order."""
         model = model or self.model
         model.eval()
         loader = self.val_loader if validation else self.test_loader
         assert loader is not None, "no validation set held out"
-        loss_sum, preds = torch.zeros((), device=self.device), []
         for x, y in loader:
             x, y = self._to_device(x, y)
             n, size = len(x), loader.batch_size
@@ -164,12 +199,7 @@ class Trainer:
                 logits = model(x).float()  # bf16 under autocast on CUDA: argmax on float32, as /predict
                 if self.spec.test_time_flip:
                     logits = flip_averaged(model, x, logits)
-            logits = logits[:n]
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            preds.append(logits.argmax(1))
-        predictions = torch.cat(preds).cpu().numpy()
-        labels = self.validation.labels if validation and self.validation is not None else self.bundle.test.labels
-        return float(loss_sum) / len(labels), float((predictions == labels).mean()), predictions
+            yield logits[:n], y
 
     def resume(self) -> str | None:
         """Continue from `checkpoints/last` and `metrics.json` when a previous run left them: restores
@@ -192,6 +222,9 @@ class Trainer:
         steps_path = self.out_dir / "lr_steps.json"
         step_lrs = json.loads(steps_path.read_text()) if steps_path.is_file() else []
         self.step_lrs = step_lrs[: done * len(self.train_loader)]
+        losses_path = self.out_dir / "loss_steps.json"
+        step_losses = json.loads(losses_path.read_text())["steps"] if losses_path.is_file() else []
+        self.step_losses = [entry for entry in step_losses if entry[0] <= done * len(self.train_loader)]
         best = max(self.epochs, key=lambda r: (r[f"{self.key}_acc"], -r["epoch"]), default=None)
         self.best = None if best is None else self._summary(best)
         self._restore_best(done)
@@ -230,6 +263,7 @@ class Trainer:
             if stats.stopped:  # mid-epoch: a partial epoch is not an epoch; keep what finished
                 stop_reason = "cancelled"
                 break
+            self._report(epoch, len(self.train_loader), len(self.train_loader), phase="evaluating")
             measured = {"test": self.evaluate()[:2]}
             if self.val_loader is not None:
                 measured["val"] = self.evaluate(validation=True)[:2]
@@ -329,11 +363,12 @@ class Trainer:
     def _write_metrics(self, metrics: dict[str, Any] | None = None) -> None:
         write_json(self.out_dir / "metrics.json", metrics or self.metrics())
         write_json(self.out_dir / "lr_steps.json", self.step_lrs)
+        write_json(self.out_dir / "loss_steps.json", {"every": REPORT_EVERY, "steps": self.step_losses})
 
     def _write_report(self, best_folder: Path) -> tuple[list[Path], dict[str, float | None]]:
         """The report of the best checkpoint's model on the test set, from plain data."""
         model, _ = load_model(best_folder, device=self.device)
-        _, _, predictions = self.evaluate(model)
+        predictions, confidence, true_probability = self.test_probabilities(model)
         b, spec = self.bundle, self.spec
         report = Report(
             out_dir=self.out_dir,
@@ -348,6 +383,8 @@ class Trainer:
             label_smoothing=spec.label_smoothing,
             gradcam_count=spec.gradcam_misclassified,
             test_time_flip=spec.test_time_flip,
+            confidence=confidence,
+            true_probability=true_probability,
         )
         return write_report(report, model)
 
@@ -356,6 +393,8 @@ class Trainer:
         metrics = self.metrics() | {"stop_reason": stop_reason}
         artifacts: list[Path] = []
         if self.epochs:
+            steps = len(self.train_loader)
+            self._report(self.epochs[-1]["epoch"], steps, steps, phase="writing the report")
             artifacts, metrics["per_class_accuracy"] = self._write_report(checkpoints / "best")
         self._write_metrics(metrics)
         has = self.epochs != []
@@ -394,6 +433,7 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     callbacks = callbacks or NullCallbacks()
+    callbacks.on_progress({"phase": "loading data", "fraction": 0.0})
     bundle, validation = load_data(spec, Path(data_dir), callbacks=callbacks)
     trainer = Trainer(
         spec, bundle, out_dir=out_dir, device=dev, callbacks=callbacks, num_workers=num_workers, validation=validation

@@ -25,7 +25,7 @@ from service.guards import Guard, SecurityHeaders
 from service.limits import ClientUploads, PredictGate, lower_priority
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
-from service.routers import artifacts, catalogue, checkpoints, datasets, health, job_logs, jobs, predict
+from service.routers import artifacts, catalogue, checkpoints, datasets, examples, health, job_logs, jobs, predict
 
 logger = logging.getLogger(__name__)
 PROTECTED_ERRORS: Responses = {
@@ -86,7 +86,15 @@ def create_app() -> FastAPI:
     app.state.failed_auths = FailedAuths()
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    routers = (jobs.router, artifacts.router, job_logs.router, checkpoints.router, catalogue.router, datasets.router)
+    routers = (
+        jobs.router,
+        artifacts.router,
+        examples.router,
+        job_logs.router,
+        checkpoints.router,
+        catalogue.router,
+        datasets.router,
+    )
     for router in routers:
         app.include_router(router, dependencies=protected, responses=PROTECTED_ERRORS)
     app.state.predict_gate = PredictGate(

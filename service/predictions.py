@@ -117,11 +117,12 @@ class Found:
 
 class FoundCheckpoints:
     """Checkpoints found by id, kept (the most recently used `size`): a checkpoint's id names one
-    folder and class list for good (rows are never deleted, and a redelivered job that registers its
-    checkpoint again writes the same folder and classes; the predictor cache keeps the weights by id
-    alone), so a request that names one seen before skips the store: a hop to the threadpool and an
-    ORM query, under load a fifth of a batched request's cost besides the model. 'latest' is looked
-    up every time: a new checkpoint is the latest at once."""
+    folder and class list for good (a redelivered job that registers its checkpoint again writes the
+    same folder and classes; the predictor cache keeps the weights by id alone; a row is deleted only
+    with its folder, DELETE /jobs/{id}, which `Found.folder` finds gone: a 404), so a request that
+    names one seen before skips the store: a hop to the threadpool and an ORM query, under load a
+    fifth of a batched request's cost besides the model. 'latest' is looked up every time: a new
+    checkpoint is the latest at once."""
 
     def __init__(self, size: int) -> None:
         self.size = size

@@ -13,6 +13,7 @@ from pydantic import (
     TypeAdapter,
     WithJsonSchema,
     model_serializer,
+    model_validator,
 )
 
 from ml.specs import LRFinderSpec, ModelSpec, TrainSpec
@@ -35,8 +36,10 @@ class Sparse(BaseModel):
 
 
 class ProgressPublic(Sparse):
-    """Where a job is: {} while queued; an LR-finder job's has step, steps and fraction only; while
-    a dataset downloads, downloading, downloaded_bytes and total_bytes instead."""
+    """Where a job is: {} while queued; an LR-finder job's has step, steps and fraction (and
+    stop_reason once it stopped early); while a dataset downloads, downloading, downloaded_bytes and
+    total_bytes instead. The LR finder's curve so far, stored with its progress, is served by
+    GET /jobs/{id}/metrics, not with every job."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -63,10 +66,20 @@ class ProgressPublic(Sparse):
     )
     downloaded_bytes: int | None = Field(default=None, description="while downloading: bytes so far")
     total_bytes: int | None = Field(default=None, description="while downloading: the archive's size, if known")
+    stop_reason: str | None = Field(
+        default=None,
+        description="LR-finder jobs that stopped early: why (diverged, rise_stop, cancelled); step is then the "
+        "iteration it stopped at",
+    )
     updated_at: Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})] | None = Field(
         default=None,
         description="when the worker was at this step (progress is written at most once a second)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_curve(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if k != "curve"} if isinstance(data, dict) else data
 
 
 def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +99,8 @@ def _job_example(kind: str, spec: type[TrainSpec] | type[LRFinderSpec], progress
         "checkpoint_id": None,
         "attempts": 1,
         "cancel_requested": False,
+        "name": "baseline",
+        "tags": ["sweep-1"],
     }
 
 
@@ -127,6 +142,12 @@ class JobBase(BaseModel):
     lr: float | None = Field(
         default=None, description='train jobs that ended: the learning rate used ("auto" resolved)'
     )
+    name: str | None = Field(default=None, description="the user's name for the run")
+    tags: list[str] = Field(default_factory=list, description="the user's labels, in the order given")
+    note: str | None = Field(default=None, description="the user's free text about the run")
+    queue_position: int | None = Field(
+        default=None, description="queued jobs: their place in line by submission time, 1 = the next to start"
+    )
 
 
 class TrainJobPublic(JobBase):
@@ -163,9 +184,11 @@ JobPublic = Annotated[TrainJobPublic | LRFinderJobPublic, Field(discriminator="k
 _JOB = TypeAdapter(JobPublic)
 
 
-def job_public(job: object) -> TrainJobPublic | LRFinderJobPublic:
-    """A job row as the contract's Job (its `kind` says which params it has)."""
-    return _JOB.validate_python(job, from_attributes=True)
+def job_public(job: object, *, queue_position: int | None = None) -> TrainJobPublic | LRFinderJobPublic:
+    """A job row as the contract's Job (its `kind` says which params it has), with its place in the
+    queue when it is queued."""
+    public = _JOB.validate_python(job, from_attributes=True)
+    return public.model_copy(update={"queue_position": queue_position}) if queue_position is not None else public
 
 
 class JobsPublic(BaseModel):
@@ -271,7 +294,8 @@ class SuggestionsPublic(Sparse):
 
 
 class LRFinderMetricsPublic(BaseModel):
-    """An LR range test's curve and suggestions."""
+    """An LR range test's curve and suggestions. While it runs (and after a failure) the curve so far,
+    thinned to at most 200 points and updated with its progress, and no suggestion yet."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -327,6 +351,27 @@ class ArtifactPublic(BaseModel):
 
 class ArtifactsPublic(BaseModel):
     artifacts: list[ArtifactPublic]
+
+
+class ExamplePublic(BaseModel):
+    index: int = Field(description="the image's position in the test set")
+    true_class: str
+    pred_class: str
+    confidence: float = Field(description="the softmax probability of pred_class (4 digits)")
+    true_probability: float = Field(description="the softmax probability of true_class (4 digits)")
+    overlay_url: str | None = Field(description="its GradCAM overlay (PNG); null when none was rendered")
+
+
+class ExamplesPublic(BaseModel):
+    examples: list[ExamplePublic]
+    total: int = Field(description="examples that match the filters, over all pages")
+
+
+class ConfusionPublic(BaseModel):
+    classes: list[str]
+    confusion: list[list[int]] = Field(description="confusion[i][j]: test images of class i predicted as j")
+    total: int = Field(description="test images")
+    test_time_flip: bool = Field(description="predictions from each image and its mirror image")
 
 
 class CheckpointPublic(BaseModel):

@@ -12,7 +12,7 @@ from core.store import ArtifactFile
 from ml.checkpoints import load_manifest
 
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
-LIVE_FILES = ("lr_steps.json",)  # rewritten by the trainer every epoch (ml.trainer writes it with metrics.json)
+LIVE_FILES = ("lr_steps.json", "loss_steps.json")  # rewritten by the trainer every epoch, with metrics.json
 
 
 def register_artifacts(

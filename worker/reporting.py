@@ -75,8 +75,9 @@ class StoreReporter:
         now = self.clock()
         # when it was true: progress is written at most once a second, so a reader timing a job by
         # its progress (bench/load.py's training speed) needs the time of the step, not of the read
+        new_phase = progress.get("phase") != self.progress.get("phase")  # a phase shows at once, e.g. "compiling"
         self.progress = {**progress, "updated_at": utcnow().isoformat()}
-        if now - self._last_write >= PROGRESS_INTERVAL_SECONDS:
+        if new_phase or now - self._last_write >= PROGRESS_INTERVAL_SECONDS:
             self._last_write = now
             self.beat(self.progress)
 

@@ -156,9 +156,11 @@ class JobRun:
             logger.warning("job %s: could not register the artifacts of the failed run: %s", self.job_id, exc)
 
     def _outcome(self, stop_reason: str, result: dict[str, Any], checkpoint_id: str | None = None) -> Outcome:
+        # the LR finder's live curve leaves the progress once the result holds the whole one
+        progress = {key: value for key, value in self.reporter.progress.items() if key != "curve"}
         if stop_reason == "cancelled":
-            return Outcome("cancelled", result, checkpoint_id, progress=self.reporter.progress)
-        return Outcome("succeeded", result, checkpoint_id, progress=self.reporter.progress | {"fraction": 1.0})
+            return Outcome("cancelled", result, checkpoint_id, progress=progress)
+        return Outcome("succeeded", result, checkpoint_id, progress=progress | {"fraction": 1.0})
 
 
 def resolve_auto_lr(settings: Settings, spec: TrainSpec) -> tuple[TrainSpec, list[str]]:

@@ -1,24 +1,27 @@
-"""Jobs: submit an LR range test or a training run, follow it, cancel it, read its metrics."""
+"""Jobs: submit an LR range test or a training run, follow it, cancel it, read its metrics; name,
+tag, find and delete runs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from sqlalchemy.orm import Session
 
 from core import store
 from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import Job, session_for
-from ml.specs import MAX_EPOCHS, LRFinderSpec, TrainSpec
+from ml.specs import MAX_EPOCHS, DatasetSpec, LRFinderSpec, ModelSpec, TrainSpec
 from service.admission import check_dataset_on_disk, check_lr_finder_job, check_memory, check_uploaded_dataset
 from service.broker import Broker, BrokerDep
 from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.deps import Limit, Offset, SessionDep, SettingsDep
 from service.errors import Responses
+from service.job_files import remove_job_files
+from service.job_labels import TAG_CHARS, JobLabelsUpdate, LRFinderJobCreate, TrainJobCreate, labels_of, spec_of
 from service.schemas import (
     BestEpochPublic,
     EpochPublic,
@@ -42,7 +45,9 @@ LOCATION = {"Location": {"description": "the job's URL, /jobs/{id}", "schema": {
 ACCEPTED: Responses = {202: {"description": "recorded and queued", "headers": LOCATION}}
 
 
-def _submit(session: Session, broker: Broker, settings: Settings, kind: str, params: dict[str, Any]) -> Job:
+def _submit(
+    session: Session, broker: Broker, settings: Settings, kind: str, params: dict[str, Any], labels: dict[str, Any]
+) -> Job:
     """Record the job, then enqueue it; a broker that does not answer fails the job (never loses it).
     429 while MAX_QUEUED_JOBS jobs wait already."""
     queued = store.count_queued(session)
@@ -53,7 +58,7 @@ def _submit(session: Session, broker: Broker, settings: Settings, kind: str, par
             "wait for some to start or cancel some, then submit again",
             headers={"Retry-After": "30"},
         )
-    job = store.create_job(session, kind=kind, params=params)
+    job = store.create_job(session, kind=kind, params=params, **labels)
     try:
         broker.send_job(job.id, kind, params)
     except BrokerUnavailable as exc:
@@ -64,38 +69,96 @@ def _submit(session: Session, broker: Broker, settings: Settings, kind: str, par
 
 @router.post("/lr-finder", status_code=status.HTTP_202_ACCEPTED, responses=ACCEPTED | UNAVAILABLE | TOO_MANY)
 def create_lr_finder_job(
-    spec: LRFinderSpec, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+    body: LRFinderJobCreate, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
 ) -> LRFinderJobPublic:
     """Queue Leslie Smith's LR range test; `Location` is the new job's URL."""
+    spec = spec_of(body, LRFinderSpec)
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
     check_uploaded_dataset(session, spec.dataset)
     check_memory(spec, settings.WORKER_MEMORY_MB)
-    job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"))
+    job = _submit(session, broker, settings, "lr_finder", spec.model_dump(mode="json"), labels_of(body))
     response.headers["Location"] = f"/jobs/{job.id}"
-    return LRFinderJobPublic.model_validate(job)
+    return LRFinderJobPublic.model_validate(_public(session, job))
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=ACCEPTED | UNAVAILABLE | TOO_MANY)
 def create_train_job(
-    spec: TrainSpec, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+    body: TrainJobCreate, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
 ) -> TrainJobPublic:
     """Queue a training run (`optimizer.lr` "auto" takes a succeeded LR-finder job's suggestion);
     `Location` is the new job's URL."""
+    spec = spec_of(body, TrainSpec)
     check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
     check_uploaded_dataset(session, spec.dataset)
     check_memory(spec, settings.WORKER_MEMORY_MB)
     check_lr_finder_job(session, spec)
-    job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"))
+    job = _submit(session, broker, settings, "train", spec.model_dump(mode="json"), labels_of(body))
     response.headers["Location"] = f"/jobs/{job.id}"
-    return TrainJobPublic.model_validate(job)
+    return TrainJobPublic.model_validate(_public(session, job))
+
+
+def _public(session: Session, job: Job, positions: dict[str, int] | None = None) -> TrainJobPublic | LRFinderJobPublic:
+    """The Job, with its place in the queue (from `positions` when the caller read them all)."""
+    place = positions.get(job.id) if positions is not None else store.queue_position(session, job)
+    return job_public(job, queue_position=place)
 
 
 def _empty_is_none(value: object) -> object:
     return value or None  # `?status=&kind=` (the contract's own example) means no filter
 
 
+def _one_of(field: str, allowed: tuple[str, ...]) -> AfterValidator:
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise ValueError(f"unknown {field} {value!r}; expected one of {list(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+SEARCH_CHARS = 200  # longer than any name (100) or tag (40); a note is searched by its parts
+DATASETS: tuple[str, ...] = get_args(DatasetSpec.model_fields["name"].annotation)
+MODELS: tuple[str, ...] = get_args(ModelSpec.model_fields["name"].annotation)
 StatusFilter = Annotated[JobStatus | None, BeforeValidator(_empty_is_none), Query(description="only this status")]
 KindFilter = Annotated[JobKind | None, BeforeValidator(_empty_is_none), Query(description="only this kind")]
+TagFilter = Annotated[
+    Annotated[str, StringConstraints(max_length=TAG_CHARS)] | None,
+    BeforeValidator(_empty_is_none),
+    AfterValidator(_no_nul),
+    Query(description="only jobs with this tag (exactly)"),
+]
+Search = Annotated[
+    Annotated[str, StringConstraints(max_length=SEARCH_CHARS)] | None,
+    BeforeValidator(_empty_is_none),
+    AfterValidator(_no_nul),
+    Query(description="a case-insensitive part of the name, the note, the id or a tag"),
+]
+DatasetFilter = Annotated[
+    str | None,
+    BeforeValidator(_empty_is_none),
+    _one_of("dataset", DATASETS),
+    Query(description="only jobs on this dataset (params.dataset.name)", json_schema_extra={"enum": list(DATASETS)}),
+]
+ModelFilter = Annotated[
+    str | None,
+    BeforeValidator(_empty_is_none),
+    _one_of("model", MODELS),
+    Query(description="only jobs of this model (params.model.name)", json_schema_extra={"enum": list(MODELS)}),
+]
+Sort = Annotated[
+    store.JobSort,
+    Query(
+        description="created: newest first | name: A-Z | best, last: the best or last epoch's test accuracy, "
+        "highest first | duration: longest first; a leading - reverses; jobs without a name, an accuracy or a "
+        "start come last"
+    ),
+]
 
 
 @router.get("", responses=UNAVAILABLE)
@@ -103,14 +166,21 @@ def list_jobs(
     session: SessionDep,
     status: StatusFilter = None,
     kind: KindFilter = None,
+    tag: TagFilter = None,
+    q: Search = None,
+    dataset: DatasetFilter = None,
+    model: ModelFilter = None,
+    sort: Sort = "created",
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> JobsPublic:
-    """Jobs, newest first, with the total matching the filters."""
-    jobs, total = store.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
+    """Jobs matching every filter given, in the order `sort` names, with the total matching the filters."""
+    filters = store.JobFilters(status=status, kind=kind, tag=tag, q=q, dataset=dataset, model=model)
+    jobs, total = store.list_jobs(session, filters, sort=sort, limit=limit, offset=offset)
+    positions = store.queue_positions(session) if any(job.status == "queued" for job in jobs) else {}
     for job in jobs:
         metrics_cache.seen(job.id, job_tag(job.status, job.progress))
-    return JobsPublic(jobs=[job_public(job) for job in jobs], total=total)
+    return JobsPublic(jobs=[_public(session, job, positions) for job in jobs], total=total)
 
 
 def _job_or_404(session: Session, job_id: str) -> Job:
@@ -123,7 +193,43 @@ def _job_or_404(session: Session, job_id: str) -> Job:
 
 @router.get("/{job_id}", responses=UNKNOWN_JOB | UNAVAILABLE)
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return job_public(_job_or_404(session, job_id))
+    return _public(session, _job_or_404(session, job_id))
+
+
+@router.patch("/{job_id}", responses=UNKNOWN_JOB | UNAVAILABLE)
+def update_job(job_id: str, labels: JobLabelsUpdate, session: SessionDep) -> JobPublic:
+    """Set any of the job's name, tags and note, whatever its status (they never change what trains)."""
+    return _public(session, store.set_labels(session, job_id, **labels.values()))
+
+
+CONFLICT_DELETE: Responses = {
+    409: {
+        "description": "the job is queued or running (cancel it first), a queued or running train job takes its "
+        "LR suggestion, or, without force=true, its checkpoint is the latest one"
+    }
+}
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=UNKNOWN_JOB | CONFLICT_DELETE | UNAVAILABLE,
+)
+def delete_job(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    force: Annotated[
+        bool, Query(description="also when its checkpoint is the latest one (/predict?checkpoint=latest's)")
+    ] = False,
+) -> Response:
+    """Remove a job that ended: its record, epochs, artifacts and checkpoint, and its files under
+    ARTIFACTS_DIR."""
+    deleted = store.delete_job(session, job_id, force=force)
+    metrics_cache.forget(job_id)
+    remove_job_files(settings.ARTIFACTS_DIR, deleted.job_id, deleted.paths)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
@@ -138,7 +244,7 @@ def cancel_job(job_id: str, session: SessionDep, broker: BrokerDep) -> JobPublic
     metrics_cache.forget(job_id)  # its next poll shows the cancel
     if job.status == "cancelled":
         broker.revoke(job.id)
-    return job_public(job)
+    return _public(session, job)
 
 
 NOT_MODIFIED: Responses = {304: {"description": "If-None-Match names the current metrics: the client has them"}}
@@ -183,14 +289,16 @@ def _read_metrics(
 def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic | LRFinderMetricsPublic:
     result = job.result or {}
     if job.kind == "lr_finder":
+        # before its result (running, or failed), the curve so far that the worker keeps with its progress
+        curve = result if "lrs" in result else (job.progress or {}).get("curve") or {}
         return LRFinderMetricsPublic(
             job_id=job.id,
             status=job.status,  # type: ignore[arg-type]
-            lrs=result.get("lrs", []),
-            losses=result.get("losses", []),
-            smoothed_losses=result.get("smoothed_losses", []),
+            lrs=curve.get("lrs", []),
+            losses=curve.get("losses", []),
+            smoothed_losses=curve.get("smoothed_losses", []),
             # a job stored before the trend was recorded suggested on its smoothed curve
-            trend_losses=result.get("trend_losses", result.get("smoothed_losses", [])),
+            trend_losses=curve.get("trend_losses", curve.get("smoothed_losses", [])),
             suggested_lr=result.get("suggested_lr"),
             suggestions=result.get("suggestions", {}),
             diverged_at_lr=result.get("diverged_at_lr"),

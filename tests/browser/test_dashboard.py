@@ -153,6 +153,7 @@ def test_train_with_this_lr_and_watch_the_curves_grow(page, stack: Stack, shoot,
     page.wait_for_selector('[data-field="optimizer.lr"] input')
     assert field(page, "optimizer.lr").locator("input").input_value() == "auto"
     assert field(page, "optimizer.lr_finder_job").locator("input").input_value() == state["lr_finder"]
+    page.click("details.advanced > summary")  # gradcam_misclassified is an advanced field
     for path, value in TRAIN_EDITS.items():
         field(page, path).locator("input").fill(value)
     spec = json.loads(page.locator("#spec-editor").input_value())

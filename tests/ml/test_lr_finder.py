@@ -12,7 +12,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ml.lr_finder import build_metrics, lr_at, range_test, run_lr_finder, suggest, trend_of, valley_index
+from ml.lr_finder import (
+    CURVE_KEYS,
+    LIVE_POINTS,
+    Curve,
+    build_metrics,
+    lr_at,
+    range_test,
+    run_lr_finder,
+    suggest,
+    trend_of,
+    valley_index,
+)
 from ml.specs import LRFinderSpec
 
 
@@ -248,10 +259,29 @@ def test_cancellation_stops_after_k_iterations_and_keeps_them():
 
 def test_progress_is_reported_every_few_iterations_and_at_the_end():
     callbacks = StopAfter(None)
-    sweep(num_iter=12, callbacks=callbacks)
+    curve, _ = sweep(num_iter=12, callbacks=callbacks)
     assert [r["step"] for r in callbacks.reports] == [5, 10, 12]
-    assert callbacks.reports[-1] == {"step": 12, "steps": 12, "fraction": 1.0}
+    last = callbacks.reports[-1]
+    assert {k: v for k, v in last.items() if k != "curve"} == {"step": 12, "steps": 12, "fraction": 1.0}
+    assert last["curve"] == {key: getattr(curve, key) for key in CURVE_KEYS}  # the whole curve, live
     assert callbacks.reports[0]["fraction"] == pytest.approx(5 / 12, abs=1e-4)
+    assert callbacks.reports[0]["curve"]["lrs"] == curve.lrs[:5]
+
+
+def test_an_early_stop_reports_the_iteration_it_stopped_at():
+    callbacks = StopAfter(None)
+    curve, _ = sweep(ScriptedLoss([1.0] * 7 + [math.nan] * 5), num_iter=12, callbacks=callbacks)
+    assert curve.stop_reason == "diverged" and len(curve.lrs) == 7
+    assert [r["step"] for r in callbacks.reports] == [5, 7]  # not 5: where it stopped
+    assert callbacks.reports[-1]["stop_reason"] == "diverged" and callbacks.reports[-1]["steps"] == 12
+
+
+def test_the_live_curve_is_thinned_to_a_picture():
+    curve = Curve(lrs=[float(i) for i in range(1001)], losses=[1.0] * 1001)
+    curve.smoothed_losses = curve.trend_losses = [1.0] * 1001
+    live = curve.progress(2000)["curve"]
+    assert len(live["lrs"]) <= LIVE_POINTS + 1 and live["lrs"][0] == 0.0 and live["lrs"][-1] == 1000.0
+    assert live["lrs"] == sorted(set(live["lrs"])) and len(live["losses"]) == len(live["lrs"])
 
 
 def test_the_loader_is_cycled_when_it_runs_out():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,33 @@ def test_test_time_flip_is_what_evaluation_reports_and_what_the_checkpoint_predi
     for reported, predicted_accuracy, _ in runs.values():
         assert predicted_accuracy == pytest.approx(reported, abs=0.011)  # a near-tie may fall either way
     assert (runs[True][2] != runs[False][2]).any(), "the mirror images changed some predictions"
+
+
+def test_progress_says_the_phase_and_the_train_loss_within_epochs(fmnist_data_dir: Path, tmp_path: Path) -> None:
+    callbacks = StopAfter(10**9)
+    train(spec(epochs=2, gradcam_misclassified=0), data_dir=fmnist_data_dir, out_dir=tmp_path, callbacks=callbacks)
+    phases = [p.get("phase") for p in callbacks.progress]
+    assert phases[0] == "loading data" and phases[-1] == "writing the report"
+    assert {"training", "evaluating"} <= set(phases) and "compiling" not in phases  # 14 steps: eager
+    losses = [p["loss"] for p in callbacks.progress if p.get("phase") == "training"]
+    # 400 images in full batches of 64: 6 steps an epoch, one report at its end
+    assert len(losses) == 2 and all(math.isfinite(value) and value > 0 for value in losses)
+    steps = json.loads((tmp_path / "loss_steps.json").read_text())
+    assert steps == {"every": 10, "steps": [[6, losses[0]], [12, losses[1]]]}
+
+
+def test_a_compiled_run_says_it_compiles_before_its_first_step(
+    fmnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ml.trainer
+
+    monkeypatch.setattr(ml.trainer, "compile_model", lambda model, mode: model)  # the phase, not the compiler
+    callbacks = StopAfter(10**9)
+    train(
+        spec(compile="default", gradcam_misclassified=0),
+        data_dir=fmnist_data_dir,
+        out_dir=tmp_path,
+        callbacks=callbacks,
+    )
+    phases = [p.get("phase") for p in callbacks.progress]
+    assert phases.index("compiling") == phases.index("training") - 1 and phases.count("compiling") == 1

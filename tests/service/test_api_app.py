@@ -14,6 +14,7 @@ from ml.specs import TrainSpec
 from service.routers.catalogue import PRESETS
 
 DEAD_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
+LABELS = {"name", "tags", "note"}  # beside the spec in a submission
 
 CONTRACT = {
     "/health": {"get"},
@@ -23,7 +24,7 @@ CONTRACT = {
     "/jobs": {"get"},
     "/jobs/lr-finder": {"post"},
     "/jobs/train": {"post"},
-    "/jobs/{job_id}": {"get"},
+    "/jobs/{job_id}": {"get", "patch", "delete"},
     "/jobs/{job_id}/cancel": {"post"},
     "/jobs/{job_id}/metrics": {"get"},
     "/jobs/{job_id}/artifacts": {"get"},
@@ -45,7 +46,10 @@ def test_openapi_has_every_contract_path(client: TestClient) -> None:
     for path, methods in CONTRACT.items():
         assert methods <= set(document["paths"].get(path, {})), path
     train = document["paths"]["/jobs/train"]["post"]
-    assert "202" in train["responses"] and "TrainSpec" in str(train["requestBody"])
+    assert "202" in train["responses"] and "TrainJobCreate" in str(train["requestBody"])
+    schemas = document["components"]["schemas"]  # the spec, and the run's labels beside it
+    assert set(schemas["TrainJobCreate"]["properties"]) == set(schemas["TrainSpec"]["properties"]) | LABELS
+    assert set(schemas["LRFinderJobCreate"]["properties"]) == set(schemas["LRFinderSpec"]["properties"]) | LABELS
     upload = document["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(upload["properties"]) == {"file", "files"}
     query = {p["name"] for p in document["paths"]["/predict"]["post"]["parameters"]}

@@ -341,6 +341,12 @@ def test_lr_finder_metrics_are_the_curve(client: TestClient, session: Session) -
     running = put_job(session, kind="lr_finder", status="running")
     empty = client.get(f"/jobs/{running.id}/metrics").json()
     assert empty["lrs"] == [] and empty["suggested_lr"] is None and empty["status"] == "running"
+    so_far = {key: curve[key][:2] for key in ("lrs", "losses", "smoothed_losses", "trend_losses")}
+    assert store.heartbeat(session, running.id, {"step": 2, "steps": 3, "fraction": 0.67, "curve": so_far})
+    live = client.get(f"/jobs/{running.id}/metrics").json()  # the curve so far, from the progress
+    assert {key: live[key] for key in so_far} == so_far and live["suggested_lr"] is None
+    progress = client.get(f"/jobs/{running.id}").json()["progress"]
+    assert progress == {"step": 2, "steps": 3, "fraction": 0.67}, "the curve is served by /metrics only"
     job = put_job(session, kind="lr_finder", status="succeeded", result=curve)
     metrics = client.get(f"/jobs/{job.id}/metrics").json()
     assert metrics == {"job_id": job.id, "status": "succeeded", **curve, "warnings": []}

@@ -60,7 +60,10 @@ def test_sigterm_requeues_a_training_job_and_the_next_delivery_resumes_it(
     assert 1 <= len(kept) < 8, "the job finished before the shutdown"
     assert (settings.ARTIFACTS_DIR / job_id / "checkpoints" / "last" / "manifest.json").is_file()
     # nothing half-registered: no report, no checkpoint row; only the live LR steps of the kept epochs
-    assert [a.name for a in store.list_artifacts(session, job_id)] == ["lr_steps.json"] and job.checkpoint_id is None
+    assert [a.name for a in store.list_artifacts(session, job_id)] == [
+        "loss_steps.json",
+        "lr_steps.json",
+    ] and job.checkpoint_id is None
     assert get_broker(settings).queued_ids() == {job_id}  # sent again at once, not after QUEUED_GRACE_SECONDS
 
     shutdown.clear()  # the next worker

@@ -72,6 +72,7 @@ def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, se
     assert finder.status == "succeeded" and finder.error is None and finder.attempts == 1 and finder.worker
     assert finder.result is not None and 0 < len(finder.result["lrs"]) <= 10 and finder.result["suggested_lr"] > 0
     assert finder.progress["fraction"] == 1.0 and finder.finished_at >= finder.started_at  # type: ignore[operator]
+    assert finder.progress["step"] == len(finder.result["lrs"]) and "curve" not in finder.progress  # the result has it
     assert {a.name for a in store.list_artifacts(session, finder_id)} >= {"lr_finder.png", "metrics.json"}
     lr = finder.result["suggested_lr"]
 

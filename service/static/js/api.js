@@ -49,8 +49,11 @@ async function send(path, { method = "GET", json, body } = {}) {
     }
     const response = await fetch(path, { method, headers, body: payload });
     if (response.status !== 401) return response;
-    const detail = (await response.json().catch(() => ({}))).detail || "API key needed";
-    await askKey(`${detail}. Enter the server's API_KEY: it is kept in this browser's storage, never in a URL.`);
+    const detail = String((await response.json().catch(() => ({}))).detail || "missing API key");
+    // the server's words, less the header they name (this page sends it): what is wrong, in plain words
+    const reason = detail.startsWith("wrong API key") ? "wrong API key: the key this browser kept was refused."
+      : detail.startsWith("missing API key") ? "missing API key: this server answers only with its key." : detail;
+    await askKey(reason);
   }
 }
 

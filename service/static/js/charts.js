@@ -16,28 +16,51 @@ function percentRange(u, min, max) {
   return [Math.max(0, min - pad), Math.min(1, max + pad)];
 }
 
+const LABEL_ROW = 14; // px between the rows of marker labels
+const LABEL_GAP = 6; // px kept between two labels on one row
+
+/** Each label beside its line (left of it where the right edge would cut it), on the first row where
+ * it overlaps no other label: close markers never print over each other. Boxes in CSS pixels. */
+export function layoutLabels(items, left, right) {
+  const rows = [];
+  return items.map((item) => {
+    const x0 = item.x + 4 + item.width > right ? Math.max(left, item.x - 4 - item.width) : item.x + 4;
+    const box = { x0, x1: x0 + item.width };
+    let row = rows.findIndex((placed) => placed.every((b) => box.x1 + LABEL_GAP <= b.x0 || box.x0 >= b.x1 + LABEL_GAP));
+    if (row < 0) row = rows.push([]) - 1;
+    rows[row].push(box);
+    return { ...box, row };
+  });
+}
+
 function markerPlugin(markers) {
   return {
     hooks: {
       draw: [
         (u) => {
           const ctx = u.ctx;
-          const { top, height } = u.bbox;
+          const ratio = devicePixelRatio;
+          const { left, top, width, height } = u.bbox;
           ctx.save();
-          ctx.font = `${12 * devicePixelRatio}px system-ui, sans-serif`;
-          markers.forEach((marker, index) => {
-            const x = u.valToPos(marker.x, "x", true);
-            if (!isFinite(x)) return;
+          ctx.font = `${12 * ratio}px system-ui, sans-serif`;
+          ctx.textAlign = "left"; // uPlot leaves the y axis's "right" set: labels would end at their box's start
+          ctx.textBaseline = "alphabetic";
+          const shown = markers.map((marker) => ({ marker, x: u.valToPos(marker.x, "x", true) }))
+            .filter(({ x }) => isFinite(x)).sort((a, b) => a.x - b.x);
+          const boxes = layoutLabels(shown.map(({ marker, x }) =>
+            ({ x: x / ratio, width: ctx.measureText(marker.label).width / ratio })), left / ratio, (left + width) / ratio);
+          shown.forEach(({ marker, x }, index) => {
             ctx.strokeStyle = ctx.fillStyle = marker.color;
-            ctx.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
-            ctx.lineWidth = 1.5 * devicePixelRatio;
+            ctx.setLineDash([5 * ratio, 4 * ratio]);
+            ctx.lineWidth = 1.5 * ratio;
             ctx.beginPath();
             ctx.moveTo(x, top);
             ctx.lineTo(x, top + height);
             ctx.stroke();
-            ctx.fillText(marker.label, x + 4 * devicePixelRatio, top + (14 + 14 * index) * devicePixelRatio);
+            ctx.fillText(marker.label, boxes[index].x0 * ratio, top + (14 + LABEL_ROW * boxes[index].row) * ratio);
           });
           ctx.restore();
+          u.root.dataset.labels = JSON.stringify(boxes.map((b) => [Math.round(b.x0), Math.round(b.x1), b.row]));
         },
       ],
     },
@@ -46,7 +69,8 @@ function markerPlugin(markers) {
 
 /**
  * A chart in `box`: `series` = [{label, color, dash}], data = [xs, ys1, ys2...].
- * options: {title, xLabel, yLabel, logX, logY, percentY, integerX, markers, points, height}. Returns {update(data), destroy()}.
+ * options: {title, xLabel, yLabel, logX, logY, percentY, yRange (uPlot's range function), integerX, markers, points,
+ * height}. Returns {update(data), destroy()}.
  */
 export function lineChart(box, series, data, options = {}) {
   const height = options.height || 240;
@@ -58,7 +82,7 @@ export function lineChart(box, series, data, options = {}) {
     plugins: options.markers ? [markerPlugin(options.markers)] : [],
     scales: {
       x: { time: false, distr: options.logX ? 3 : 1 },
-      y: { distr: options.logY ? 3 : 1, range: options.percentY ? percentRange : undefined },
+      y: { distr: options.logY ? 3 : 1, range: options.yRange ?? (options.percentY ? percentRange : undefined) },
     },
     axes: [
       { label: options.xLabel, values: options.logX ? (u, vals) => vals.map(expText) : undefined,

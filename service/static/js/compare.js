@@ -1,12 +1,27 @@
-// Compare training jobs: their curves overlaid and their specs side by side, differences highlighted.
+// Compare training jobs, each by its name: their curves overlaid (the LR per step too), per-class
+// accuracy side by side, a parallel-coordinates view of settings against accuracy (three or more runs),
+// and their specs side by side, differences highlighted.
 
-import { api } from "./api.js";
+import { api, artifactJson } from "./api.js";
 import { COLORS, lineChart } from "./charts.js";
 import { clear, duration, h, pct, seconds, statusBadge } from "./dom.js";
+import { displayName, tagChips } from "./jobs.js";
 
 const CURVES = [
   ["test_acc", "Test accuracy", true], ["train_acc", "Train accuracy", true],
   ["test_loss", "Test loss", false], ["train_loss", "Train loss", false],
+];
+const short = (v) => String(Number(v.toPrecision(3))); // 0.001, not 0.00100
+// The parallel-coordinates axes: [label, value of (job, metrics), log scale, format].
+const AXES = [
+  ["lr", (job) => (typeof job.lr === "number" ? job.lr : job.params.optimizer?.lr), true, short],
+  ["epochs", (job) => job.params.epochs, false, String],
+  ["batch size", (job) => job.params.batch_size, false, String],
+  ["width", (job) => job.params.model?.width, false, String],
+  ["weight decay", (job) => job.params.optimizer?.weight_decay, false, short],
+  ["label smoothing", (job) => job.params.label_smoothing, false, String],
+  ["best test acc", (job, m) => m.best?.test_acc, false, (v) => pct(v, 1)],
+  ["last test acc", (job, m) => m.last?.test_acc, false, (v) => pct(v, 1)],
 ];
 
 /** {"optimizer.lr": 0.05, ...}: nested objects flattened to dotted keys (lists stay whole). */
@@ -29,13 +44,21 @@ async function picker(root) {
   clear(root, h("h1", {}, "Compare"), h("p", {}, "Pick two or more training jobs."),
     h("ul", { class: "pick" }, jobs.map((job) => h("li", {}, h("label", {},
       h("input", { type: "checkbox", onchange: (e) => toggle(job.id, e.target.checked) }),
-      h("span", { class: "mono" }, ` ${job.id.slice(0, 8)} `), statusBadge(job.status),
+      h("span", { class: job.name ? "" : "mono" }, ` ${displayName(job)} `), statusBadge(job.status),
       ` ${job.params.dataset.name} · ${job.params.model?.name ?? "resnet18"} · ${job.params.epochs} epochs`,
-      job.best ? ` · ${pct(job.best.test_acc)}` : "")))),
+      job.best ? ` · ${pct(job.best.test_acc)}` : "", job.tags?.length ? [" ", tagChips(job.tags)] : null)))),
     go);
 }
 
-function specTable(jobs) {
+function swatch(color) {
+  return h("span", { class: "swatch", style: `background:${color}` });
+}
+
+function runHeader(job, color) {
+  return h("th", { title: job.id, class: "run-col" }, swatch(color), ` ${displayName(job)}`);
+}
+
+function specTable(jobs, colors) {
   const flat = jobs.map((job) => flatten(job.params));
   const keys = [...new Set(flat.flatMap(Object.keys))].sort();
   const rows = keys.map((key) => {
@@ -45,8 +68,7 @@ function specTable(jobs) {
       values.map((v) => h("td", { class: "mono" }, v)));
   });
   const table = h("table", { class: "spec-compare" },
-    h("thead", {}, h("tr", {}, h("th", {}, "field"), jobs.map((j, i) =>
-      h("th", {}, h("span", { class: "swatch", style: `background:${COLORS[i % COLORS.length]}` }), ` ${j.id.slice(0, 8)}`)))),
+    h("thead", {}, h("tr", {}, h("th", {}, "field"), jobs.map((job, i) => runHeader(job, colors[i])))),
     h("tbody", {}, rows));
   const onlyDiff = h("input", { type: "checkbox", id: "only-diff",
     onchange: (e) => table.classList.toggle("only-diff", e.target.checked) });
@@ -56,34 +78,154 @@ function specTable(jobs) {
     h("div", { class: "table-wrap" }, table));
 }
 
+function summaryTable(jobs, metrics, colors) {
+  return h("section", { class: "card" }, h("div", { class: "table-wrap" }, h("table", { id: "compare-summary" },
+    h("thead", {}, h("tr", {}, ["", "run", "tags", "status", "last test acc", "best test acc", "best chosen on",
+      "test-time flip", "epochs", "duration"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, jobs.map((job, i) => h("tr", {},
+      h("td", {}, swatch(colors[i])),
+      h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: job.name ? "" : "mono", title: job.id }, displayName(job))),
+      h("td", {}, tagChips(job.tags)),
+      h("td", {}, statusBadge(job.status)),
+      h("td", { class: "num" }, pct(metrics[i].last?.test_acc)),
+      h("td", { class: "num" }, pct(metrics[i].best?.test_acc)),
+      h("td", {}, metrics[i].best ? metrics[i].selected_on : "—"),
+      h("td", {}, metrics[i].test_time_flip ? "yes" : "no"),
+      h("td", { class: "num" }, String((metrics[i].epochs || []).length)),
+      h("td", { class: "num" }, seconds(duration(job)))))))));
+}
+
+/** Per-class test accuracy, a column per run; each class's best run in bold. */
+function perClassTable(jobs, metrics, colors) {
+  const perClass = metrics.map((m) => m.per_class_accuracy || null);
+  const classes = [...new Set(perClass.flatMap((p) => Object.keys(p || {})))];
+  if (!classes.length) {
+    return h("section", { class: "card" }, h("h2", {}, "Per-class accuracy"),
+      h("p", { class: "muted" }, "None of these runs has finished with per-class accuracy yet."));
+  }
+  const rows = classes.map((name) => {
+    const values = perClass.map((p) => p?.[name]);
+    const top = Math.max(...values.filter((v) => typeof v === "number"));
+    return h("tr", {}, h("th", {}, name), values.map((v) =>
+      h("td", { class: v === top && values.filter((x) => x === top).length < values.length ? "num best-run" : "num" }, pct(v, 1))));
+  });
+  return h("section", { class: "card" }, h("h2", {}, "Per-class accuracy"),
+    h("p", { class: "muted" }, "Test accuracy of each class once a run has finished; the best run of each class in bold."),
+    h("div", { class: "table-wrap" }, h("table", { id: "per-class", class: "per-class" },
+      h("thead", {}, h("tr", {}, h("th", {}, "class"), jobs.map((job, i) => runHeader(job, colors[i])))),
+      h("tbody", {}, rows))));
+}
+
+/** Where each run sits on each axis, 0 (bottom) to 1 (top); null where a run has no value. */
+export function axisPositions(values, log) {
+  const scaled = values.map((v) => (typeof v === "number" && (!log || v > 0) ? (log ? Math.log10(v) : v) : null));
+  const known = scaled.filter((v) => v !== null);
+  const low = Math.min(...known), high = Math.max(...known);
+  return scaled.map((v) => (v === null ? null : high > low ? (v - low) / (high - low) : 0.5));
+}
+
+function drawParallel(canvas, jobs, metrics, colors) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(canvas.parentElement.clientWidth, 480), height = 300;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${height}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  const left = 50, right = width - 50, top = 34, bottom = height - 40;
+  const x = (i) => left + (i * (right - left)) / (AXES.length - 1);
+  const y = (p) => bottom - p * (bottom - top);
+  const columns = AXES.map(([, read, log]) => {
+    const values = jobs.map((job, r) => read(job, metrics[r]));
+    return { values, positions: axisPositions(values, log) };
+  });
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  AXES.forEach(([label, , , format], i) => {
+    ctx.strokeStyle = "#9ca3af";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(x(i), top);
+    ctx.lineTo(x(i), bottom);
+    ctx.stroke();
+    ctx.fillStyle = "#111827";
+    ctx.fillText(label, x(i), top - 16);
+    const known = columns[i].values.map((v, r) => [v, columns[i].positions[r]]).filter(([, p]) => p !== null);
+    const lowest = known.reduce((a, b) => (b[1] < a[1] ? b : a), known[0]);
+    const highest = known.reduce((a, b) => (b[1] > a[1] ? b : a), known[0]);
+    ctx.fillStyle = "#6b7280";
+    if (highest) ctx.fillText(format(highest[0]), x(i), top - 3);
+    if (lowest && lowest !== highest) ctx.fillText(format(lowest[0]), x(i), bottom + 15);
+  });
+  jobs.forEach((job, r) => {
+    ctx.strokeStyle = colors[r];
+    ctx.lineWidth = 2.5;
+    ctx.beginPath();
+    let drawing = false;
+    columns.forEach(({ positions }, i) => {
+      if (positions[r] === null) return void (drawing = false); // a gap where the run has no value
+      drawing ? ctx.lineTo(x(i), y(positions[r])) : ctx.moveTo(x(i), y(positions[r]));
+      drawing = true;
+    });
+    ctx.stroke();
+  });
+}
+
+function parallelSection(jobs, metrics, colors, page) {
+  const canvas = h("canvas", { id: "parallel-coords", role: "img",
+    "aria-label": `parallel coordinates of ${jobs.length} runs: ${AXES.map(([label]) => label).join(", ")}` });
+  const legend = h("ul", { class: "legend", id: "parallel-legend" },
+    jobs.map((job, i) => h("li", {}, swatch(colors[i]), ` ${displayName(job)}`)));
+  const section = h("section", { class: "card" }, h("h2", {}, "Settings against accuracy"),
+    h("p", { class: "muted" }, "One line per run across its settings and accuracies; each axis spans the runs' values (lr on a log scale)."),
+    h("div", { class: "parallel" }, canvas), legend);
+  requestAnimationFrame(() => page.alive && drawParallel(canvas, jobs, metrics, colors));
+  const observer = new ResizeObserver(() => page.alive && drawParallel(canvas, jobs, metrics, colors));
+  requestAnimationFrame(() => observer.observe(section));
+  page.onLeave(() => observer.disconnect());
+  return section;
+}
+
+async function lrSteps(job) {
+  try {
+    return await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
+  } catch (error) {
+    if (error.status === 404) return null; // not written yet, or a job from before it was recorded
+    throw error;
+  }
+}
+
 export async function render(root, { page, query }) {
   const ids = (query.ids || "").split(",").filter(Boolean);
   if (ids.length < 2) return picker(root);
   const jobs = await Promise.all(ids.map((id) => api(`/jobs/${id}`)));
   const metrics = await Promise.all(ids.map((id) => api(`/jobs/${id}/metrics`)));
+  const steps = await Promise.all(jobs.map(lrSteps));
+  const colors = jobs.map((_, i) => COLORS[i % COLORS.length]);
   const maxEpoch = Math.max(1, ...metrics.map((m) => (m.epochs || []).length ? m.epochs[m.epochs.length - 1].epoch : 0));
   const xs = Array.from({ length: maxEpoch }, (_, i) => i + 1);
-  const series = jobs.map((job, i) => ({ label: job.id.slice(0, 8), color: COLORS[i % COLORS.length] }));
+  const series = jobs.map((job, i) => ({ label: displayName(job), color: colors[i] }));
   const chartBoxes = CURVES.map(([key]) => h("div", { class: "chart", id: `compare-${key}` }));
-  clear(root, h("h1", {}, `Compare ${jobs.length} jobs`),
-    h("section", { class: "card" }, h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["", "job", "status", "last test acc", "best test acc", "best chosen on",
-        "test-time flip", "epochs", "duration"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, jobs.map((job, i) => h("tr", {},
-        h("td", {}, h("span", { class: "swatch", style: `background:${series[i].color}` })),
-        h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id.slice(0, 8))),
-        h("td", {}, statusBadge(job.status)),
-        h("td", { class: "num" }, pct(metrics[i].last?.test_acc)),
-        h("td", { class: "num" }, pct(metrics[i].best?.test_acc)),
-        h("td", {}, metrics[i].best ? metrics[i].selected_on : "—"),
-        h("td", {}, metrics[i].test_time_flip ? "yes" : "no"),
-        h("td", { class: "num" }, String((metrics[i].epochs || []).length)),
-        h("td", { class: "num" }, seconds(duration(job))))))))),
-    h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" }, chartBoxes)),
-    specTable(jobs));
+  const lrBox = h("div", { class: "chart", id: "compare-lr-steps" });
+  const haveSteps = steps.some((s) => s?.length);
+  clear(root, h("h1", {}, `Compare ${jobs.length} runs`),
+    summaryTable(jobs, metrics, colors),
+    h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" }, chartBoxes,
+      haveSteps ? lrBox : null)),
+    perClassTable(jobs, metrics, colors),
+    jobs.length >= 3 ? parallelSection(jobs, metrics, colors, page) : null,
+    specTable(jobs, colors));
   CURVES.forEach(([key, title, percent], index) => {
     const data = [xs, ...metrics.map((m) => xs.map((epoch) => (m.epochs || []).find((r) => r.epoch === epoch)?.[key] ?? null))];
     const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent, integerX: true });
     page.onLeave(chart.destroy);
   });
+  if (haveSteps) {
+    const longest = Math.max(...steps.map((s) => s?.length || 0));
+    const stepXs = Array.from({ length: longest }, (_, i) => i + 1);
+    const data = [stepXs, ...steps.map((s) => stepXs.map((_, i) => s?.[i] ?? null))];
+    const chart = lineChart(lrBox, series, data, { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
+    page.onLeave(chart.destroy);
+  }
 }

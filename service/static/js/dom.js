@@ -88,10 +88,26 @@ export function copyButton(label, text) {
   return button;
 }
 
+const LIGHTBOX = { width: 0.95, height: 0.9, bar: 48 }; // of the viewport; px of caption and close button
+
+/** The larger view: the image as large as the viewport allows (scaled up too), never smaller than its
+ * natural size where that fits. */
 export function openLightbox(src, caption) {
   const dialog = document.getElementById("lightbox");
-  document.getElementById("lightbox-img").src = src;
+  const image = document.getElementById("lightbox-img");
+  const fit = () => {
+    if (!image.naturalWidth) return;
+    const scale = Math.min((LIGHTBOX.width * innerWidth) / image.naturalWidth,
+      (LIGHTBOX.height * innerHeight - LIGHTBOX.bar) / image.naturalHeight);
+    image.style.width = `${Math.floor(image.naturalWidth * scale)}px`;
+  };
+  image.onload = fit;
+  image.style.width = "";
+  image.src = src;
   document.getElementById("lightbox-caption").textContent = caption;
+  fit();
+  window.addEventListener("resize", fit);
+  dialog.addEventListener("close", () => window.removeEventListener("resize", fit), { once: true });
   dialog.showModal();
 }
 

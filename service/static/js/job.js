@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
 import * as lrView from "./lr_view.js";
+import { runHead } from "./run_labels.js";
 import * as trainView from "./train_view.js";
 
 const POLL_MS = 1500; // live curves: one metrics read per 1.5 s while the job runs
@@ -15,13 +16,30 @@ export function eta(job) {
   return (elapsed * (1 - fraction)) / fraction;
 }
 
-function progressText(job) {
+// What a running job is doing besides its steps: the first seconds of a job are no longer blank.
+const PHASES = {
+  "loading data": "loading the data",
+  compiling: "compiling the model (kept for later jobs)",
+  evaluating: "evaluating",
+  "writing the report": "writing the report (confusion matrix, GradCAM)",
+};
+
+function megabytes(bytes) {
+  return bytes ? `${(bytes / 1e6).toFixed(0)} MB` : "?";
+}
+
+export function progressText(job) {
   const p = job.progress || {};
   if (job.status === "queued") return "waiting for a worker";
   const parts = [];
+  if (job.status === "running" && p.phase === "downloading") {
+    parts.push(`downloading ${p.downloading}: ${megabytes(p.downloaded_bytes)} of ${megabytes(p.total_bytes)}`);
+  } else if (job.status === "running" && PHASES[p.phase]) parts.push(PHASES[p.phase]);
   if (p.epochs) parts.push(`epoch ${p.epoch ?? 0} / ${p.epochs}`);
-  if (p.steps) parts.push(`step ${p.step ?? 0} / ${p.steps}`);
-  if (p.fraction !== undefined) parts.push(`${(100 * p.fraction).toFixed(1)}%`);
+  if (p.stop_reason) parts.push(`stopped at iteration ${p.step} of ${p.steps} (${p.stop_reason})`); // an LR finder's early stop
+  else if (p.steps) parts.push(`step ${p.step ?? 0} / ${p.steps}`);
+  if (job.status === "running" && p.loss !== undefined) parts.push(`train loss ${p.loss.toFixed(3)}`);
+  if (p.fraction !== undefined && !p.stop_reason) parts.push(`${(100 * p.fraction).toFixed(1)}%`);
   if (job.status === "running" && eta(job) !== null) parts.push(`ETA ${seconds(eta(job))}`);
   if (ENDED.includes(job.status)) parts.push(`took ${seconds(duration(job))}`);
   return parts.join(" · ");
@@ -77,9 +95,10 @@ export async function render(root, { page, args }) {
   const progressBox = h("section", { class: "card progress", id: "progress" });
   const viewBox = h("div", { class: "view" });
   const lrBox = h("span", {}, lrNote(job));
+  const head = runHead(job, title); // name, tags, note (editable) and Delete
   clear(root,
     h("div", { class: "page-head" },
-      h("h1", {}, `${title} `, h("span", { class: "mono" }, id.slice(0, 8))),
+      head.element,
       h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
         job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
     progressBox, viewBox, specSection(job));
@@ -97,6 +116,7 @@ export async function render(root, { page, args }) {
     job = await api(`/jobs/${id}`);
     if (!page.alive) return false;
     renderProgress(progressBox, job, cancel);
+    head.update(job);
     clear(lrBox, lrNote(job)); // "auto" is resolved when the job ends
     const ended = await view.refresh(job);
     return !ended;

@@ -124,7 +124,23 @@ function objectFields(prefix, schema, spec, skip = []) {
   });
 }
 
-/** Fieldsets for a spec schema: one per nested object (dataset, model, optimizer, scheduler), then the rest. */
+// What most jobs change, first and open, in this order (of a scheduler its kind and key numbers);
+// everything else under a collapsed "Advanced".
+const ESSENTIAL = {
+  TrainSpec: ["dataset.name", "dataset.id", "dataset.train_subset", "dataset.test_subset", "model.name", "model.width",
+    "epochs", "batch_size", "optimizer.lr", "optimizer.lr_finder_job", "scheduler.name", "scheduler.max_lr",
+    "scheduler.pct_start", "scheduler.peak_epoch", "scheduler.factor", "scheduler.patience", "scheduler.base_lr",
+    "scheduler.step_size_up"],
+  LRFinderSpec: ["dataset.name", "dataset.id", "dataset.train_subset", "model.name", "model.width", "batch_size",
+    "start_lr", "end_lr", "num_iter"],
+};
+
+function essentialRank(schemaName, path) {
+  return (ESSENTIAL[schemaName] || []).indexOf(path);
+}
+
+/** The form of a spec schema: an "essentials" fieldset, then a collapsed <details class="advanced"> with
+ * one fieldset per nested object (dataset, model, optimizer, scheduler) and one of the rest. */
 export function specFieldsets(schemaName, spec) {
   const schema = schemas[schemaName];
   const groups = [];
@@ -135,7 +151,30 @@ export function specFieldsets(schemaName, spec) {
     else general.push(field(name, name, prop, spec));
   }
   groups.push([schemaName === "TrainSpec" ? "training" : "range test", general]);
-  return groups.map(([name, fields]) => h("fieldset", { class: "group" }, h("legend", {}, label(name)), fields));
+  const rank = (element) => essentialRank(schemaName, element.dataset.field);
+  const essentials = groups.flatMap(([, fields]) => fields.filter((f) => rank(f) >= 0));
+  essentials.sort((a, b) => rank(a) - rank(b));
+  const rest = groups.map(([name, fields]) => [name, fields.filter((f) => rank(f) < 0)]).filter(([, fields]) => fields.length);
+  return [
+    h("fieldset", { class: "group essentials" }, h("legend", {}, "essentials"), essentials),
+    h("details", { class: "advanced" }, h("summary", {}, "Advanced: ", rest.map(([name]) => label(name)).join(", ")),
+      h("div", { class: "form-groups" },
+        rest.map(([name, fields]) => h("fieldset", { class: "group" }, h("legend", {}, label(name)), fields)))),
+  ];
+}
+
+/** A property's default in the API schema, by its dotted path from a spec schema ("epochs", "scheduler.factor"
+ * with the union member given as `member`); undefined when the schema gives none. */
+export function defaultAt(schemaName, path, member) {
+  let schema = schemas[schemaName];
+  let prop = null;
+  for (const key of path.split(".")) {
+    prop = schema?.properties?.[key];
+    if (!prop) return undefined;
+    const ref = prop.$ref || (prop.discriminator && member ? prop.discriminator.mapping[member] : null);
+    schema = ref ? schemas[refName(ref)] : null;
+  }
+  return prop?.default;
 }
 
 /** Reads one edited input into the spec. */

@@ -4,6 +4,7 @@
 import { api, artifactJson, blobUrl } from "./api.js";
 import { epochSeries, lineChart } from "./charts.js";
 import { clear, ENDED, errorBox, h, openLightbox, pct } from "./dom.js";
+import { confusionTable, examplesExplorer, MAX_TABLE_CLASSES } from "./examples.js";
 
 // The galleries, in the order a person looks at them; titles on every tile are "pred: X / true: Y".
 export const GALLERIES = [
@@ -38,8 +39,12 @@ function gallery(job, names) {
   return h("div", { class: "gallery" }, tabs, caption, image);
 }
 
-function perClass(accuracy) {
+function perClass(accuracy, status) {
   const entries = Object.entries(accuracy || {});
+  if (!entries.length && ENDED.includes(status)) { // the report is of the best epoch's model: no epoch, none
+    return h("p", { class: "muted" }, `No per-class accuracy: the job ${status === "cancelled" ? "was cancelled" : status} `
+      + "before an epoch finished.");
+  }
   if (!entries.length) return h("p", { class: "muted" }, "Per-class accuracy appears when the job ends.");
   const worst = Math.min(...entries.map(([, v]) => v ?? 1));
   return h("div", { class: "bars", id: "per-class" }, entries.map(([name, value]) =>
@@ -79,17 +84,31 @@ export function accuracyText(metrics) {
     ? `${lastText}, also the best epoch (chosen on the test set)` : [lastText, chosen].filter(Boolean).join(" · ");
 }
 
+// The matrix as a table whose cells show their images in the explorer; the PNG for a run without
+// examples.json, or with too many classes for a table.
+async function confusionView(job, names, cells, explorer) {
+  if (cells && cells.classes.length <= MAX_TABLE_CLASSES) {
+    const table = confusionTable(cells, (t, p) => explorer.pick(t, p));
+    explorer.listen((state) => table.mark(state.true_class, state.pred_class));
+    return [table.element,
+      h("p", { class: "muted" }, "Rows: true class; columns: predicted. Click a cell to see its test images below.")];
+  }
+  return names.has("confusion_matrix.png") ? artifactImage(job, "confusion_matrix.png", "confusion matrix")
+    : h("p", { class: "muted" }, "not rendered");
+}
+
 async function results(box, job, metrics) {
   const names = new Set((await api(`/jobs/${job.id}/artifacts`)).artifacts.map((a) => a.name));
+  const cells = names.has("examples.json") ? await api(`/jobs/${job.id}/confusion`) : null;
+  const explorer = cells ? examplesExplorer(job, cells.classes) : null;
   clear(box,
     h("section", { class: "card" }, h("h2", {}, "Result"), h("p", { id: "result-accuracy" }, accuracyText(metrics),
       metrics.stop_reason ? ` · stopped: ${metrics.stop_reason}` : "")),
     h("div", { class: "grid2" },
-      h("section", { class: "card" }, h("h2", {}, "Per-class accuracy"), perClass(metrics.per_class_accuracy)),
-      h("section", { class: "card" }, h("h2", {}, "Confusion matrix"),
-        names.has("confusion_matrix.png") ? await artifactImage(job, "confusion_matrix.png", "confusion matrix")
-          : h("p", { class: "muted" }, "not rendered"))),
-    h("section", { class: "card", id: "galleries" }, h("h2", {}, "Mistakes and GradCAM"), gallery(job, names)),
+      h("section", { class: "card" }, h("h2", {}, "Per-class accuracy"), perClass(metrics.per_class_accuracy, metrics.status)),
+      h("section", { class: "card" }, h("h2", {}, "Confusion matrix"), await confusionView(job, names, cells, explorer))),
+    h("section", { class: "card", id: "galleries" }, h("h2", {}, "Mistakes and GradCAM"),
+      explorer ? [explorer.element, h("h3", {}, "Grids")] : null, gallery(job, names)),
     h("section", { class: "card", id: "checkpoint" }, h("h2", {}, "Checkpoint"), await checkpointCard(job)));
 }
 
@@ -105,19 +124,53 @@ function needsLog(records) {
   return losses.length > 0 && Math.max(...losses) / Math.min(...losses) > LOG_LOSS_RATIO;
 }
 
+const STEP_SMOOTHING = 0.6; // TensorBoard's default weight of the smoothed train loss per step
+
+/** [steps, losses, smoothed]: the train loss per reported window (loss_steps.json and live progress)
+ * and its exponential moving average, debiased as TensorBoard draws it. */
+export function stepLossSeries(points) {
+  const steps = [...points.keys()].sort((a, b) => a - b);
+  const losses = steps.map((s) => points.get(s));
+  let average = 0;
+  const smoothed = losses.map((value, i) => {
+    average = STEP_SMOOTHING * average + (1 - STEP_SMOOTHING) * value;
+    return average / (1 - STEP_SMOOTHING ** (i + 1));
+  });
+  return [steps, losses, smoothed];
+}
+
 export function mount(box, job, page) {
   const acc = chartBox("chart-accuracy"), loss = chartBox("chart-loss"), lr = chartBox("chart-lr");
+  const stepLoss = chartBox("chart-step-loss");
   const resultsBox = h("div");
   clear(box, h("section", { class: "card" }, h("h2", {}, "Curves"),
-    h("div", { class: "charts" }, acc, loss, lr)), resultsBox);
+    h("div", { class: "charts" }, acc, loss, stepLoss, lr)), resultsBox);
+  const stepPoints = new Map(); // global step -> mean train loss of the steps before it since the last point
   const records = [];
   const charts = {
     acc: lineChart(acc, [{ label: "train" }, { label: "test" }], [[], [], []],
       { title: "Accuracy", xLabel: "epoch", percentY: true, integerX: true }),
     loss: lossChart(loss, false),
     lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate per epoch", xLabel: "epoch", integerX: true }),
+    stepLoss: lineChart(stepLoss, [{ label: "train loss" }, { label: "smoothed" }], [[], [], []],
+      { title: "Train loss per step (mean of each 10)", xLabel: "step", integerX: true, points: false }),
   };
-  page.onLeave(() => [charts.acc, charts.loss, charts.lr].forEach((c) => c.destroy()));
+  page.onLeave(() => [charts.acc, charts.loss, charts.lr, charts.stepLoss].forEach((c) => c.destroy()));
+
+  // loss_steps.json (registered with every epoch) holds the finished epochs; progress adds the live point.
+  const showStepLoss = async (current, newEpochs) => {
+    if (newEpochs) {
+      try {
+        const { steps } = await artifactJson(`/jobs/${job.id}/artifacts/loss_steps.json`);
+        steps.forEach(([step, value]) => stepPoints.set(step, value));
+      } catch (error) {
+        if (error.status !== 404) throw error;
+      }
+    }
+    const p = current.progress || {};
+    if (current.status === "running" && p.loss !== undefined && p.steps) stepPoints.set((p.epoch - 1) * p.steps + p.step, p.loss);
+    if (page.alive && stepPoints.size) charts.stepLoss.update(stepLossSeries(stepPoints));
+  };
 
   // The LR per step from lr_steps.json (the worker registers it with every epoch); per epoch before that.
   const showLr = async () => {
@@ -153,6 +206,7 @@ export function mount(box, job, page) {
       box.dataset.epochs = String(records.length);
       const ended = ENDED.includes(metrics.status) && ENDED.includes(current.status);
       if (records.length !== before || ended) await showLr(); // new epochs: new steps
+      await showStepLoss(current, records.length !== before || ended || !stepPoints.size);
       if (!ended) return false;
       try {
         await results(resultsBox, current, metrics);
