@@ -112,7 +112,8 @@ def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Pa
     for name in PNG_ARTIFACTS:
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and min(image.size) >= 200, name
-    assert {p.name for p in result.artifacts} == set(PNG_ARTIFACTS)
+    assert {p.name for p in result.artifacts} == set(PNG_ARTIFACTS) | {"examples.json"}
+    assert json.loads((tmp_path / "examples.json").read_text())
     manifest = load_manifest(result.best_checkpoint)
     assert manifest["epoch"] == result.metrics["best"]["epoch"] and manifest["in_channels"] == 1
     assert manifest["classes"][9] == "Ankle boot" and manifest["spec"]["epochs"] == 2
