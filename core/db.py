@@ -162,6 +162,13 @@ class Checkpoint(Base):
         return ((self.job.result or {}).get("last") or {}).get("test_acc")
 
     @property
+    def temperature(self) -> float | None:
+        """The temperature fitted on its job's validation split, which /predict?calibrated=true applies;
+        None without one (no validation split, or a job from before calibration was measured)."""
+        fitted = ((self.job.result or {}).get("calibration") or {}).get("temperature") or {}
+        return float(fitted["value"]) if fitted.get("applied") else None
+
+    @property
     def _spec(self) -> dict[str, Any]:
         return self.job.params or {}
 

@@ -139,6 +139,18 @@ def _replace_folder(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def update_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Add (or replace) `fields` in the manifest of the checkpoint in `folder`, e.g. the temperature fitted
+    after training; the weights and their hash stay. Written to a sibling file and renamed into place."""
+    folder = Path(folder)
+    manifest: dict[str, Any] = load_manifest(folder) | json.loads(_dumps(fields))
+    _check_manifest(manifest, source=f"manifest of {folder} with {sorted(fields)}")
+    tmp = folder / f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(_dumps(manifest, indent=2))
+    os.replace(tmp, folder / MANIFEST_FILE)
+    return manifest
+
+
 # ----------------------------------------------------------------------------------- loading
 
 
@@ -266,6 +278,25 @@ def _check_optional(manifest: dict[str, Any], source: str) -> None:
     for key, kind in (("dataset", str), ("spec", dict), ("versions", dict)):
         if key in manifest and not isinstance(manifest[key], kind):
             raise CheckpointError(f"{source}: {key} must be a {kind.__name__}; got {manifest[key]!r}")
+    _check_temperature(manifest.get("temperature"), source)
+
+
+def _check_temperature(temperature: Any, source: str) -> None:
+    """`temperature` (ml.calibration; absent from checkpoints saved before it): {"value": T > 0, "applied":
+    bool, "fitted_on": "validation" | "test"}."""
+    if temperature is None:
+        return
+    if not (
+        isinstance(temperature, dict)
+        and _is_number(temperature.get("value"))
+        and temperature["value"] > 0
+        and isinstance(temperature.get("applied"), bool)
+        and temperature.get("fitted_on") in ("validation", "test")
+    ):
+        raise CheckpointError(
+            f"{source}: temperature must be {{'value': a number > 0, 'applied': a bool, 'fitted_on': "
+            f"'validation' or 'test'}}; got {temperature!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- training state

@@ -279,3 +279,24 @@ def plot_lr_finder(
     ax.set(xlabel="learning rate", ylabel="loss", title="LR range test")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_reliability(calibration: Mapping[str, Any], path: Path | str) -> Path:
+    """The reliability diagram of `calibration` (ml.calibration): each bin's accuracy against its mean
+    confidence, before and after the temperature, with the diagonal a calibrated model would follow."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    temperature = calibration["temperature"]
+    note = "" if temperature["applied"] else ", not applied"
+    for key, label, marker in (
+        (None, f"test, ECE {calibration['ece']:.3f}", "o"),
+        ("calibrated", f"T={temperature['value']:.2f}{note}, ECE {calibration['calibrated']['ece']:.3f}", "s"),
+    ):
+        bins = (calibration if key is None else calibration[key])["bins"]
+        used = [b for b in bins if b["count"]]
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker=marker, label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy")
+    ax.set_title("Reliability (test set, 15 bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

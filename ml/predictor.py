@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ml.calibration import applied_temperature
 from ml.checkpoints import load_model
 from ml.data import fit_image
 from ml.gradcam import check_method, explain, overlay, overlay_size, to_png_bytes
@@ -54,6 +55,8 @@ class Predictor:
         self.normalization = Normalization.of(self.manifest["mean"], self.manifest["std"])
         # evaluated on each image and its mirror image (TrainSpec.test_time_flip): predict and explain the same way
         self.test_time_flip = bool(self.manifest.get("spec", {}).get("test_time_flip", False))
+        # the temperature fitted on the validation split (ml.calibration), or None and why there is none
+        self.temperature, self.uncalibrated_reason = applied_temperature(self.manifest)
         # One lock for every forward pass: parallel passes would only fight over the same cores.
         self._lock = threading.Lock()
 
@@ -65,10 +68,11 @@ class Predictor:
         gradcam: bool = False,
         method: str = "gradcam",
         target: str = "pred",
+        calibrated: bool = False,
     ) -> list[dict[str, Any]]:
         """One dict per image: label, class_index, confidence, topk [{label, probability}], gradcam."""
         query = self.query(images, topk=topk, target=target)
-        return self.predict_many([query], gradcam=gradcam, method=method)[0]
+        return self.predict_many([query], gradcam=gradcam, method=method, calibrated=calibrated)[0]
 
     def query(self, images: list[Image.Image], *, topk: int = 3, target: str = "pred") -> Query:
         """`images` made ready for the model (upright, its channels and size) with what is asked of
@@ -80,11 +84,15 @@ class Predictor:
         return Query(pixels, topk=max(1, min(int(topk), len(self.classes))), target=target)
 
     def predict_many(
-        self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam"
+        self, queries: Sequence[Query], *, gradcam: bool = False, method: str = "gradcam", calibrated: bool = False
     ) -> list[list[dict[str, Any]]]:
         """Each query's results (as `predict`'s), from one forward pass, and one GradCAM backward, over
-        the images of all of them: how the API serves concurrent requests (service.batching)."""
+        the images of all of them: how the API serves concurrent requests (service.batching). With
+        `calibrated`, the probabilities of the logits divided by the checkpoint's fitted temperature
+        (ValueError when it has none); the predicted class, and so GradCAM's, stays the same."""
         check_method(method)
+        if calibrated and self.temperature is None:
+            raise ValueError(f"the checkpoint has no fitted temperature: {self.uncalibrated_reason}")
         sizes = [len(query.pixels) for query in queries]
         if not sum(sizes):
             return [[] for _ in queries]
@@ -106,9 +114,13 @@ class Predictor:
                     logits = self.model(batch)
                     if self.test_time_flip:
                         logits = flip_averaged(self.model, batch, logits)
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        scale = self.temperature if calibrated and self.temperature is not None else 1.0
+        probs = torch.softmax(logits.float() / scale, dim=1).cpu().numpy()
         ks = [query.topk for query in queries for _ in range(len(query.pixels))]
         results = [self._describe(row, k) for row, k in zip(probs, ks)]
+        if calibrated:  # said with each result: a batch's requests share the checkpoint, and so the T
+            for result in results:
+                result["temperature"] = scale
         if gradcam:
             for result, explanation in zip(results, self._overlays(pixels, cams, chosen, method)):
                 result["gradcam"] = explanation

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 DATASETS = ("cifar10", "fashion_mnist", "image_folder", "uploaded")
 MODELS = ("resnet18", "custom_resnet")
+MAX_PROBE_INDICES = 32  # test images a run explains every epoch: a strip a person can take in
 MAX_EPOCHS = 500  # a week of CPU time for a tiny model; more is a typo
 MAX_BATCH_SIZE = 4096  # a full H100 holds ResNet18 at 32x32 with room to spare
 COMPILE_MIN_STEPS = 500  # "auto" compiles runs with at least this many training steps
@@ -428,11 +429,32 @@ class TrainSpec(CommonSpec):
         "a few tenths of a percent on CIFAR-10 for twice the evaluation time; the accuracies, confusion matrix, "
         "misclassified images and /predict on the checkpoint all use it",
     )
+    probe_indices: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        max_length=MAX_PROBE_INDICES,
+        description="test images (positions in the test set, after test_subset) whose GradCAM maps of the "
+        f"predicted class are recorded at every epoch, at most {MAX_PROBE_INDICES}, each once; null = two a "
+        "class drawn from seed (GET /jobs/{id}/explanations serves them)",
+    )
     compile: CompileMode = Field(
         default="auto",
         description=f"torch.compile: auto (compile runs of >= {COMPILE_MIN_STEPS} training steps, eager "
         "below), off, or a torch.compile mode; reduce-overhead adds CUDA graphs on a GPU",
     )
+
+    @field_validator("probe_indices")
+    @classmethod
+    def _distinct_probes(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is None:
+            return None
+        repeated = sorted({i for i in value if value.count(i) > 1})
+        if repeated:
+            raise ValueError(f"probe_indices must name each test image once; {repeated} repeat")
+        dataset = info.data.get("dataset")
+        subset = dataset.test_subset if isinstance(dataset, DatasetSpec) else None
+        if subset is not None and max(value, default=0) >= subset:
+            raise ValueError(f"probe_indices must be below dataset.test_subset ({subset}); got {max(value)}")
+        return value
 
     @model_validator(mode="after")
     def _scheduler_fits(self) -> TrainSpec:

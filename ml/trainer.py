@@ -17,12 +17,14 @@ from ml.checkpoints import CheckpointError, load_manifest, load_model, load_trai
 from ml.compilation import compile_model, compiled_calls, resolve_mode
 from ml.data import DatasetBundle, ImageSet
 from ml.models import flip_averaged, unwrap
+from ml.probes import Probes
 from ml.progress import Callbacks, NullCallbacks
 from ml.reports import Report, write_report
 from ml.run import load_data, set_up
 from ml.runtime import autocast, memory_format, resolve_device, write_json
 from ml.schedulers import Schedule, build_schedule, current_lr
 from ml.specs import TrainSpec
+from ml.trust import HeldOut, Trust, write_trust
 
 REPORT_EVERY = 10  # batches between progress reports and stop-flag polls
 
@@ -85,6 +87,17 @@ class Trainer:
         self.compiled = False  # whether this process has run a compiled step yet (the first one compiles)
         self.best: dict[str, Any] | None = None
         self.start_epoch = 1
+        test = self.bundle.test
+        self.probes = Probes.create(
+            test.images,
+            test.labels,
+            list(self.bundle.classes),
+            seed=spec.seed,
+            indices=spec.probe_indices,
+            normalization=self.transforms.normalization,
+            flip=spec.test_time_flip,
+            out_dir=out_dir,
+        )
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -181,6 +194,14 @@ class Trainer:
         probabilities = torch.cat(chosen).cpu().numpy()
         return torch.cat(preds).cpu().numpy(), probabilities[:, 0], probabilities[:, 1]
 
+    @torch.inference_mode()
+    def held_out(self, model: nn.Module, *, validation: bool = False) -> HeldOut:
+        """The test (or validation) images, their labels and `model`'s float32 logits for them, in dataset
+        order, as evaluation computes them (test_time_flip included)."""
+        images = self.validation if validation and self.validation is not None else self.bundle.test
+        logits = torch.cat([logits for logits, _ in self._logits(model, validation=validation)]).cpu().numpy()
+        return HeldOut("validation" if validation else "test", images.images, images.labels, logits)
+
     def _logits(self, model: nn.Module | None, *, validation: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(logits, labels) of each batch of the test or validation set, in eval mode, in dataset order."""
         model = model or self.model
@@ -228,6 +249,7 @@ class Trainer:
         best = max(self.epochs, key=lambda r: (r[f"{self.key}_acc"], -r["epoch"]), default=None)
         self.best = None if best is None else self._summary(best)
         self._restore_best(done)
+        self.probes.restore(done)  # the next epoch's drift compares with this one's stored maps
         self.start_epoch = done + 1
         for record in self.epochs:
             self.callbacks.on_epoch(record)
@@ -292,6 +314,7 @@ class Trainer:
             },
             "seconds": round(stats.seconds, 3),
             "images_per_second": round(stats.images / stats.seconds, 1) if stats.seconds else None,
+            "attention_drift": self.probes.record(unwrap(self.model), epoch),  # writes probes/epoch_<N>.npz
         }
         test_acc = record["test_acc"]
         self.epochs.append(record)
@@ -388,6 +411,22 @@ class Trainer:
         )
         return write_report(report, model)
 
+    def _write_trust(self, best_folder: Path) -> Trust:
+        """Calibration and likely label errors of the best checkpoint's model (ml.trust); its manifest
+        gets the fitted temperature."""
+        model, _ = load_model(best_folder, device=self.device)
+        validation = self.held_out(model, validation=True) if self.val_loader is not None else None
+        return write_trust(
+            self.out_dir,
+            model,
+            test=self.held_out(model),
+            validation=validation,
+            classes=list(self.bundle.classes),
+            normalization=self.transforms.normalization,
+            test_time_flip=self.spec.test_time_flip,
+            checkpoint=best_folder,
+        )
+
     def _finish(self, stop_reason: str) -> TrainResult:
         checkpoints = self.out_dir / "checkpoints"
         metrics = self.metrics() | {"stop_reason": stop_reason}
@@ -396,6 +435,11 @@ class Trainer:
             steps = len(self.train_loader)
             self._report(self.epochs[-1]["epoch"], steps, steps, phase="writing the report")
             artifacts, metrics["per_class_accuracy"] = self._write_report(checkpoints / "best")
+            best, _ = load_model(checkpoints / "best", device=self.device)
+            metrics["faithfulness"] = self.probes.faithfulness(best, seed=self.spec.seed)
+            trust = self._write_trust(checkpoints / "best")
+            metrics["calibration"] = trust.calibration
+            artifacts += trust.artifacts
         self._write_metrics(metrics)
         has = self.epochs != []
         return TrainResult(

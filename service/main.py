@@ -25,7 +25,19 @@ from service.guards import Guard, SecurityHeaders
 from service.limits import ClientUploads, PredictGate, lower_priority
 from service.middleware import RequestContext
 from service.reconciler import reconcile_forever
-from service.routers import artifacts, catalogue, checkpoints, datasets, examples, health, job_logs, jobs, predict
+from service.routers import (
+    artifacts,
+    catalogue,
+    checkpoints,
+    datasets,
+    examples,
+    explanations,
+    health,
+    job_logs,
+    jobs,
+    label_issues,
+    predict,
+)
 
 logger = logging.getLogger(__name__)
 PROTECTED_ERRORS: Responses = {
@@ -90,6 +102,8 @@ def create_app() -> FastAPI:
         jobs.router,
         artifacts.router,
         examples.router,
+        explanations.router,
+        label_issues.router,
         job_logs.router,
         checkpoints.router,
         catalogue.router,

@@ -42,6 +42,10 @@ class UnusableCheckpoint(RuntimeError):
     """A checkpoint whose files are missing, malformed or do not fit its model."""
 
 
+class NoTemperature(RuntimeError):
+    """calibrated=true asked of a checkpoint without a fitted temperature (ml.calibration), saying why."""
+
+
 @dataclass(frozen=True)
 class BatchKey:
     """Which requests may share a forward pass: the same checkpoint, and the same kind of answer."""
@@ -49,6 +53,7 @@ class BatchKey:
     checkpoint_id: str
     gradcam: bool
     method: str  # the CAM method ("gradcam", "gradcam++"); one backward pass serves one method
+    calibrated: bool = False  # probabilities of the logits divided by the fitted temperature
 
 
 @dataclass
@@ -77,6 +82,9 @@ def run_batch(batch: Sequence[Work]) -> list[Outcome]:
         model = predictor.load(key.checkpoint_id, first.folder, device=first.device, threads=first.threads)
     except UnusableCheckpoint as exc:
         return [UnusableCheckpoint(str(exc)) for _ in batch]  # one each: raised in each request's task
+    if key.calibrated and model.temperature is None:
+        why = f"checkpoint {key.checkpoint_id} has no fitted temperature: {model.uncalibrated_reason}"
+        return [NoTemperature(why) for _ in batch]
     outcomes: list[Outcome | None] = [None] * len(batch)
     queries, answered = [], []
     for i, work in enumerate(batch):
@@ -89,7 +97,7 @@ def run_batch(batch: Sequence[Work]) -> list[Outcome]:
             outcomes[i] = exc
         except ValueError as exc:  # an image the model cannot take (e.g. a mode Pillow cannot convert)
             outcomes[i] = HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"cannot use the image: {exc}")
-    results = model.predict_many(queries, gradcam=key.gradcam, method=key.method)
+    results = model.predict_many(queries, gradcam=key.gradcam, method=key.method, calibrated=key.calibrated)
     seconds = time.perf_counter() - began
     telemetry.observe_batch(len(queries))
     for i, result in zip(answered, results):

@@ -227,6 +227,52 @@ class EpochPublic(Sparse):
     images_per_second: float | None = Field(description="training images per second")
     val_loss: float | None = Field(default=None, description="with validation_split: on the held-out set")
     val_acc: float | None = Field(default=None, description="with validation_split: a fraction, 0..1")
+    attention_drift: float | None = Field(
+        default=None,
+        description="the mean Pearson correlation of each probe image's GradCAM map with its map at the previous "
+        "epoch (GET /jobs/{id}/explanations): 1 = the model looks where it did, near 0 = elsewhere; null at "
+        "epoch 1",
+    )
+
+
+class FaithfulnessPublic(BaseModel):
+    """pytorch-grad-cam's ROADCombined score of each GradCAM method on the probe images, for the best
+    checkpoint: the softmax probability of the predicted class lost by removing (imputing) the least
+    relevant pixels minus that lost by removing the most relevant, halved, averaged over the removal
+    percentiles and the probes. Higher is more faithful; compare the methods on one model."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    measure: Literal["ROADCombined"] = Field(description="the pytorch-grad-cam metric")
+    gradcam: float = Field(description="GradCAM's score")
+    gradcam_plus_plus: float = Field(alias="gradcam++", description="GradCAM++'s score")
+    percentiles: list[int] = Field(description="the % of pixels removed, each scored and averaged")
+    target: str = Field(description="what the score measures the change of")
+    probes: int = Field(description="probe images scored")
+
+
+class ExplanationProbePublic(BaseModel):
+    """One probe image at one epoch."""
+
+    index: int = Field(description="its position in the test set")
+    true_class: str
+    pred_class: str = Field(description="the class the model predicted at this epoch, which the map explains")
+    confidence: float = Field(description="the softmax probability of pred_class (4 digits)")
+    true_probability: float = Field(description="the softmax probability of true_class (4 digits)")
+    image: str = Field(description="the test image: a PNG data URL")
+    map: str = Field(description="the GradCAM map, 0-255: a grayscale PNG data URL at the map's resolution")
+    heatmap: str = Field(description="the map coloured (jet, blue = 0, red = 255) as a PNG data URL")
+
+
+class ExplanationsPublic(BaseModel):
+    """A train job's probe images explained at one epoch."""
+
+    job_id: str
+    epoch: int
+    epochs: list[int] = Field(description="the epochs recorded so far")
+    method: Literal["gradcam"] = Field(description="the method of the maps, of each probe's predicted class")
+    test_time_flip: bool = Field(description="maps and predictions averaged with the mirror images'")
+    probes: list[ExplanationProbePublic]
 
 
 class TrainMetricsPublic(BaseModel):
@@ -282,6 +328,60 @@ class TrainMetricsPublic(BaseModel):
         "(val_loss, val_acc in each epoch) with validation_split, else test",
     )
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
+    faithfulness: FaithfulnessPublic | None = Field(
+        default=None, description="how faithful the best checkpoint's GradCAM maps are, once the job has finished"
+    )
+    calibration: CalibrationPublic | None = Field(
+        default=None, description="once the job has finished: the best checkpoint's calibration (test set)"
+    )
+
+
+class ReliabilityBinPublic(BaseModel):
+    lower: float = Field(description="the bin's range of top-1 probabilities: [lower, upper), the last one with 1")
+    upper: float
+    count: int = Field(description="images whose top-1 probability falls in the bin")
+    confidence: float | None = Field(description="their mean top-1 probability; null for an empty bin")
+    accuracy: float | None = Field(description="the fraction of them predicted right; null for an empty bin")
+
+
+class ReliabilityPublic(BaseModel):
+    set: Literal["test", "validation"]
+    ece: float = Field(description="expected calibration error (L1, 15 bins): |accuracy - confidence| by share")
+    bins: list[ReliabilityBinPublic]
+
+
+class TemperaturePublic(BaseModel):
+    value: float = Field(description="T: the logits are divided by it before the softmax")
+    applied: bool = Field(description="fitted on the validation split, so /predict?calibrated=true applies it")
+    fitted_on: Literal["validation", "test"] = Field(
+        description="test only without a validation split: then reported, not applied"
+    )
+
+
+class CalibrationPublic(ReliabilityPublic):
+    """The best checkpoint's calibration on the test set, and the temperature scaling fitted for it."""
+
+    validation: ReliabilityPublic | None = Field(description="the same on the validation split; null without one")
+    temperature: TemperaturePublic
+    calibrated: ReliabilityPublic = Field(description="the test set's reliability with the logits divided by T")
+
+
+class LabelIssuePublic(BaseModel):
+    rank: int = Field(description="1 = the most likely label error")
+    index: int = Field(description="the image's position in its set (`set`)")
+    given_class: str = Field(description="the label the image has")
+    predicted_class: str = Field(description="the best checkpoint's class")
+    score: float = Field(description="cleanlab's label quality score, 0..1: lower is more likely mislabelled")
+    given_probability: float = Field(description="the model's probability of the given class (4 digits)")
+    given_overlay_url: str | None = Field(description="GradCAM of the given class (PNG); null past the first 50")
+    predicted_overlay_url: str | None = Field(description="GradCAM of the predicted class; null past the first 50")
+
+
+class LabelIssuesPublic(BaseModel):
+    issues: list[LabelIssuePublic]
+    total: int = Field(description="likely label errors found, over all pages")
+    set: Literal["test", "validation"] = Field(description="the images scored: the validation split when held out")
+    scored: int = Field(description="images scored")
 
 
 class SuggestionsPublic(Sparse):
@@ -390,6 +490,11 @@ class CheckpointPublic(BaseModel):
     last_epoch: int | None = Field(description="the job's last epoch, once it ended")
     last_test_acc: float | None = Field(description="the job's last epoch's test accuracy, once it ended")
     test_time_flip: bool = Field(description="accuracies and predictions average each image with its mirror")
+    temperature: float | None = Field(
+        default=None,
+        description="the temperature fitted on the validation split that /predict?calibrated=true divides the "
+        "logits by; null when none applies (no validation split)",
+    )
     created_at: datetime
 
 
@@ -420,6 +525,10 @@ class PredictionPublic(BaseModel):
 
 class PredictionsPublic(BaseModel):
     checkpoint_id: str
+    calibrated: bool = Field(
+        default=False, description="the probabilities are of the logits divided by the fitted temperature"
+    )
+    temperature: float | None = Field(default=None, description="with calibrated: the temperature T applied")
     predictions: list[PredictionPublic]
 
 

@@ -141,6 +141,8 @@ class JobRun:
             "lr": spec.optimizer.lr,
             "warnings": warnings + trained.metrics.get("warnings", []),
             "selected_on": trained.metrics.get("selected_on", "test"),
+            "faithfulness": trained.metrics.get("faithfulness"),
+            "calibration": trained.metrics.get("calibration"),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
 

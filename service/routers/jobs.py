@@ -318,6 +318,8 @@ def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic
         stop_reason=result.get("stop_reason"),
         selected_on=result.get("selected_on") or _selected_on(job.params),
         warnings=result.get("warnings", []),
+        faithfulness=result.get("faithfulness"),
+        calibration=result.get("calibration"),
     )
 
 

@@ -10,7 +10,7 @@ from service.admission import invalid
 from service.batching import PredictBatcher, Work
 from service.deps import SettingsDep
 from service.limits import PredictGate, body_deadline
-from service.predictions import FOUND, Ask, BatchKey, CheckpointNotFound, UnusableCheckpoint
+from service.predictions import FOUND, Ask, BatchKey, CheckpointNotFound, NoTemperature, UnusableCheckpoint
 from service.schemas import PredictionsPublic
 from service.uploads import OPENAPI_BODY, read_uploads
 
@@ -23,7 +23,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "has too many pixels, or the images together more than MAX_PREDICT_PIXELS"
     },
     415: {"description": "a file is not an image, is empty or is truncated"},
-    422: {"description": "no image in the form field 'file' (or 'files'): no body, or not multipart/form-data"},
+    422: {
+        "description": "no image in the form field 'file' (or 'files'): no body, or not multipart/form-data; "
+        "calibrated=true for a checkpoint without a fitted temperature (its run held out no validation split)"
+    },
 }
 
 
@@ -38,6 +41,9 @@ async def predict(
     ] = 3,
     method: Annotated[Literal["gradcam", "gradcam++"], Query(description="CAM method")] = "gradcam",
     target: Annotated[str, Query(description="'pred' (the predicted class) or a class name")] = "pred",
+    calibrated: Annotated[
+        bool, Query(description="probabilities of the logits divided by the checkpoint's fitted temperature")
+    ] = False,
 ) -> PredictionsPublic:
     """Classify each uploaded image (`file`, or several `files`), resized to the checkpoint's input.
     Concurrent requests for one checkpoint share the model's forward pass (service.batching)."""
@@ -67,10 +73,15 @@ async def predict(
                     device=settings.PREDICT_DEVICE,
                     threads=settings.PREDICT_THREADS,
                 )
-                key = BatchKey(found.id, gradcam=gradcam, method=method)
+                key = BatchKey(found.id, gradcam=gradcam, method=method, calibrated=calibrated)
                 try:
                     results = await submit(Work(key=key, images=len(uploads), payload=ask, client=client))
                 except UnusableCheckpoint as exc:
                     raise invalid(("query", "checkpoint"), str(exc), found.id) from None
+                except NoTemperature as exc:
+                    raise invalid(("query", "calibrated"), str(exc), calibrated) from None
     predictions = [{"filename": upload.filename, **result} for upload, result in zip(uploads, results)]
-    return PredictionsPublic.model_validate({"checkpoint_id": found.id, "predictions": predictions})
+    temperature = results[0].get("temperature") if calibrated and results else None  # the predictor's, applied
+    return PredictionsPublic.model_validate(
+        {"checkpoint_id": found.id, "calibrated": calibrated, "temperature": temperature, "predictions": predictions}
+    )

@@ -31,6 +31,7 @@ BENCHES = {  # script (and options besides --quick): the figure's name on its la
     "predict.py --batching-only": "batching_10",
     "load.py": "load train",
     "concurrency.py": "concurrency_10",
+    "explain_cost.py": "explain_cost",
 }
 
 

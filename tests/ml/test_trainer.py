@@ -25,6 +25,7 @@ PNG_ARTIFACTS = [
     "gradcam_misclassified.png",
     "gradcam_misclassified_true.png",
     "gradcam_correct.png",
+    "reliability.png",
 ]
 
 
@@ -87,6 +88,7 @@ def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Pa
             "test_acc",
             "seconds",
             "images_per_second",
+            "attention_drift",
         }
         assert record["images_per_second"] > 0
     assert result.metrics["best"]["test_acc"] == max(e["test_acc"] for e in epochs)
@@ -112,7 +114,7 @@ def test_two_epochs_on_fashion_mnist_learn_well_above_chance(fmnist_data_dir: Pa
     for name in PNG_ARTIFACTS:
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and min(image.size) >= 200, name
-    assert {p.name for p in result.artifacts} == set(PNG_ARTIFACTS) | {"examples.json"}
+    assert {p.name for p in result.artifacts} == set(PNG_ARTIFACTS) | {"examples.json", "label_issues.json"}
     assert json.loads((tmp_path / "examples.json").read_text())
     manifest = load_manifest(result.best_checkpoint)
     assert manifest["epoch"] == result.metrics["best"]["epoch"] and manifest["in_channels"] == 1

@@ -53,7 +53,7 @@ def test_openapi_has_every_contract_path(client: TestClient) -> None:
     upload = document["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(upload["properties"]) == {"file", "files"}
     query = {p["name"] for p in document["paths"]["/predict"]["post"]["parameters"]}
-    assert query == {"checkpoint", "gradcam", "topk", "method", "target"}
+    assert query == {"checkpoint", "gradcam", "topk", "method", "target", "calibrated"}
 
 
 def test_health_and_ready(client: TestClient) -> None:

@@ -6,6 +6,7 @@ import { api, artifactJson } from "./api.js";
 import { COLORS, lineChart } from "./charts.js";
 import { clear, duration, h, pct, seconds, statusBadge } from "./dom.js";
 import { displayName, tagChips } from "./jobs.js";
+import { overlaid, predictionText } from "./probes.js";
 
 const CURVES = [
   ["test_acc", "Test accuracy", true], ["train_acc", "Train accuracy", true],
@@ -187,6 +188,34 @@ function parallelSection(jobs, metrics, colors, page) {
   return section;
 }
 
+/** Jobs that probe the same test images: one dataset (subsets included), seed and probe_indices. */
+export function shareProbes(jobs) {
+  const key = (job) => JSON.stringify([flatten(job.params.dataset), job.params.seed ?? 0, job.params.probe_indices ?? null]);
+  return jobs.every((job) => key(job) === key(jobs[0]));
+}
+
+/** The same probe image side by side, a column per run, each at its latest epoch; null without probes. */
+async function probesSection(jobs, colors) {
+  if (!shareProbes(jobs)) return null;
+  let answers;
+  try {
+    answers = await Promise.all(jobs.map((job) => api(`/jobs/${job.id}/explanations`)));
+  } catch (error) {
+    if (error.status === 404) return null; // a run before its first epoch, or from before probes were recorded
+    throw error;
+  }
+  return h("section", { class: "card", id: "compare-probes" }, h("h2", {}, "The same probe images"),
+    h("p", { class: "muted" }, "These runs share their dataset and seed, so they probe the same test images: "
+      + "each run's GradCAM map of its predicted class at its latest epoch."),
+    h("div", { class: "probe-strips" }, answers[0].probes.map((probe, i) => h("div", { class: "probe-compare", dataset: { index: probe.index } },
+      h("figure", {}, h("span", { class: "probe-stack", style: "width:96px;height:96px" },
+        h("img", { src: probe.image, alt: `test image ${probe.index}`, class: "pixelated" })),
+      h("figcaption", {}, `true: ${probe.true_class}`)),
+      answers.map((answer, j) => h("figure", { dataset: { job: jobs[j].id } },
+        overlaid(answer.probes[i], 96, `${displayName(jobs[j])} at epoch ${answer.epoch}`),
+        h("figcaption", {}, swatch(colors[j]), ` epoch ${answer.epoch}`, h("br"), predictionText(answer.probes[i]))))))));
+}
+
 async function lrSteps(job) {
   try {
     return await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
@@ -214,6 +243,7 @@ export async function render(root, { page, query }) {
     h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" }, chartBoxes,
       haveSteps ? lrBox : null)),
     perClassTable(jobs, metrics, colors),
+    await probesSection(jobs, colors),
     jobs.length >= 3 ? parallelSection(jobs, metrics, colors, page) : null,
     specTable(jobs, colors));
   CURVES.forEach(([key, title, percent], index) => {

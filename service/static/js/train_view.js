@@ -2,9 +2,11 @@
 // the misclassified and GradCAM galleries, and the checkpoint.
 
 import { api, artifactJson, blobUrl } from "./api.js";
-import { epochSeries, lineChart } from "./charts.js";
+import { COLORS, epochSeries, lineChart } from "./charts.js";
 import { clear, ENDED, errorBox, h, openLightbox, pct } from "./dom.js";
 import { confusionTable, examplesExplorer, MAX_TABLE_CLASSES } from "./examples.js";
+import { probesSection } from "./probes.js";
+import { calibrationView, labelIssuesGallery } from "./trust.js";
 
 // The galleries, in the order a person looks at them; titles on every tile are "pred: X / true: Y".
 export const GALLERIES = [
@@ -109,6 +111,9 @@ async function results(box, job, metrics) {
       h("section", { class: "card" }, h("h2", {}, "Confusion matrix"), await confusionView(job, names, cells, explorer))),
     h("section", { class: "card", id: "galleries" }, h("h2", {}, "Mistakes and GradCAM"),
       explorer ? [explorer.element, h("h3", {}, "Grids")] : null, gallery(job, names)),
+    h("section", { class: "card", id: "calibration" }, h("h2", {}, "Calibration"), calibrationView(metrics.calibration)),
+    names.has("label_issues.json") ? h("section", { class: "card", id: "label-issues-card" },
+      h("h2", {}, "Likely label errors"), labelIssuesGallery(job)) : null,
     h("section", { class: "card", id: "checkpoint" }, h("h2", {}, "Checkpoint"), await checkpointCard(job)));
 }
 
@@ -141,21 +146,25 @@ export function stepLossSeries(points) {
 
 export function mount(box, job, page) {
   const acc = chartBox("chart-accuracy"), loss = chartBox("chart-loss"), lr = chartBox("chart-lr");
-  const stepLoss = chartBox("chart-step-loss");
+  const stepLoss = chartBox("chart-step-loss"), drift = chartBox("chart-drift");
   const resultsBox = h("div");
+  const probes = probesSection(job);
   clear(box, h("section", { class: "card" }, h("h2", {}, "Curves"),
-    h("div", { class: "charts" }, acc, loss, stepLoss, lr)), resultsBox);
+    h("div", { class: "charts" }, acc, drift, loss, stepLoss, lr)), probes.element, resultsBox);
   const stepPoints = new Map(); // global step -> mean train loss of the steps before it since the last point
   const records = [];
   const charts = {
     acc: lineChart(acc, [{ label: "train" }, { label: "test" }], [[], [], []],
       { title: "Accuracy", xLabel: "epoch", percentY: true, integerX: true }),
+    drift: lineChart(drift, [{ label: "attention drift", color: COLORS[4] }], [[], []],
+      { title: "Attention drift", xLabel: "epoch", integerX: true,
+        yRange: (u, min) => [Math.min(0, min ?? 0), 1] }),
     loss: lossChart(loss, false),
     lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate per epoch", xLabel: "epoch", integerX: true }),
     stepLoss: lineChart(stepLoss, [{ label: "train loss" }, { label: "smoothed" }], [[], [], []],
       { title: "Train loss per step (mean of each 10)", xLabel: "step", integerX: true, points: false }),
   };
-  page.onLeave(() => [charts.acc, charts.loss, charts.lr, charts.stepLoss].forEach((c) => c.destroy()));
+  page.onLeave(() => [charts.acc, charts.drift, charts.loss, charts.lr, charts.stepLoss].forEach((c) => c.destroy()));
 
   // loss_steps.json (registered with every epoch) holds the finished epochs; progress adds the live point.
   const showStepLoss = async (current, newEpochs) => {
@@ -198,6 +207,8 @@ export function mount(box, job, page) {
       const metrics = await api(`/jobs/${current.id}/metrics?since_epoch=${since}`);
       records.push(...metrics.epochs.filter((r) => r.epoch > since));
       charts.acc.update(epochSeries(records, ["train_acc", "test_acc"]));
+      charts.drift.update(epochSeries(records, ["attention_drift"]));
+      if (records.length !== before) await probes.update(records[records.length - 1].epoch);
       if (!charts.logLoss && needsLog(records)) {
         charts.loss.destroy();
         charts.loss = lossChart(loss, (charts.logLoss = true));

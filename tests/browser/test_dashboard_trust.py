@@ -1,0 +1,91 @@
+"""When not to trust a model, in the browser: a tiny finished job (with a validation split) shows its
+"Calibration" card, the reliability diagram drawn from the metrics' bins with the ECE before and after
+the temperature, and its "Likely label errors" gallery, whose tiles are the API's issues in rank order
+with the overlays of both classes; the predict page offers "calibrated" for its checkpoint and says
+the probabilities were calibrated."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from e2e_support import Stack
+from PIL import Image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TINY = {  # one epoch on 300 images: a model that still contradicts plenty of labels
+    "dataset": {"name": "fashion_mnist", "train_subset": 300, "test_subset": 200},
+    "model": {"name": "resnet18", "width": 4},
+    "epochs": 1,
+    "batch_size": 32,
+    "gradcam_misclassified": 0,
+    "validation_split": 0.2,
+    "compile": "off",
+}
+LAPTOP = {"width": 1280, "height": 860}
+
+
+@pytest.fixture(scope="module")
+def page(browser, stack: Stack):
+    context = browser.new_context(viewport=LAPTOP)
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    opened.errors = []
+    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    yield opened
+    context.close()
+
+
+def test_a_finished_job_shows_its_calibration_and_likely_label_errors(page, stack: Stack, shoot, tmp_path) -> None:
+    job_id = stack.submit("train", TINY)
+    assert stack.wait(job_id)["status"] == "succeeded"
+    calibration = stack.get(f"/jobs/{job_id}/metrics").json()["calibration"]
+    issues = stack.get(f"/jobs/{job_id}/label-issues?limit=24").json()
+    assert calibration["temperature"]["applied"] and issues["set"] == "validation" and issues["total"] > 0
+
+    page.goto(f"{stack.url}/#/jobs/{job_id}")
+    card = page.locator("#calibration")
+    card.wait_for()
+    assert f"{calibration['ece']:.3f}" in card.locator("#ece").inner_text()
+    after = card.locator("#ece-after").inner_text()
+    assert (
+        f"{calibration['calibrated']['ece']:.3f}" in after and f"T = {calibration['temperature']['value']:.2f}" in after
+    )
+    used = sum(1 for b in calibration["bins"] if b["count"])
+    assert card.locator("canvas#reliability").get_attribute("data-bins") == str(used)
+    drawn = card.locator("canvas#reliability").evaluate(  # the canvas has ink on it
+        "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0)"
+    )
+    assert drawn
+
+    tiles = page.locator("#issue-tiles .issue-tile")
+    tiles.first.wait_for()
+    shown = tiles.evaluate_all("ts => ts.map(t => Number(t.dataset.index))")
+    assert shown == [i["index"] for i in issues["issues"]]
+    first = issues["issues"][0]
+    text = tiles.first.inner_text()
+    assert first["given_class"] in text and first["predicted_class"] in text and f"{first['score']:.3f}" in text
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#issue-tiles .issue-tile')].slice(0, 1)"
+        ".every(t => [...t.querySelectorAll('img')].length === 2"
+        " && [...t.querySelectorAll('img')].every(i => i.naturalWidth === 96))"
+    )
+    assert f"of {issues['total']}" in page.locator("#issues-range").inner_text()
+    card.scroll_into_view_if_needed()
+    shoot(page, "trust-01-calibration-and-label-errors")
+
+    page.goto(f"{stack.url}/#/predict?checkpoint={stack.get(f'/jobs/{job_id}').json()['checkpoint_id']}")
+    label = page.locator("#calibrated-label")
+    label.wait_for()
+    assert label.is_visible() and f"T = {calibration['temperature']['value']:.2f}" in label.inner_text()
+    image = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(image, format="PNG")
+    path = tmp_path / "grey.png"
+    path.write_bytes(image.getvalue())
+    page.check("#calibrated")
+    page.set_input_files("#files", str(path))
+    page.locator("#calibrated-note").wait_for()
+    assert f"T = {calibration['temperature']['value']:.2f}" in page.locator("#calibrated-note").inner_text()
+    shoot(page, "trust-02-predict-calibrated")
+    assert page.errors == [], "the page threw"
