@@ -1,5 +1,6 @@
-// The new-job form: training or LR finder, presets one click away, a structured form generated from
-// the API schema and a JSON editor of the full spec kept in sync, 422 messages beside their field.
+// The new-job form: training or LR finder, presets one click away (the one the form still holds marked),
+// a structured form generated from the API schema and a JSON editor of the full spec kept in sync, 422
+// messages beside their field, and Start with what it will run and what is wrong kept in view.
 
 import { api } from "./api.js";
 import { clear, errorBox, h, lrText } from "./dom.js";
@@ -146,6 +147,13 @@ function showErrors(formBox, detail, spec) {
   return { unplaced, marked: [...new Set(marked)] };
 }
 
+/** Whether two specs hold the same values, whatever the order of their keys. */
+export function sameSpec(a, b) {
+  const sorted = (key, value) => (value && typeof value === "object" && !Array.isArray(value)
+    ? Object.fromEntries(Object.entries(value).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : value);
+  return JSON.stringify(a, sorted) === JSON.stringify(b, sorted);
+}
+
 /** The spec typed in the JSON editor, or the parser's complaint. */
 function parseSpec(text) {
   try {
@@ -172,6 +180,7 @@ export async function render(root, { query }) {
   const kind = KINDS[query.kind] ? query.kind : source?.kind ?? "train";
   const [{ presets }] = await Promise.all([api("/models"), loadSchemas()]);
   let { spec, origin } = await initialSpec(query, kind, presets, source);
+  let baseline = structuredClone(spec); // what the form started from: a preset's, a job's or the LR finder's spec
   let jsonError = null, advancedOpen = false;
   const formBox = h("div", { class: "form-body" });
   const editor = h("textarea", { id: "spec-editor", spellcheck: "false", rows: 24, "aria-label": "spec as JSON" });
@@ -182,6 +191,9 @@ export async function render(root, { query }) {
   const presetNote = h("p", { class: "hint", id: "preset-note" });
 
   const update = () => {
+    origin.edited = !sameSpec(spec, baseline);
+    const held = origin.preset && !origin.finder && !origin.edited ? origin.preset : null; // the preset the form still holds
+    presetButtons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.preset === held)));
     summary.textContent = runSummary(kind, spec, origin);
     submit.disabled = jsonError !== null;
     jsonNote.textContent = jsonError === null ? "" : `Start is off: the JSON does not parse (${jsonError}).`;
@@ -191,12 +203,12 @@ export async function render(root, { query }) {
     formBox.querySelector("details.advanced").open = advancedOpen;
   };
   const drawEditor = () => (editor.value = JSON.stringify(spec, null, 2));
-  const presetButtons = presets.map((p) => h("button", { type: "button", class: "small", "aria-pressed": String(p.name === origin.preset
-    && !origin.finder), title: presetNoteText(p, kind), dataset: { preset: p.name }, onclick: () => applyPreset(p) }, p.name));
+  const presetButtons = presets.map((p) => h("button", { type: "button", class: "small", "aria-pressed": "false",
+    title: presetNoteText(p, kind), dataset: { preset: p.name }, onclick: () => applyPreset(p) }, p.name));
   const applyPreset = (preset) => {
     presetNote.textContent = presetNoteText(preset, kind);
-    presetButtons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.preset === preset.name)));
     spec = kind === "train" ? structuredClone(preset.spec) : convert(preset.spec, kind);
+    baseline = structuredClone(spec);
     origin = { preset: preset.name };
     jsonError = null;
     drawForm();
@@ -204,7 +216,6 @@ export async function render(root, { query }) {
     update();
   };
   const edited = () => {
-    origin.edited = true;
     drawEditor();
     update();
   };
@@ -227,7 +238,6 @@ export async function render(root, { query }) {
     jsonError = parsed.error ?? null;
     if (parsed.spec) {
       spec = parsed.spec;
-      origin.edited = true;
       drawForm();
     }
     update();
