@@ -90,3 +90,16 @@ export async function blobUrl(path) {
 export async function artifactJson(path) {
   return (await check(await send(path))).json();
 }
+
+/** A text answer (a job's log, a model card). */
+export async function apiText(path) {
+  return (await check(await send(path))).text();
+}
+
+/** A file of the API as a Blob and the name its Content-Disposition gives (else `fallback`). */
+export async function fetchFile(path, fallback) {
+  const response = await check(await send(path));
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = disposition.match(/filename\*?=(?:UTF-8'')?"?([^";]+)"?/i)?.[1];
+  return { blob: await response.blob(), name: name ? decodeURIComponent(name) : fallback };
+}

@@ -67,19 +67,15 @@ function markerPlugin(markers) {
   };
 }
 
-/**
- * A chart in `box`: `series` = [{label, color, dash}], data = [xs, ys1, ys2...].
- * options: {title, xLabel, yLabel, logX, logY, percentY, yRange (uPlot's range function), integerX, markers, points,
- * height}. Returns {update(data), destroy()}.
- */
-export function lineChart(box, series, data, options = {}) {
-  const height = options.height || 240;
+/** uPlot's options for a chart of `series` in `box` (see lineChart). */
+function plotOptions(box, series, options) {
   const yFormat = options.percentY ? (v) => (v == null ? "—" : `${(100 * v).toFixed(1)}%`) : undefined;
-  const opts = {
+  return {
     title: options.title,
     width: Math.max(box.clientWidth, 200),
-    height,
+    height: options.height || 240,
     plugins: options.markers ? [markerPlugin(options.markers)] : [],
+    cursor: options.sync ? { sync: { key: options.sync } } : {},
     scales: {
       x: { time: false, distr: options.logX ? 3 : 1 },
       y: { distr: options.logY ? 3 : 1, range: options.yRange ?? (options.percentY ? percentRange : undefined) },
@@ -103,22 +99,42 @@ export function lineChart(box, series, data, options = {}) {
       })),
     ],
   };
-  const plot = new uPlot(opts, data, box);
-  const observer = new ResizeObserver(() => {
-    const width = Math.max(box.clientWidth, 200);
-    if (Math.abs(width - plot.width) > 2) plot.setSize({ width, height });
-  });
-  observer.observe(box);
-  return {
-    update: (next) => plot.setData(next),
-    destroy: () => {
+}
+
+/**
+ * A chart in `box`: `series` = [{label, color, dash}], data = [xs, ys1, ys2...].
+ * options: {title, xLabel, yLabel, logX, logY, percentY, yRange (uPlot's range function), integerX, markers, points,
+ * height, sync (a key: charts with the same key move one cursor)}. Returns {update(data), setOptions(changes): drawn
+ * again with them, data(), options, series, plot(), destroy()}; the box keeps the uPlot instance as `box.uplot`.
+ */
+export function lineChart(box, series, data, options = {}) {
+  let current = data;
+  let plot = null;
+  const handle = {
+    series,
+    options: { ...options },
+    update(next) {
+      current = next;
+      plot.setData(next);
+    },
+    setOptions(changes) {
+      Object.assign(handle.options, changes);
+      plot.destroy();
+      plot = box.uplot = new uPlot(plotOptions(box, series, handle.options), current, box);
+      box.dispatchEvent(new Event("chartdrawn"));
+    },
+    data: () => current,
+    plot: () => plot,
+    destroy() {
       observer.disconnect();
       plot.destroy();
     },
   };
-}
-
-/** Epoch records -> [epochs, ...each key's values]. */
-export function epochSeries(records, keys) {
-  return [records.map((r) => r.epoch), ...keys.map((key) => records.map((r) => r[key] ?? null))];
+  plot = box.uplot = new uPlot(plotOptions(box, series, handle.options), data, box);
+  const observer = new ResizeObserver(() => {
+    const width = Math.max(box.clientWidth, 200);
+    if (Math.abs(width - plot.width) > 2) plot.setSize({ width, height: plot.height });
+  });
+  observer.observe(box);
+  return handle;
 }

@@ -1,8 +1,10 @@
-// Compare training jobs, each by its name: their curves overlaid (the LR per step too), per-class
-// accuracy side by side, a parallel-coordinates view of settings against accuracy (three or more runs),
-// and their specs side by side, differences highlighted.
+// Compare training jobs, each by its name: their curves overlaid (the LR per step too), the epoch curves
+// with one cursor, each chart with log y, CSV and PNG; per-class accuracy side by side, a
+// parallel-coordinates view of settings against accuracy (three or more runs), and their specs side by
+// side, differences highlighted.
 
 import { api, artifactJson } from "./api.js";
+import { chartTools } from "./chart_tools.js";
 import { COLORS, lineChart } from "./charts.js";
 import { clear, duration, h, pct, seconds, statusBadge } from "./dom.js";
 import { displayName, tagChips } from "./jobs.js";
@@ -237,18 +239,22 @@ export async function render(root, { page, query }) {
   const series = jobs.map((job, i) => ({ label: displayName(job), color: colors[i] }));
   const chartBoxes = CURVES.map(([key]) => h("div", { class: "chart", id: `compare-${key}` }));
   const lrBox = h("div", { class: "chart", id: "compare-lr-steps" });
+  const charts = new Map(); // box id -> chart
+  const panel = (box, log) => h("div", { class: "chart-panel" },
+    chartTools(() => charts.get(box.id), box.id.replace(/-/g, "_"), { log }).element, box);
   const haveSteps = steps.some((s) => s?.length);
   clear(root, h("h1", {}, `Compare ${jobs.length} runs`),
     summaryTable(jobs, metrics, colors),
-    h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" }, chartBoxes,
-      haveSteps ? lrBox : null)),
+    h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" },
+      chartBoxes.map((box, i) => panel(box, !CURVES[i][2])), haveSteps ? panel(lrBox, true) : null)),
     perClassTable(jobs, metrics, colors),
     await probesSection(jobs, colors),
     jobs.length >= 3 ? parallelSection(jobs, metrics, colors, page) : null,
     specTable(jobs, colors));
   CURVES.forEach(([key, title, percent], index) => {
     const data = [xs, ...metrics.map((m) => xs.map((epoch) => (m.epochs || []).find((r) => r.epoch === epoch)?.[key] ?? null))];
-    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent, integerX: true });
+    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent, integerX: true, sync: "compare" });
+    charts.set(chartBoxes[index].id, chart);
     page.onLeave(chart.destroy);
   });
   if (haveSteps) {
@@ -256,6 +262,7 @@ export async function render(root, { page, query }) {
     const stepXs = Array.from({ length: longest }, (_, i) => i + 1);
     const data = [stepXs, ...steps.map((s) => stepXs.map((_, i) => s?.[i] ?? null))];
     const chart = lineChart(lrBox, series, data, { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
+    charts.set(lrBox.id, chart);
     page.onLeave(chart.destroy);
   }
 }

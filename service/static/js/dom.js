@@ -114,3 +114,13 @@ export function openLightbox(src, caption) {
 export function query(hashQuery) {
   return Object.fromEntries(new URLSearchParams(hashQuery || ""));
 }
+
+/** Saves `blob` as a file named `name`: the browser's download, from memory (no URL that needs the key). */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = h("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000); // the download has read it by then
+}

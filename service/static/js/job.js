@@ -1,8 +1,9 @@
-// One job: header, progress with ETA and cancel, then the kind's own view (training or LR finder),
-// and the spec that ran, copyable as JSON or as a CLI command.
+// One job: header, progress with ETA and cancel, its warnings, then the kind's own view (training or LR
+// finder), its files, the worker's log, and the spec that ran, copyable as JSON or as a CLI command.
 
 import { api } from "./api.js";
 import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
+import { filesSection, logPanel, warningsBox } from "./job_files.js";
 import * as lrView from "./lr_view.js";
 import { runHead } from "./run_labels.js";
 import * as trainView from "./train_view.js";
@@ -88,6 +89,12 @@ function specSection(job) {
     h("details", {}, h("summary", {}, "CLI command"), h("pre", { class: "code" }, cliText(job))));
 }
 
+/** The warnings the metrics carry once a job has ended (none where it ended before it had metrics). */
+async function endWarnings(job) {
+  const since = job.kind === "train" ? `?since_epoch=${job.params.epochs}` : ""; // the epochs are drawn already
+  return (await api(`/jobs/${job.id}/metrics${since}`).catch(() => ({ warnings: [] }))).warnings;
+}
+
 export async function render(root, { page, args }) {
   const id = args[0];
   let job = await api(`/jobs/${id}`);
@@ -96,12 +103,13 @@ export async function render(root, { page, args }) {
   const viewBox = h("div", { class: "view" });
   const lrBox = h("span", {}, lrNote(job));
   const head = runHead(job, title); // name, tags, note (editable) and Delete
+  const warnings = warningsBox(), files = filesSection(job), log = logPanel(job);
   clear(root,
     h("div", { class: "page-head" },
       head.element,
       h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
         job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
-    progressBox, viewBox, specSection(job));
+    progressBox, warnings.element, viewBox, files.element, log.element, specSection(job));
 
   const cancel = async () => {
     try {
@@ -119,6 +127,8 @@ export async function render(root, { page, args }) {
     head.update(job);
     clear(lrBox, lrNote(job)); // "auto" is resolved when the job ends
     const ended = await view.refresh(job);
+    await Promise.all([files.refresh(job), log.refresh(job)]);
+    if (ended) warnings.show(await endWarnings(job));
     return !ended;
   }, POLL_MS);
 }

@@ -3,6 +3,7 @@
 // with lr "auto" and this job.
 
 import { api, blobUrl } from "./api.js";
+import { chartTools } from "./chart_tools.js";
 import { lineChart } from "./charts.js";
 import { clear, ENDED, h, lrText, openLightbox } from "./dom.js";
 
@@ -83,6 +84,7 @@ function curveChart(chartBox, metrics, markers) {
   draw(metrics);
   return {
     update: draw,
+    chart: () => chart,
     destroy() {
       chart?.destroy();
       chart = null;
@@ -104,11 +106,12 @@ async function showCurve(box, job, metrics, page) {
           href: `#/new?kind=train&lr_finder_job=${job.id}` }, `Train with this LR (${lrText(metrics.suggested_lr)})`) : null),
       h("p", { class: "muted", id: "lr-extent" }, `suggested lr ${lrText(metrics.suggested_lr)} · ${extentText(job, metrics)}`),
       noSuggestionNote(metrics),
-      chartBox,
+      h("div", { class: "chart-panel" }, chartTools(() => curve.chart(), "lr_finder").element, chartBox),
       suggestionTable(job, metrics)),
     src ? h("details", { class: "card" }, h("summary", {}, "The plot as rendered by the worker (lr_finder.png)"),
       h("img", { src, class: "artifact", alt: "lr_finder.png", onclick: () => openLightbox(src, "lr_finder.png") })) : null);
-  page.onLeave(curveChart(chartBox, metrics, markers).destroy);
+  const curve = curveChart(chartBox, metrics, markers);
+  page.onLeave(curve.destroy);
 }
 
 /** While the sweep runs: the curve so far (the API's thinned copy), no suggestion yet. */

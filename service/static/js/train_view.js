@@ -1,9 +1,10 @@
-// A training job: live accuracy / loss / LR curves, then per-class accuracy, the confusion matrix,
-// the misclassified and GradCAM galleries, and the checkpoint.
+// A training job: live curves (curves.js), then per-class accuracy, the confusion matrix, the misclassified
+// and GradCAM galleries, calibration, likely label errors, and the checkpoint with its exports.
 
-import { api, artifactJson, blobUrl } from "./api.js";
-import { COLORS, epochSeries, lineChart } from "./charts.js";
+import { api, blobUrl } from "./api.js";
+import { runCurves } from "./curves.js";
 import { clear, ENDED, errorBox, h, openLightbox, pct } from "./dom.js";
+import { checkpointExports } from "./job_files.js";
 import { confusionTable, examplesExplorer, MAX_TABLE_CLASSES } from "./examples.js";
 import { probesSection } from "./probes.js";
 import { calibrationView, labelIssuesGallery } from "./trust.js";
@@ -16,10 +17,6 @@ export const GALLERIES = [
   ["gradcam_correct.png", "GradCAM · correct", "correctly classified images, for contrast"],
   ["samples.png", "Training samples", "a training batch as the model saw it (augmented)"],
 ];
-
-function chartBox(id) {
-  return h("div", { class: "chart", id });
-}
 
 function gallery(job, names) {
   const present = GALLERIES.filter(([name]) => names.has(name));
@@ -69,7 +66,7 @@ async function checkpointCard(job) {
       ` · test accuracy ${pct(c.test_acc)}${c.selected_on === "test" ? " (epoch chosen on the test set)" : ""}`,
       c.last_epoch != null && c.last_epoch !== c.epoch ? ` · last epoch ${c.last_epoch}: ${pct(c.last_test_acc)}` : "",
       c.test_time_flip ? " · with test-time flip" : ""),
-    h("a", { class: "button primary", href: `#/predict?checkpoint=${c.id}` }, "Predict with this"));
+    h("a", { class: "button primary", href: `#/predict?checkpoint=${c.id}` }, "Predict with this"), checkpointExports(c));
 }
 
 // What each accuracy is: the last epoch's, and the best one's with the set that chose it (a best chosen
@@ -117,107 +114,23 @@ async function results(box, job, metrics) {
     h("section", { class: "card", id: "checkpoint" }, h("h2", {}, "Checkpoint"), await checkpointCard(job)));
 }
 
-const LOG_LOSS_RATIO = 20; // a loss that spans more than this factor is drawn on a log axis (spikes flatten the rest)
-
-function lossChart(box, log) {
-  const title = log ? "Loss (log scale)" : "Loss";
-  return lineChart(box, [{ label: "train" }, { label: "test" }], [[], [], []], { title, xLabel: "epoch", integerX: true, logY: log });
-}
-
-function needsLog(records) {
-  const losses = records.flatMap((r) => [r.train_loss, r.test_loss]).filter((v) => v > 0);
-  return losses.length > 0 && Math.max(...losses) / Math.min(...losses) > LOG_LOSS_RATIO;
-}
-
-const STEP_SMOOTHING = 0.6; // TensorBoard's default weight of the smoothed train loss per step
-
-/** [steps, losses, smoothed]: the train loss per reported window (loss_steps.json and live progress)
- * and its exponential moving average, debiased as TensorBoard draws it. */
-export function stepLossSeries(points) {
-  const steps = [...points.keys()].sort((a, b) => a - b);
-  const losses = steps.map((s) => points.get(s));
-  let average = 0;
-  const smoothed = losses.map((value, i) => {
-    average = STEP_SMOOTHING * average + (1 - STEP_SMOOTHING) * value;
-    return average / (1 - STEP_SMOOTHING ** (i + 1));
-  });
-  return [steps, losses, smoothed];
-}
-
 export function mount(box, job, page) {
-  const acc = chartBox("chart-accuracy"), loss = chartBox("chart-loss"), lr = chartBox("chart-lr");
-  const stepLoss = chartBox("chart-step-loss"), drift = chartBox("chart-drift");
   const resultsBox = h("div");
   const probes = probesSection(job);
-  clear(box, h("section", { class: "card" }, h("h2", {}, "Curves"),
-    h("div", { class: "charts" }, acc, drift, loss, stepLoss, lr)), probes.element, resultsBox);
-  const stepPoints = new Map(); // global step -> mean train loss of the steps before it since the last point
   const records = [];
-  const charts = {
-    acc: lineChart(acc, [{ label: "train" }, { label: "test" }], [[], [], []],
-      { title: "Accuracy", xLabel: "epoch", percentY: true, integerX: true }),
-    drift: lineChart(drift, [{ label: "attention drift", color: COLORS[4] }], [[], []],
-      { title: "Attention drift", xLabel: "epoch", integerX: true,
-        yRange: (u, min) => [Math.min(0, min ?? 0), 1] }),
-    loss: lossChart(loss, false),
-    lr: lineChart(lr, [{ label: "lr" }], [[], []], { title: "Learning rate per epoch", xLabel: "epoch", integerX: true }),
-    stepLoss: lineChart(stepLoss, [{ label: "train loss" }, { label: "smoothed" }], [[], [], []],
-      { title: "Train loss per step (mean of each 10)", xLabel: "step", integerX: true, points: false }),
-  };
-  page.onLeave(() => [charts.acc, charts.drift, charts.loss, charts.lr, charts.stepLoss].forEach((c) => c.destroy()));
-
-  // loss_steps.json (registered with every epoch) holds the finished epochs; progress adds the live point.
-  const showStepLoss = async (current, newEpochs) => {
-    if (newEpochs) {
-      try {
-        const { steps } = await artifactJson(`/jobs/${job.id}/artifacts/loss_steps.json`);
-        steps.forEach(([step, value]) => stepPoints.set(step, value));
-      } catch (error) {
-        if (error.status !== 404) throw error;
-      }
-    }
-    const p = current.progress || {};
-    if (current.status === "running" && p.loss !== undefined && p.steps) stepPoints.set((p.epoch - 1) * p.steps + p.step, p.loss);
-    if (page.alive && stepPoints.size) charts.stepLoss.update(stepLossSeries(stepPoints));
-  };
-
-  // The LR per step from lr_steps.json (the worker registers it with every epoch); per epoch before that.
-  const showLr = async () => {
-    let steps = null;
-    try {
-      steps = await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
-    } catch (error) {
-      if (error.status !== 404) throw error;
-    }
-    if (!page.alive) return;
-    if (!steps?.length) return charts.lr.update(epochSeries(records, ["lr"]));
-    if (!charts.lrPerStep) {
-      charts.lr.destroy();
-      charts.lr = lineChart(lr, [{ label: "lr" }], [[], []],
-        { title: "Learning rate per step", xLabel: "step", integerX: true, points: false });
-      charts.lrPerStep = true;
-    }
-    charts.lr.update([steps.map((_, i) => i + 1), steps]);
-  };
-
+  const curves = runCurves(job, page, records);
+  clear(box, curves.element, probes.element, resultsBox);
+  curves.start();
   return {
     async refresh(current) {
       const since = records.length ? records[records.length - 1].epoch : 0;
       const before = records.length;
       const metrics = await api(`/jobs/${current.id}/metrics?since_epoch=${since}`);
       records.push(...metrics.epochs.filter((r) => r.epoch > since));
-      charts.acc.update(epochSeries(records, ["train_acc", "test_acc"]));
-      charts.drift.update(epochSeries(records, ["attention_drift"]));
       if (records.length !== before) await probes.update(records[records.length - 1].epoch);
-      if (!charts.logLoss && needsLog(records)) {
-        charts.loss.destroy();
-        charts.loss = lossChart(loss, (charts.logLoss = true));
-      }
-      charts.loss.update(epochSeries(records, ["train_loss", "test_loss"]));
       box.dataset.epochs = String(records.length);
       const ended = ENDED.includes(metrics.status) && ENDED.includes(current.status);
-      if (records.length !== before || ended) await showLr(); // new epochs: new steps
-      await showStepLoss(current, records.length !== before || ended || !stepPoints.size);
+      await curves.refresh(current, records.length !== before || ended); // new epochs: new steps
       if (!ended) return false;
       try {
         await results(resultsBox, current, metrics);
