@@ -2,9 +2,10 @@
 
     python -m ml lr-find spec.json --out runs/lr1
     python -m ml train   spec.json --out runs/t1
+    python -m ml audit   spec.json --out runs/a1
     python -m ml predict --checkpoint runs/t1/checkpoints/best IMAGE... --gradcam
 
-`spec.json` is the JSON body of POST /jobs/lr-finder or POST /jobs/train. In a train spec,
+`spec.json` is the JSON body of POST /jobs/lr-finder, POST /jobs/train or POST /jobs/audit. In a train spec,
 `"lr": "auto"` with `"lr_finder_job": "runs/lr1"` takes that LR-finder run's suggestion."""
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import AuditSpec, LRFinderSpec, TrainSpec
 
-_Spec = TypeVar("_Spec", TrainSpec, LRFinderSpec)
+_Spec = TypeVar("_Spec", TrainSpec, LRFinderSpec, AuditSpec)
+_Train = TypeVar("_Train", bound=TrainSpec)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU if any)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("lr-find", "LR range test"), ("train", "train a model")):
+    for name, help_text in (
+        ("lr-find", "LR range test"),
+        ("train", "train a model"),
+        ("audit", "K-fold label audit of the training set: its likely label errors"),
+    ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("spec", type=Path, help="JSON spec: the body of the matching POST /jobs/... request")
         cmd.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -60,7 +66,7 @@ def _load_spec(path: Path, model: type[_Spec]) -> _Spec:
         raise SystemExit(f"invalid spec {path}:\n{exc}") from None
 
 
-def _resolve_auto_lr(spec: TrainSpec) -> TrainSpec:
+def _resolve_auto_lr(spec: _Train) -> _Train:
     if spec.optimizer.lr != "auto":
         return spec
     metrics_path = Path(str(spec.optimizer.lr_finder_job)) / "metrics.json"
@@ -123,6 +129,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.stop_reason != "cancelled" else 130
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ml.audit import audit
+    from ml.console import ConsoleCallbacks
+
+    spec = _resolve_auto_lr(_load_spec(args.spec, AuditSpec))
+    with ConsoleCallbacks(label="audit") as callbacks:
+        result = audit(spec, data_dir=args.data_dir, out_dir=args.out, callbacks=callbacks, device=args.device)
+    print(json.dumps(result.metrics | {"out": str(args.out)}, indent=1))
+    return 0 if result.stop_reason != "cancelled" else 130
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -149,7 +166,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"lr-find": cmd_lr_find, "train": cmd_train, "predict": cmd_predict}
+    commands = {"lr-find": cmd_lr_find, "train": cmd_train, "audit": cmd_audit, "predict": cmd_predict}
     try:
         return commands[args.command](args)
     except ValueError as exc:  # bad input: a missing dataset, an unknown class name, a bad checkpoint...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -462,7 +462,7 @@ class TrainSpec(CommonSpec):
             self.scheduler.resolved_pct_start(self.epochs)  # raises on a peak past the end
         return self
 
-    def with_lr(self, lr: float) -> TrainSpec:
+    def with_lr(self, lr: float) -> Self:
         """This spec with a concrete learning rate (resolving "auto")."""
         optimizer = self.optimizer.model_copy(update={"lr": lr, "lr_finder_job": None})
         return self.model_copy(update={"optimizer": optimizer})
@@ -484,6 +484,39 @@ class TrainSpec(CommonSpec):
             f"{', '.join(differing)}; the best learning rate depends on these, so it may not suit this job: "
             "run the LR finder with this job's settings"
         )
+
+
+MAX_FOLDS = 10  # cross-validation folds of an audit: K models, each trained on (K-1)/K of the images
+
+
+class AuditSpec(TrainSpec):
+    """A label audit: K-fold cross-validated training (K models of this spec, each trained on the other
+    folds) that scores every training image with a model that never saw it, then ranks the likely
+    label errors of the training set (ml.audit). The spec's epochs are each fold's: fewer than a full
+    run's are usual."""
+
+    folds: int = Field(
+        default=4,
+        ge=2,
+        le=MAX_FOLDS,
+        description=f"cross-validation folds (2-{MAX_FOLDS}), stratified by class and drawn from seed: each "
+        "fold's images are scored by a model trained on the other folds",
+    )
+
+    @model_validator(mode="after")
+    def _folds_hold_out(self) -> AuditSpec:
+        for name in ("validation_split", "target_accuracy"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{name} must be null in an audit: each fold is held out in turn and every fold model trains "
+                    "its epochs in full"
+                )
+        return self
+
+    def fold_spec(self) -> TrainSpec:
+        """The TrainSpec each fold's model trains with: this spec without `folds`, and no report grids."""
+        body = self.model_dump(exclude={"folds"}) | {"gradcam_misclassified": 0, "probe_indices": None}
+        return TrainSpec.model_validate(body)
 
 
 # The settings besides the dataset that move an LR range test's best learning rate: lr "auto" warns

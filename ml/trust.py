@@ -5,6 +5,7 @@ the best checkpoint's manifest) and which held-out images it says are likely mis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,27 +62,39 @@ def write_trust(
     issues = label_issues.find(
         scored.labels, softmax(scored.logits), classes, set_name=scored.name, test_time_flip=test_time_flip
     )
-    write_overlays(out_dir, model, issues, scored.images, normalization)
+    write_overlays(out_dir, [(model, normalization)], issues, scored.images)
     return Trust(measured, [reliability, label_issues.save(issues, out_dir / label_issues.FILE_NAME)])
 
 
 def write_overlays(
-    out_dir: Path, model: torch.nn.Module, issues: LabelIssues, images: np.ndarray, normalization: Normalization
+    out_dir: Path,
+    explainers: Sequence[tuple[torch.nn.Module, Normalization]],
+    issues: LabelIssues,
+    images: np.ndarray,
+    *,
+    explainer_of: np.ndarray | None = None,
 ) -> None:
-    """label_issues/<index>_given.png and _predicted.png for the first `issues.overlays` issues."""
+    """label_issues/<index>_given.png and _predicted.png for the first `issues.overlays` issues, each
+    explained by the (model, normalization) that scored it: `explainers[explainer_of[index]]` (a label
+    audit's fold models), or the only one."""
     folder = out_dir / label_issues.OVERLAY_FOLDER
     folder.mkdir(exist_ok=True)
     for stale in folder.glob("*.png"):  # a resumed run's earlier report: only these issues' overlays stay
         stale.unlink()
-    device = next(model.parameters()).device
-    for start in range(0, issues.overlays, CAM_BATCH):
-        stop = min(start + CAM_BATCH, issues.overlays)
-        indices = issues.index[start:stop]
-        batch = images[indices]
-        x = normalization.normalize(torch.from_numpy(batch).to(device))
-        for target, classes in ((t, issues.given if t == "given" else issues.predicted) for t in label_issues.TARGETS):
-            targets = [int(c) for c in classes[start:stop]]
-            cams = cam_for_batch(model, x, targets=targets, method="gradcam", flip=issues.test_time_flip)
-            for index, image, cam in zip(indices, batch, cams):
-                name = label_issues.overlay_name(int(index), target)
-                Image.fromarray(overlay(image, cam, size=OVERLAY_SIZE)).save(folder / name)
+    ranked = issues.index[: issues.overlays]
+    owners = np.zeros(len(ranked), dtype=np.int64) if explainer_of is None else explainer_of[ranked]
+    for owner, (model, normalization) in enumerate(explainers):
+        positions = np.flatnonzero(owners == owner)  # ranks of the issues this model explains
+        device = next(model.parameters()).device
+        for start in range(0, len(positions), CAM_BATCH):
+            chosen = positions[start : start + CAM_BATCH]
+            indices = issues.index[chosen]
+            batch = images[indices]
+            x = normalization.normalize(torch.from_numpy(batch).to(device))
+            for target in label_issues.TARGETS:
+                classes = issues.given if target == "given" else issues.predicted
+                targets = [int(c) for c in classes[chosen]]
+                cams = cam_for_batch(model, x, targets=targets, method="gradcam", flip=issues.test_time_flip)
+                for index, image, cam in zip(indices, batch, cams):
+                    name = label_issues.overlay_name(int(index), target)
+                    Image.fromarray(overlay(image, cam, size=OVERLAY_SIZE)).save(folder / name)

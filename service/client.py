@@ -154,6 +154,13 @@ def report_end(api: Api, job: dict[str, Any]) -> None:
             print(f"stopped ({metrics['stop_reason']}) at lr {metrics['stopped_at_lr']}")
         if job["status"] == "succeeded" and metrics.get("suggested_lr") is None:
             print("no suggestion: the loss never fell clearly below where it started; try a lower start_lr")
+    elif job["kind"] == "audit":
+        if metrics.get("label_issues") is not None:
+            print(
+                f"{metrics['label_issues']} likely label errors among {metrics['images']} training images "
+                f"(out-of-fold accuracy {metrics['accuracy']:.2%}, {len(metrics['folds'])} folds); "
+                f"GET /jobs/{job['id']}/label-issues lists them"
+            )
     elif metrics.get("best"):
         best, last = metrics["best"], metrics.get("last")
         flip = " with test-time flip" if metrics.get("test_time_flip") else ""
@@ -427,6 +434,7 @@ def add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     for name, endpoint, what in (
         ("lr-find", "/jobs/lr-finder", "an LR range test"),
         ("train", "/jobs/train", "a training run"),
+        ("audit", "/jobs/audit", "a label audit of the training set (K-fold: a training spec and folds)"),
     ):
         command = commands.add_parser(name, help=f"submit {what} (a JSON spec as in docs/API.md); prints the job id")
         command.add_argument("spec", metavar="SPEC.json")
@@ -443,7 +451,7 @@ def add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
-    jobs.add_argument("--kind", choices=("lr_finder", "train"))
+    jobs.add_argument("--kind", choices=("lr_finder", "train", "audit"))
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(func=cmd_jobs)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import AuditSpec, LRFinderSpec, TrainSpec
 
 NAME_CHARS, NOTE_CHARS = 100, 2000
 TAG_CHARS, MAX_TAGS = 40, 20
@@ -61,6 +61,14 @@ class TrainJobCreate(TrainSpec):
 
 class LRFinderJobCreate(LRFinderSpec):
     """POST /jobs/lr-finder: an LRFinderSpec, and beside it the run's optional name, tags and note."""
+
+    name: Name | None = Field(default=None, description=NAME_DESCRIPTION)
+    tags: Tags = Field(default_factory=list, description=TAGS_DESCRIPTION)
+    note: Note | None = Field(default=None, description=NOTE_DESCRIPTION)
+
+
+class AuditJobCreate(AuditSpec):
+    """POST /jobs/audit: an AuditSpec, and beside it the run's optional name, tags and note."""
 
     name: Name | None = Field(default=None, description=NAME_DESCRIPTION)
     tags: Tags = Field(default_factory=list, description=TAGS_DESCRIPTION)

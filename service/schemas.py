@@ -16,9 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from ml.specs import LRFinderSpec, ModelSpec, TrainSpec
+from ml.specs import AuditSpec, LRFinderSpec, ModelSpec, TrainSpec
 
-JobKind = Literal["lr_finder", "train"]
+JobKind = Literal["lr_finder", "train", "audit"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -180,11 +180,31 @@ class LRFinderJobPublic(JobBase):
     params: LRFinderSpec = Field(description="the validated request, every default filled in")
 
 
-JobPublic = Annotated[TrainJobPublic | LRFinderJobPublic, Field(discriminator="kind")]
+class AuditJobPublic(JobBase):
+    """A label audit: K-fold cross-validated training that ranks the training set's likely label errors."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _job_example(
+                    "audit",
+                    AuditSpec,
+                    {"phase": "fold 2 of 4: training", "fold": 2, "folds": 4, "epoch": 1, "fraction": 0.31},
+                )
+            ]
+        }
+    )
+
+    kind: Literal["audit"]
+    params: AuditSpec = Field(description="the validated request, every default filled in")
+
+
+AnyJobPublic = TrainJobPublic | LRFinderJobPublic | AuditJobPublic
+JobPublic = Annotated[AnyJobPublic, Field(discriminator="kind")]
 _JOB = TypeAdapter(JobPublic)
 
 
-def job_public(job: object, *, queue_position: int | None = None) -> TrainJobPublic | LRFinderJobPublic:
+def job_public(job: object, *, queue_position: int | None = None) -> AnyJobPublic:
     """A job row as the contract's Job (its `kind` says which params it has), with its place in the
     queue when it is queued."""
     public = _JOB.validate_python(job, from_attributes=True)
@@ -380,7 +400,10 @@ class LabelIssuePublic(BaseModel):
 class LabelIssuesPublic(BaseModel):
     issues: list[LabelIssuePublic]
     total: int = Field(description="likely label errors found, over all pages")
-    set: Literal["test", "validation"] = Field(description="the images scored: the validation split when held out")
+    set: Literal["test", "validation", "train"] = Field(
+        description="the images scored: the validation split when held out, else the test set; a label audit's: "
+        "the training set"
+    )
     scored: int = Field(description="images scored")
 
 
@@ -440,6 +463,30 @@ class LRFinderMetricsPublic(BaseModel):
         description="why the test ended: completed (every iteration ran) | diverged | rise_stop (the trend climbed "
         "back rise_stop of its fall) | cancelled; null while it runs",
     )
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
+
+
+class AuditFoldPublic(Sparse):
+    fold: int = Field(description="from 1")
+    images: int = Field(description="its held-out training images, scored by the model trained on the other folds")
+    accuracy: float = Field(description="that model's accuracy on them")
+    seconds: float | None = Field(default=None, description="its training and scoring time; absent when resumed")
+
+
+class AuditMetricsPublic(BaseModel):
+    """A label audit's figures, once it has ended (before: empty, and the job's progress says which fold
+    trains)."""
+
+    job_id: str
+    status: JobStatus
+    folds: list[AuditFoldPublic] = Field(default_factory=list, description="each fold's model, in order")
+    images: int | None = Field(default=None, description="the training images audited (after train_subset)")
+    scored: int | None = Field(default=None, description="of them, scored out of fold (all, unless cancelled)")
+    accuracy: float | None = Field(default=None, description="the out-of-fold accuracy over every training image")
+    label_issues: int | None = Field(
+        default=None, description="likely label errors found (GET /jobs/{id}/label-issues lists them)"
+    )
+    stop_reason: str | None = Field(default=None, description="completed | cancelled; null while it runs")
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_DESCRIPTION)
 
 

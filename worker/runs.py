@@ -16,8 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import store
 from core.config import Settings
 from core.db import session_for
+from ml.audit import audit
 from ml.lr_finder import run_lr_finder
-from ml.specs import LRFinderSpec, TrainSpec, no_suggestion
+from ml.specs import AuditSpec, LRFinderSpec, TrainSpec, no_suggestion
 from ml.trainer import train
 from worker.outputs import live_artifacts, register_artifacts, register_checkpoint
 from worker.reporting import StoreReporter
@@ -71,7 +72,11 @@ class JobRun:
             spec = TrainSpec.model_validate(params)
             self.check_memory(spec)
             return self.train(spec)
-        raise ValueError(f"unknown job kind {kind!r}; expected 'lr_finder' or 'train'")
+        if kind == "audit":
+            audit_spec = AuditSpec.model_validate(params)
+            self.check_memory(audit_spec)
+            return self.audit(audit_spec)
+        raise ValueError(f"unknown job kind {kind!r}; expected 'lr_finder', 'train' or 'audit'")
 
     def check_memory(self, spec: LRFinderSpec | TrainSpec) -> None:
         """Fail at once (a ValueError: the job fails, it is not redelivered) when the spec's training step
@@ -145,6 +150,30 @@ class JobRun:
             "calibration": trained.metrics.get("calibration"),
         }
         return self._outcome(trained.stop_reason, result, checkpoint_id)
+
+    def audit(self, spec: AuditSpec) -> Outcome:
+        warnings: list[str] = []
+        if spec.optimizer.lr == "auto":
+            resolved, warnings = resolve_auto_lr(self.settings, spec)
+            spec = AuditSpec.model_validate(resolved.model_dump())
+        audited = audit(
+            spec,
+            data_dir=self.settings.DATA_DIR,
+            out_dir=self.out_dir,
+            callbacks=self.reporter,
+            device=choose_device(self.settings.WORKER_DEVICE),
+        )
+        with session_for(self.settings.DATABASE_URL) as session:
+            register_artifacts(
+                session,
+                self.job_id,
+                out_dir=self.out_dir,
+                root=self.root,
+                extra=audited.artifacts,
+                claim=self.reporter.claim,
+            )
+        result = audited.metrics | {"lr": spec.optimizer.lr, "warnings": warnings}
+        return self._outcome(audited.stop_reason, result)
 
     def salvage(self) -> None:
         """After a failure: register whatever plots and metrics the run left (best effort)."""

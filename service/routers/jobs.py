@@ -14,15 +14,26 @@ from core import store
 from core.broker import BrokerUnavailable
 from core.config import Settings
 from core.db import Job, session_for
-from ml.specs import MAX_EPOCHS, DatasetSpec, LRFinderSpec, ModelSpec, TrainSpec
+from ml.specs import MAX_EPOCHS, AuditSpec, DatasetSpec, LRFinderSpec, ModelSpec, TrainSpec
 from service.admission import check_dataset_on_disk, check_lr_finder_job, check_memory, check_uploaded_dataset
 from service.broker import Broker, BrokerDep
 from service.cache import Tag, etag_of, job_tag, metrics_cache
 from service.deps import Limit, Offset, SessionDep, SettingsDep
 from service.errors import Responses
 from service.job_files import remove_job_files
-from service.job_labels import TAG_CHARS, JobLabelsUpdate, LRFinderJobCreate, TrainJobCreate, labels_of, spec_of
+from service.job_labels import (
+    TAG_CHARS,
+    AuditJobCreate,
+    JobLabelsUpdate,
+    LRFinderJobCreate,
+    TrainJobCreate,
+    labels_of,
+    spec_of,
+)
 from service.schemas import (
+    AnyJobPublic,
+    AuditJobPublic,
+    AuditMetricsPublic,
     BestEpochPublic,
     EpochPublic,
     JobKind,
@@ -97,7 +108,24 @@ def create_train_job(
     return TrainJobPublic.model_validate(_public(session, job))
 
 
-def _public(session: Session, job: Job, positions: dict[str, int] | None = None) -> TrainJobPublic | LRFinderJobPublic:
+@router.post("/audit", status_code=status.HTTP_202_ACCEPTED, responses=ACCEPTED | UNAVAILABLE | TOO_MANY)
+def create_audit_job(
+    body: AuditJobCreate, response: Response, session: SessionDep, broker: BrokerDep, settings: SettingsDep
+) -> AuditJobPublic:
+    """Queue a label audit of the training set: `folds` models of the spec, each trained on the other folds,
+    score every training image; GET /jobs/{id}/label-issues then ranks the likely label errors.
+    `Location` is the new job's URL."""
+    spec = spec_of(body, AuditSpec)
+    check_dataset_on_disk(spec.dataset, settings.DATA_DIR)
+    check_uploaded_dataset(session, spec.dataset)
+    check_memory(spec, settings.WORKER_MEMORY_MB)
+    check_lr_finder_job(session, spec)
+    job = _submit(session, broker, settings, "audit", spec.model_dump(mode="json"), labels_of(body))
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return AuditJobPublic.model_validate(_public(session, job))
+
+
+def _public(session: Session, job: Job, positions: dict[str, int] | None = None) -> AnyJobPublic:
     """The Job, with its place in the queue (from `positions` when the caller read them all)."""
     place = positions.get(job.id) if positions is not None else store.queue_position(session, job)
     return job_public(job, queue_position=place)
@@ -252,7 +280,7 @@ NOT_MODIFIED: Responses = {304: {"description": "If-None-Match names the current
 
 @router.get(
     "/{job_id}/metrics",
-    response_model=TrainMetricsPublic | LRFinderMetricsPublic,
+    response_model=TrainMetricsPublic | LRFinderMetricsPublic | AuditMetricsPublic,
     responses=UNKNOWN_JOB | UNAVAILABLE | NOT_MODIFIED,
 )
 async def get_metrics(
@@ -261,7 +289,8 @@ async def get_metrics(
     since_epoch: Annotated[int, Query(ge=0, le=MAX_EPOCHS, description="train jobs: only epochs after this one")] = 0,
     if_none_match: Annotated[str | None, Header(description="the ETag of the metrics the client has")] = None,
 ) -> Response:
-    """A train job's epoch records (and, once finished, per-class accuracy), or an LR-finder curve.
+    """A train job's epoch records (and, once finished, per-class accuracy), an LR-finder curve, or an
+    audit's folds and label issues.
     At most METRICS_CACHE_SECONDS older than the store (service.cache), and never older than what
     the client has: its `If-None-Match` naming other metrics than this process's cached ones is read
     from the store (so a client polling several API processes never goes back), and naming the
@@ -280,14 +309,21 @@ async def get_metrics(
 
 def _read_metrics(
     settings: Settings, job_id: str, since_epoch: int
-) -> tuple[TrainMetricsPublic | LRFinderMetricsPublic, Tag]:
+) -> tuple[TrainMetricsPublic | LRFinderMetricsPublic | AuditMetricsPublic, Tag]:
     with session_for(settings.DATABASE_URL) as session:
         job = _job_or_404(session, job_id)
         return _metrics(session, job, since_epoch), job_tag(job.status, job.progress)
 
 
-def _metrics(session: Session, job: Job, since_epoch: int) -> TrainMetricsPublic | LRFinderMetricsPublic:
+def _metrics(
+    session: Session, job: Job, since_epoch: int
+) -> TrainMetricsPublic | LRFinderMetricsPublic | AuditMetricsPublic:
     result = job.result or {}
+    if job.kind == "audit":
+        return AuditMetricsPublic.model_validate(
+            {"job_id": job.id, "status": job.status, "warnings": []}
+            | {key: result[key] for key in AuditMetricsPublic.model_fields if key in result}
+        )
     if job.kind == "lr_finder":
         # before its result (running, or failed), the curve so far that the worker keeps with its progress
         curve = result if "lrs" in result else (job.progress or {}).get("curve") or {}

@@ -29,7 +29,7 @@ CACHED_TABLES = 16  # parsed label_issues.json files kept
 NO_ISSUES: Responses = {
     404: {
         "description": "no such job, or it has no label issues: still running, an LR-finder job, no epoch "
-        "finished, or it ran before they were recorded"
+        "finished (an audit: cancelled before its last fold), or it ran before they were recorded"
     }
 }
 
@@ -49,10 +49,12 @@ def _table(session: Session, settings: Settings, job_id: str) -> tuple[LabelIssu
     root = settings.ARTIFACTS_DIR.resolve()
     path = (root / artifact.path).resolve() if artifact is not None else None
     if path is None or not path.is_relative_to(root) or not path.is_file():
-        if job.kind != "train":
-            why = "an LR-finder job has none; a training job's are found when it ends"
+        if job.kind == "lr_finder":
+            why = "an LR-finder job has none; a training or audit job's are found when it ends"
         elif job.status in ("queued", "running"):
-            why = f"it is {job.status}; they are found when its training ends"
+            why = (
+                f"it is {job.status}; they are found when its {'last fold' if job.kind == 'audit' else 'training'} ends"
+            )
         else:
             why = f"it {job.status} without them (no epoch finished, or it ran before they were recorded)"
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} has no label issues: {why}")

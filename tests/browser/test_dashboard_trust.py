@@ -37,8 +37,16 @@ def page(browser, stack: Stack):
     context.close()
 
 
-def test_a_finished_job_shows_its_calibration_and_likely_label_errors(page, stack: Stack, shoot, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def state() -> dict[str, str]:
+    return {}
+
+
+def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
+    page, stack: Stack, shoot, tmp_path, state
+) -> None:
     job_id = stack.submit("train", TINY)
+    state["job"] = job_id
     assert stack.wait(job_id)["status"] == "succeeded"
     calibration = stack.get(f"/jobs/{job_id}/metrics").json()["calibration"]
     issues = stack.get(f"/jobs/{job_id}/label-issues?limit=24").json()
@@ -88,4 +96,37 @@ def test_a_finished_job_shows_its_calibration_and_likely_label_errors(page, stac
     page.locator("#calibrated-note").wait_for()
     assert f"T = {calibration['temperature']['value']:.2f}" in page.locator("#calibrated-note").inner_text()
     shoot(page, "trust-02-predict-calibrated")
+    assert page.errors == [], "the page threw"
+
+
+def test_an_audit_started_from_a_job_lists_the_training_sets_label_errors(page, stack: Stack, shoot, state) -> None:
+    page.goto(f"{stack.url}/#/jobs/{state['job']}")
+    page.locator("#audit-start").wait_for()
+    page.fill("#audit-folds-input", "2")
+    page.fill("#audit-epochs", "1")
+    page.click("#audit-start")
+    page.wait_for_function(f"() => location.hash.startsWith('#/jobs/') && location.hash !== '#/jobs/{state['job']}'")
+    audit_id = page.evaluate("() => location.hash.split('/')[2]")
+    job = stack.get(f"/jobs/{audit_id}").json()
+    assert job["kind"] == "audit" and job["params"]["folds"] == 2 and job["params"]["epochs"] == 1
+    assert job["params"]["validation_split"] is None  # the job's own split gives way to the folds
+    assert stack.wait(audit_id)["status"] == "succeeded"
+    metrics = stack.get(f"/jobs/{audit_id}/metrics").json()
+    issues = stack.get(f"/jobs/{audit_id}/label-issues?limit=24").json()
+    assert "set" in issues, issues
+    assert issues["set"] == "train" and issues["scored"] == metrics["images"] == 300  # no split held out now
+    page.locator("#audit-folds tbody tr").nth(1).wait_for()
+    assert page.locator("#audit-summary").inner_text().startswith(f"{metrics['label_issues']} likely label errors")
+    tiles = page.locator("#issue-tiles .issue-tile")
+    if issues["total"]:
+        tiles.first.wait_for()
+        assert tiles.evaluate_all("ts => ts.map(t => Number(t.dataset.index))") == [
+            i["index"] for i in issues["issues"]
+        ]
+    assert "never saw it" in page.locator("#issues-about").inner_text()
+    page.locator("#audit-card").scroll_into_view_if_needed()
+    shoot(page, "trust-03-label-audit")
+    page.goto(f"{stack.url}/#/jobs?kind=audit")
+    page.locator("table tbody tr").first.wait_for()
+    assert "label audit" in page.locator("table tbody tr").first.inner_text()
     assert page.errors == [], "the page threw"

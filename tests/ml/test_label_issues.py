@@ -75,7 +75,7 @@ def test_the_first_issues_get_overlays_of_both_classes(tmp_path: Path) -> None:
     (tmp_path / label_issues.OVERLAY_FOLDER).mkdir()
     stale = tmp_path / label_issues.OVERLAY_FOLDER / "999_given.png"
     stale.write_bytes(b"old")
-    write_overlays(tmp_path, model, found, images, Normalization.of([0.5], [0.25]))
+    write_overlays(tmp_path, [(model, Normalization.of([0.5], [0.25]))], found, images)
     written = sorted(p.name for p in (tmp_path / label_issues.OVERLAY_FOLDER).iterdir())
     expected = sorted(label_issues.overlay_name(int(i), t) for i in found.index for t in label_issues.TARGETS)
     assert written == expected

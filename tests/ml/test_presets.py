@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ml.presets import EXAMPLE_FILES, PRESETS
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import AuditSpec, LRFinderSpec, TrainSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -24,7 +24,8 @@ def test_every_example_file_validates() -> None:
     assert len(files) >= 4
     for path in files:
         body = json.loads(path.read_text())
-        (LRFinderSpec if "num_iter" in body else TrainSpec).model_validate(body)
+        kind = LRFinderSpec if "num_iter" in body else AuditSpec if "folds" in body else TrainSpec
+        kind.model_validate(body)
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist_cpu", "cifar10_cpu"])

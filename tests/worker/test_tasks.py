@@ -22,7 +22,7 @@ from core import store
 from core.config import Settings
 from core.db import Job, utcnow
 from ml import downloads
-from ml.specs import LRFinderSpec, TrainSpec
+from ml.specs import AuditSpec, LRFinderSpec, TrainSpec
 from worker import reporting
 from worker.failures import describe
 from worker.outputs import live_artifacts
@@ -51,7 +51,7 @@ TRAIN_ARTIFACTS = {
 
 
 def submit(session: Session, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    spec = (TrainSpec if kind == "train" else LRFinderSpec).model_validate(body)
+    spec = {"train": TrainSpec, "lr_finder": LRFinderSpec, "audit": AuditSpec}[kind].model_validate(body)
     params = spec.model_dump(mode="json")
     return store.create_job(session, kind=kind, params=params).id, params
 
@@ -106,6 +106,21 @@ def test_lr_finder_then_a_train_job_with_its_suggested_lr(settings: Settings, se
     assert checkpoint.classes[1] == "Trouser" and checkpoint.dataset == "fashion_mnist"
     assert checkpoint.model == {"name": "resnet18", "width": 2}
     assert (settings.ARTIFACTS_DIR / checkpoint.path / "model.safetensors").is_file()
+
+
+def test_an_audit_job_scores_the_training_set_and_registers_its_label_issues(
+    settings: Settings, session: Session
+) -> None:
+    body = {**TINY, "epochs": 1, "folds": 2, "optimizer": {"lr": 0.05}, "augmentation": "none"}
+    audit_id, params = submit(session, "audit", body)
+    assert run_job(audit_id, "audit", params) == "succeeded"
+    job = reload(session, audit_id)
+    assert job.status == "succeeded" and job.result is not None and job.checkpoint_id is None
+    assert [f["fold"] for f in job.result["folds"]] == [1, 2] and job.result["scored"] == 100
+    assert job.result["stop_reason"] == "completed" and job.result["label_issues"] >= 0
+    assert job.progress["fraction"] == 1.0 and store.list_epochs(session, audit_id) == []
+    artifacts = {a.name for a in store.list_artifacts(session, audit_id)}
+    assert {"label_issues.json", "metrics.json"} <= artifacts
 
 
 def test_a_cifar10_job_downloads_it_first_with_progress_in_the_job(

@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
 import { filesSection, logPanel, warningsBox } from "./job_files.js";
+import * as auditView from "./audit_view.js";
 import * as lrView from "./lr_view.js";
 import { runHead } from "./run_labels.js";
 import * as trainView from "./train_view.js";
@@ -69,8 +70,44 @@ function lrNote(job) {
     job.lr ? ` (${lrText(job.lr)})` : "");
 }
 
+const TITLES = { train: "Training", lr_finder: "LR finder", audit: "Label audit" };
+const COMMANDS = { train: "train", lr_finder: "lr-find", audit: "audit" };
+const VIEWS = { train: trainView, lr_finder: lrView, audit: auditView };
+const AUDIT_DROPS = ["validation_split", "target_accuracy", "probe_indices"]; // an audit holds out its folds instead
+
+/** A training job's spec as a label audit's: each fold trains `epochs`, the run's own settings otherwise. */
+export function auditSpec(params, folds, epochs) {
+  const spec = Object.fromEntries(Object.entries(params).filter(([key]) => !AUDIT_DROPS.includes(key)));
+  return { ...spec, folds, epochs };
+}
+
+/** "Audit the training labels": K-fold training of this job's spec that ranks the training set's label errors. */
+function auditSection(job) {
+  const folds = h("input", { id: "audit-folds-input", type: "number", min: 2, max: 10, value: "4" });
+  const epochs = h("input", { id: "audit-epochs", type: "number", min: 1, max: job.params.epochs,
+    value: String(Math.max(1, Math.ceil(job.params.epochs / 2))) });
+  const status = h("span", { class: "muted", id: "audit-status" });
+  const start = async () => {
+    try {
+      const audit = await api("/jobs/audit", { method: "POST",
+        json: { ...auditSpec(job.params, Number(folds.value), Number(epochs.value)),
+          name: `audit of ${job.name || job.id.slice(0, 8)}` } });
+      location.hash = `#/jobs/${audit.id}`;
+    } catch (error) {
+      clear(status, errorBox(error));
+    }
+  };
+  return h("section", { class: "card", id: "audit" },
+    h("h2", {}, "Audit the training labels"),
+    h("p", { class: "muted" }, "Trains this spec once per fold on the other folds, so that every training image is "
+      + "scored by a model that never saw it; then ranks the images whose label those models contradict "
+      + "(cleanlab). Each fold costs about epochs-per-fold / epochs of this run."),
+    h("div", { class: "row wrap" }, h("label", {}, "Folds ", folds), h("label", {}, "Epochs per fold ", epochs),
+      h("button", { type: "button", id: "audit-start", onclick: start }, "Start audit"), status));
+}
+
 export function cliText(job) {
-  const command = job.kind === "train" ? "train" : "lr-find";
+  const command = COMMANDS[job.kind];
   const spec = JSON.stringify(job.params, null, 2);
   return [
     "cat > spec.json <<'EOF'", spec, "EOF",
@@ -84,7 +121,8 @@ function specSection(job) {
   return h("section", { class: "card" },
     h("div", { class: "section-head" }, h("h2", {}, "Spec that ran"), h("span", { class: "spacer" }),
       copyButton("Copy JSON", () => json), copyButton("Copy CLI command", () => cliText(job)),
-      h("a", { class: "button small", href: `#/new?from=${job.id}` }, "Edit and run again")),
+      // the form edits training and LR-finder specs; an audit is started again from its training job
+      job.kind === "audit" ? null : h("a", { class: "button small", href: `#/new?from=${job.id}` }, "Edit and run again")),
     h("details", { open: true }, h("summary", {}, "JSON (the POST body)"), h("pre", { class: "code", id: "spec-json" }, json)),
     h("details", {}, h("summary", {}, "CLI command"), h("pre", { class: "code" }, cliText(job))));
 }
@@ -98,7 +136,7 @@ async function endWarnings(job) {
 export async function render(root, { page, args }) {
   const id = args[0];
   let job = await api(`/jobs/${id}`);
-  const title = job.kind === "train" ? "Training" : "LR finder";
+  const title = TITLES[job.kind];
   const progressBox = h("section", { class: "card progress", id: "progress" });
   const viewBox = h("div", { class: "view" });
   const lrBox = h("span", {}, lrNote(job));
@@ -109,7 +147,8 @@ export async function render(root, { page, args }) {
       head.element,
       h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
         job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
-    progressBox, warnings.element, viewBox, files.element, log.element, specSection(job));
+    progressBox, warnings.element, viewBox, files.element, log.element,
+    job.kind === "train" ? auditSection(job) : null, specSection(job));
 
   const cancel = async () => {
     try {
@@ -119,7 +158,7 @@ export async function render(root, { page, args }) {
       progressBox.append(errorBox(error));
     }
   };
-  const view = (job.kind === "train" ? trainView : lrView).mount(viewBox, job, page);
+  const view = VIEWS[job.kind].mount(viewBox, job, page);
   page.poll(async () => {
     job = await api(`/jobs/${id}`);
     if (!page.alive) return false;

@@ -8,7 +8,14 @@ import { ago, clear, datasetText, duration, h, lrText, modelText, pct, seconds, 
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000; // statuses and progress change while the list is open
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
-const KINDS = ["", "train", "lr_finder"];
+const KINDS = ["", "train", "lr_finder", "audit"];
+const KIND_NAMES = { train: "training", lr_finder: "LR finder", audit: "label audit" };
+
+function runLength(job, lr) {
+  if (job.kind === "lr_finder") return `${job.params.num_iter} it`;
+  if (job.kind === "audit") return `${job.params.folds} × ${job.params.epochs} ep`;
+  return `${job.params.epochs} ep, lr ${lrText(lr)}`;
+}
 const DATASETS = ["", "cifar10", "fashion_mnist", "image_folder", "uploaded"];
 const MODELS = ["", "resnet18", "custom_resnet"];
 const FILTERS = ["status", "kind", "dataset", "model", "tag", "q", "sort", "page"];
@@ -61,11 +68,11 @@ function row(job, selected, onToggle, filters) {
       h("a", { href: `#/jobs/${job.id}`, class: job.name ? "run-name" : "mono run-name", title: job.note || job.id }, displayName(job)),
       job.name ? h("small", { class: "mono muted" }, ` ${job.id.slice(0, 8)}`) : null,
       job.tags?.length ? tagChips(job.tags, filters) : null),
-    h("td", {}, job.kind === "train" ? "training" : "LR finder"),
+    h("td", {}, KIND_NAMES[job.kind]),
     statusCell(job),
     h("td", {}, datasetText(job.params)),
     h("td", {}, modelText(job.params)),
-    h("td", { class: "num" }, job.kind === "train" ? `${job.params.epochs} ep, lr ${lrText(lr)}` : `${job.params.num_iter} it`),
+    h("td", { class: "num" }, runLength(job, lr)),
     h("td", { class: "num" }, job.last ? pct(job.last.test_acc) : "—"),
     h("td", { class: "num", title: "the best epoch's test accuracy; chosen on the test set unless the job holds out a validation split" },
       job.best ? pct(job.best.test_acc) : "—"),
@@ -93,7 +100,7 @@ function toolbar(filters, compareButton) {
   const tagOptions = h("datalist", { id: "tag-options" }, [...seenTags].sort().map((t) => h("option", { value: t })));
   return h("div", { class: "toolbar" },
     select("status", STATUSES, filters.status),
-    select("kind", KINDS, filters.kind, { "": "any", train: "training", lr_finder: "LR finder" }),
+    select("kind", KINDS, filters.kind, { "": "any", ...KIND_NAMES }),
     select("dataset", DATASETS, filters.dataset),
     select("model", MODELS, filters.model),
     h("label", {}, "tag ", h("input", { type: "text", name: "tag", list: "tag-options", value: filters.tag, size: 10,

@@ -112,7 +112,8 @@ export function labelIssuesGallery(job) {
     offset = Math.max(0, to);
     try {
       const page = await api(`/jobs/${job.id}/label-issues?offset=${offset}&limit=${ISSUES_PAGE}`);
-      about.textContent = `${page.total} of the ${page.scored} ${page.set} images have a label the best checkpoint `
+      const judge = page.set === "train" ? "the fold model that never saw it" : "the best checkpoint";
+      about.textContent = `${page.total} of the ${page.scored} ${page.set} images have a label ${judge} `
         + "contradicts (cleanlab's confident learning), the most likely error first. Left: GradCAM of the given "
         + "label; right: of the predicted class. Score: cleanlab's label quality, lower is more suspect.";
       const shown = page.issues.length;
