@@ -172,7 +172,7 @@ class JobRun:
                 extra=audited.artifacts,
                 claim=self.reporter.claim,
             )
-        result = audited.metrics | {"lr": spec.optimizer.lr, "warnings": warnings}
+        result = audited.metrics | {"lr": spec.optimizer.lr, "warnings": warnings + audited.metrics.get("warnings", [])}
         return self._outcome(audited.stop_reason, result)
 
     def salvage(self) -> None:

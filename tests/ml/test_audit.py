@@ -15,7 +15,7 @@ from cleanlab.filter import find_label_issues
 from conftest import class_images
 from datasets import write_idx
 
-from ml.audit import FOLDS_FOLDER, MODEL_FOLDER, SCORES_FILE, audit, fold_indices
+from ml.audit import FOLDS_FOLDER, MODEL_FOLDER, SCORES_FILE, audit, fold_indices, weak_models_warning
 from ml.calibration import softmax
 from ml.checkpoints import load_model
 from ml.normalization import Normalization
@@ -67,6 +67,12 @@ def test_folds_cover_every_image_once_stratified_by_class() -> None:
     assert [f.tolist() for f in fold_indices(labels, 4, seed=3)] == [f.tolist() for f in held]  # from the seed
     with pytest.raises(ValueError, match="class 3 has 8 training images, fewer than the 10 folds"):
         fold_indices(labels, 10, seed=0)
+
+
+def test_an_audit_that_flags_too_many_images_says_its_models_are_weak() -> None:
+    assert weak_models_warning(30, 1000, 0.91) == []
+    (warning,) = weak_models_warning(3987, 12000, 0.479)
+    assert warning.startswith("3987 of 12000 training images (33%) are flagged") and "train each fold longer" in warning
 
 
 def test_the_spec_holds_out_its_folds_only() -> None:
