@@ -7,6 +7,7 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
     python bench/load.py --api-nice 5      # the API yields the CPU to the worker
+    python bench/load.py --worker-nice 0 --yield-to-predictions off  # as before either lever
     python bench/load.py --predict-threads 0  # predictions on every core (scripts/up: 1)
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
@@ -15,7 +16,10 @@ through three phases, alternated over --rounds rounds (N seconds per phase in al
 request rates and latencies). Training speed is the job's own progress (steps done x batch size per
 second), the median of each phase's rounds. Every request is bounded (a 30 s timeout, one
 connection per client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as
-scripts/up starts it; 5 lets the worker, on the same cores, have them first), and the load generator
+scripts/up starts it; 5 lets the worker, on the same cores, have them first), the worker with
+WORKER_NICE --worker-nice (10, as scripts/up starts it: predictions and polls first) and
+YIELD_TO_PREDICTIONS --yield-to-predictions (on, as scripts/up: training on one thread fewer while
+predictions come), and the load generator
 at niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only
 when neither the API nor the worker wants it, and its latencies are upper bounds (they include its
 own waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
@@ -140,7 +144,7 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
 
 
 class Stack:
-    def __init__(self, tmp: Path, redis_url: str, api_nice: int, predict_threads: int) -> None:
+    def __init__(self, tmp: Path, redis_url: str, args: argparse.Namespace) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -152,8 +156,10 @@ class Stack:
             "ARTIFACTS_DIR": str(tmp / "artifacts"),
             "LRCAM_OFFLINE": "1",
             "API_KEY": "",
-            "API_NICE": str(api_nice),
-            "PREDICT_THREADS": str(predict_threads),
+            "API_NICE": str(args.api_nice),
+            "WORKER_NICE": str(args.worker_nice),
+            "YIELD_TO_PREDICTIONS": args.yield_to_predictions,
+            "PREDICT_THREADS": str(args.predict_threads),
         }
         self.tmp, self.processes = tmp, []
         self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
@@ -266,6 +272,11 @@ class Stack:
         return job_id
 
 
+def loadavg() -> str:
+    """The machine's load average (1, 5, 15 min): other work on the cores shows in it."""
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def free_port() -> int:
     import socket
 
@@ -292,6 +303,13 @@ def main() -> None:
         "1: a dashboard polling every second)",
     )
     parser.add_argument("--api-nice", type=int, default=0, help="the API's API_NICE (scripts/up: 0)")
+    parser.add_argument("--worker-nice", type=int, default=10, help="the worker's WORKER_NICE (scripts/up: 10)")
+    parser.add_argument(
+        "--yield-to-predictions",
+        choices=("on", "off"),
+        default="on",
+        help="YIELD_TO_PREDICTIONS: training on one thread fewer while predictions come (scripts/up: on)",
+    )
     parser.add_argument(
         "--predict-threads",
         type=int,
@@ -304,12 +322,13 @@ def main() -> None:
     if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost"):
         raise SystemExit("--redis-url must be on loopback")
     with tempfile.TemporaryDirectory(prefix="lrcam-load-") as folder:
-        stack = Stack(Path(folder), args.redis_url, args.api_nice, args.predict_threads)
+        stack = Stack(Path(folder), args.redis_url, args)
         stack.start()
         os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
         print(
-            f"API_NICE {args.api_nice}, PREDICT_THREADS {args.predict_threads}, load generator niceness "
-            f"{os.nice(0)}, interval {args.interval} s"
+            f"API_NICE {args.api_nice}, WORKER_NICE {args.worker_nice}, YIELD_TO_PREDICTIONS "
+            f"{args.yield_to_predictions}, PREDICT_THREADS {args.predict_threads}, "
+            f"load generator niceness {os.nice(0)}, interval {args.interval} s, load average {loadavg()}"
         )
         try:
             warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
@@ -326,6 +345,7 @@ def main() -> None:
             stack.wait(job_id, ("cancelled", "succeeded", "failed"))
         finally:
             stack.stop()
+    print(f"load average at the end: {loadavg()} (1, 5, 15 min; this machine has {os.cpu_count()} cores)")
     unpolled, polled, loaded = (statistics.median(speeds[name]) for name in ("unpolled", "polled", "loaded"))
     print(tallies["polled"][0].line("metrics polling alone", args.pollers, seconds))
     print(tallies["loaded"][0].line("metrics polling", args.pollers, seconds))

@@ -241,6 +241,20 @@ class Settings(BaseSettings):
         description="the API's CPU niceness (0-19), taken at start: where a worker trains on the same CPUs, "
         "e.g. 5 lets training have the cores first and requests wait instead",
     )
+    WORKER_NICE: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="the worker's CPU niceness (0-19), taken at start: where the API runs on the same CPUs, a "
+        "niceness above the API's gives predictions and polls the cores first and training the rest; `scripts/up` "
+        "sets 10",
+    )
+    YIELD_TO_PREDICTIONS: bool = Field(
+        default=False,
+        description="where the API and a worker share CPU cores: while `/predict` requests come (and for 2 s after "
+        "the last), the API marks it in Redis and a training worker trains on one torch thread fewer, leaving a "
+        "core to predictions; `scripts/up` sets it",
+    )
     LOG_FORMAT: Literal["text", "json"] = Field(
         default="text",
         description="log lines of the API and the worker: `text`, or `json` (one object a line); every line "

@@ -77,6 +77,16 @@ class Broker:
                 logger.warning("queue %s holds a message that is not a Celery task; ignored", self.queue)
         return ids
 
+    def mark_predicting(self, key: str, seconds: float) -> None:
+        """Set `key` for `seconds` (core.predicting), through kombu's client as `queued_ids` reads; best
+        effort: a broker that does not answer only costs training's yielding."""
+        try:
+            with self.app.connection_for_write() as connection:
+                with connection.default_channel.conn_or_acquire() as client:
+                    client.set(key, 1, px=int(seconds * 1000))
+        except BROKER_ERRORS as exc:
+            logger.debug("could not mark predictions waiting: %s", exc)
+
     def _unavailable(self, exc: BaseException) -> BrokerUnavailable:
         """What the API answers names the setting, never the broker's host or address: those are logged."""
         logger.warning("broker unreachable at %s: %s", self.url, exc)

@@ -1,22 +1,18 @@
-"""Caps on work the API takes on at once, and the API's CPU priority.
+"""Caps on work the API takes on at once.
 
 A /predict request first reads its body, within PREDICT_BODY_SECONDS (else 408), while holding no
 prediction slot: a client that stalls mid-upload holds only its own place, and one client may have
 at most MAX_UPLOADS_PER_CLIENT requests reading or waiting at once (more get 429). Then predictions
 share the CPU (or GPU) with each other: MAX_CONCURRENT_PREDICTS run at once, up to PREDICT_QUEUE more
 wait for a slot in arrival order, each for at most PREDICT_WAIT_SECONDS; a request beyond the queue,
-or one that waited that long, gets 429 with Retry-After. API_NICE lowers the API's priority where a
-worker trains on the same cores."""
+or one that waited that long, gets 429 with Retry-After."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 from fastapi import HTTPException, status
 
@@ -120,21 +116,3 @@ async def body_deadline(seconds: float) -> AsyncIterator[None]:
             f"the request body did not arrive within {seconds:g} s (PREDICT_BODY_SECONDS)",
             headers={"Connection": "close"},
         ) from None
-
-
-logger = logging.getLogger(__name__)
-
-
-def lower_priority(niceness: int) -> None:
-    """Raise this process's niceness to `niceness` (never lower it): on shared CPUs the scheduler then
-    gives a training worker the cores first, and polls and predictions wait instead of training.
-    Linux keeps a niceness per thread, so every thread is set, and threads started later (the
-    request thread pool, torch's) inherit it."""
-    tasks = Path("/proc/self/task")
-    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    for thread in threads:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
-                os.setpriority(os.PRIO_PROCESS, thread, niceness)
-        except (OSError, AttributeError) as exc:  # a thread that just ended; no setpriority on Windows
-            logger.debug("API_NICE: thread %s not changed: %s", thread, exc)

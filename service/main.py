@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from core import logs
 from core.config import get_settings
 from core.db import ensure_schema, get_engine
+from core.niceness import lower_priority
 from service import dashboard, docs, errors, predictions
 from service.archive_upload import MULTIPART_OVERHEAD_BYTES
 from service.batching import PredictBatcher
@@ -22,8 +23,9 @@ from service.broker import get_broker
 from service.deps import FailedAuths, require_api_key
 from service.errors import Responses
 from service.guards import Guard, SecurityHeaders
-from service.limits import ClientUploads, PredictGate, lower_priority
+from service.limits import ClientUploads, PredictGate
 from service.middleware import RequestContext
+from service.predicting import PredictingMarker
 from service.reconciler import reconcile_forever
 from service.routers import (
     artifacts,
@@ -51,13 +53,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     logs.configure(settings.LOG_FORMAT)
     if settings.API_NICE:
-        lower_priority(settings.API_NICE)
+        lower_priority(settings.API_NICE, setting="API_NICE")
     try:
         ensure_schema(get_engine(settings.DATABASE_URL))
     except errors.STORE_ERRORS as exc:  # keep serving: /ready says 503, tables are created on first use
         logger.error("job store unreachable at startup: %s", exc)
     override = app.dependency_overrides.get(get_broker)  # tests swap the broker for a fake
     broker = override() if override else get_broker(settings)
+    if settings.YIELD_TO_PREDICTIONS:
+        app.state.predicting = PredictingMarker(broker, queue=settings.JOB_QUEUE)
     reconciler = asyncio.create_task(reconcile_forever(settings, broker), name="reconciler")
     try:
         yield
@@ -115,6 +119,7 @@ def create_app() -> FastAPI:
         running=settings.MAX_CONCURRENT_PREDICTS, queue=settings.PREDICT_QUEUE, wait=settings.PREDICT_WAIT_SECONDS
     )
     app.state.client_uploads = ClientUploads()
+    app.state.predicting = None  # a PredictingMarker with YIELD_TO_PREDICTIONS, from the lifespan on
     app.state.predict_batcher = PredictBatcher(
         predictions.run_batch,
         executor=predictions.MODEL_THREAD,

@@ -56,6 +56,11 @@ class FakeBroker:
     def ping(self) -> None:
         self._check()
 
+    marks: list[tuple[str, float]] = field(default_factory=list)  # YIELD_TO_PREDICTIONS' marks, (key, seconds)
+
+    def mark_predicting(self, key: str, seconds: float) -> None:
+        self.marks.append((key, seconds))
+
 
 def make_client(broker: FakeBroker | None = None) -> TestClient:
     """A TestClient of a fresh app on the current settings (the real broker when `broker` is None)."""

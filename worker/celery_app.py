@@ -25,6 +25,7 @@ from core import logs
 from core.broker import client_config
 from core.config import get_settings
 from core.db import ensure_schema, get_engine
+from core.niceness import lower_priority
 from core.schema import SchemaError
 
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600  # > the longest job; else Redis redelivers a running job
@@ -67,6 +68,14 @@ def check_the_device(**_: object) -> None:
                 "the Container Toolkit (`nvidia-smi` inside the container), or set WORKER_DEVICE=auto to train on the "
                 "CPU"
             )
+
+
+@signals.worker_init.connect  # type: ignore[untyped-decorator]  # celery ships no type hints
+def yield_the_cores(**_: object) -> None:
+    """WORKER_NICE: training takes the CPU time the API on the same cores leaves, before torch starts
+    its threads (they inherit the niceness)."""
+    if settings.WORKER_NICE:
+        lower_priority(settings.WORKER_NICE, setting="WORKER_NICE")
 
 
 @signals.worker_init.connect  # type: ignore[untyped-decorator]  # celery ships no type hints

@@ -55,6 +55,7 @@ class StoreReporter:
         # files the run rewrites every epoch, registered with each epoch so that they can be read while
         # it runs (JobRun.train: lr_steps.json, the dashboard's LR per step)
         self.live_files: Callable[[], list[ArtifactFile]] | None = None
+        self.on_poll: Callable[[], None] | None = None  # called with every stop-flag poll (worker.yielding)
         self._stop = False
         self._last_write = self._last_poll = float("-inf")
 
@@ -99,6 +100,8 @@ class StoreReporter:
         """True once a cancel was requested or the job is no longer running; raises ShutdownRequested
         when the worker shuts down, which ends the run at once (without its report)."""
         shutdown.check()
+        if self.on_poll is not None:
+            self.on_poll()
         now = self.clock()
         if not self.lost and now - self._last_poll >= STOP_POLL_INTERVAL_SECONDS:
             self._last_poll = now

@@ -25,6 +25,7 @@ from worker.failures import EXPECTED_ERRORS, describe, release_memory
 from worker.reporting import Heartbeat, StoreReporter, heartbeat_interval
 from worker.runs import JobRun
 from worker.shutdown import SHUTDOWN, ShutdownRequested
+from worker.yielding import yielding
 
 STORE_RETRY_SECONDS = 15
 STORE_RETRIES = 40  # ten minutes of a store that does not answer before the delivery is dropped
@@ -73,7 +74,7 @@ def _run(settings: Settings, claim: store.Claim, kind: str, params: dict[str, An
     reporter = StoreReporter(job_id, settings.DATABASE_URL, claim=claim)
     job_run = JobRun(job_id, settings, reporter)
     try:
-        with Heartbeat(reporter, interval=heartbeat_interval(settings.JOB_LEASE_SECONDS)):
+        with Heartbeat(reporter, interval=heartbeat_interval(settings.JOB_LEASE_SECONDS)), yielding(settings, reporter):
             outcome = job_run.run(kind, params)
     except ShutdownRequested:  # SIGTERM or Ctrl-C: the run stopped after a batch; nothing failed
         return requeue(settings, kind, params, claim=claim)

@@ -51,6 +51,8 @@ async def predict(
     gate: PredictGate = request.app.state.predict_gate
     client = (request.client.host, request.client.port) if request.client else None
     uploads_of = request.app.state.client_uploads
+    if request.app.state.predicting is not None:
+        request.app.state.predicting.note()  # a training worker on these cores yields one (YIELD_TO_PREDICTIONS)
     with uploads_of.held(client[0] if client else "-", per_client=settings.MAX_UPLOADS_PER_CLIENT):
         async with batcher.arrival() as submit:
             async with body_deadline(settings.PREDICT_BODY_SECONDS):  # no prediction slot held meanwhile

@@ -1,5 +1,6 @@
-"""API_NICE: the API lowers its own CPU priority, every thread of it, so a worker on the same cores
-trains first. Run in a child process: niceness cannot be lowered again without privileges."""
+"""API_NICE and WORKER_NICE: a process lowers its own CPU priority, every thread of it, so that the other
+one on the same cores has them first. Run in child processes: niceness cannot be lowered again
+without privileges."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from core.config import Settings
 
 CHILD = textwrap.dedent("""
     import os, threading, time
-    from service.limits import lower_priority
+    from core.niceness import lower_priority
 
     started = threading.Event()
     def existing():
@@ -22,8 +23,8 @@ CHILD = textwrap.dedent("""
     thread = threading.Thread(target=existing, daemon=True)
     thread.start()
     started.wait()
-    lower_priority(7)
-    lower_priority(3)  # never lowers it again
+    lower_priority(7, setting="API_NICE")
+    lower_priority(3, setting="API_NICE")  # never lowers it again
     later = []
     threading.Thread(target=lambda: later.append(os.getpriority(os.PRIO_PROCESS, 0))).start()
     time.sleep(0.2)
