@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from core import store
 from core.config import Settings
@@ -99,14 +100,7 @@ class JobRun:
             device=choose_device(self.settings.WORKER_DEVICE),
         )
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(
-                session,
-                self.job_id,
-                out_dir=self.out_dir,
-                root=self.root,
-                extra=found.artifacts,
-                claim=self.reporter.claim,
-            )
+            self._register(session, found.artifacts)
         return self._outcome(found.stop_reason, found.metrics | {"stop_reason": found.stop_reason})
 
     def train(self, spec: TrainSpec) -> Outcome:
@@ -124,14 +118,7 @@ class JobRun:
         )
         checkpoint_id = None
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(
-                session,
-                self.job_id,
-                out_dir=self.out_dir,
-                root=self.root,
-                extra=trained.artifacts,
-                claim=self.reporter.claim,
-            )
+            self._register(session, trained.artifacts)
             if trained.best_checkpoint is not None:
                 best = trained.best_checkpoint
                 checkpoint_id = register_checkpoint(
@@ -164,14 +151,7 @@ class JobRun:
             device=choose_device(self.settings.WORKER_DEVICE),
         )
         with session_for(self.settings.DATABASE_URL) as session:
-            register_artifacts(
-                session,
-                self.job_id,
-                out_dir=self.out_dir,
-                root=self.root,
-                extra=audited.artifacts,
-                claim=self.reporter.claim,
-            )
+            self._register(session, audited.artifacts)
         result = audited.metrics | {"lr": spec.optimizer.lr, "warnings": warnings + audited.metrics.get("warnings", [])}
         return self._outcome(audited.stop_reason, result)
 
@@ -180,11 +160,15 @@ class JobRun:
         try:
             if self.out_dir.is_dir():
                 with session_for(self.settings.DATABASE_URL) as session:
-                    register_artifacts(
-                        session, self.job_id, out_dir=self.out_dir, root=self.root, extra=[], claim=self.reporter.claim
-                    )
+                    self._register(session, [])
         except (OSError, SQLAlchemyError) as exc:
             logger.warning("job %s: could not register the artifacts of the failed run: %s", self.job_id, exc)
+
+    def _register(self, session: Session, extra: list[Path]) -> None:
+        """The files the run left in its folder (and `extra` there) as the job's artifacts."""
+        register_artifacts(
+            session, self.job_id, out_dir=self.out_dir, root=self.root, extra=extra, claim=self.reporter.claim
+        )
 
     def _outcome(self, stop_reason: str, result: dict[str, Any], checkpoint_id: str | None = None) -> Outcome:
         # the LR finder's live curve leaves the progress once the result holds the whole one
