@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from core import store
 
 # Free-form by design: an albumentations transform's arguments, a preset's partial spec, a model's options.
-FREE_FORM = {"TrainSpec.augmentation", "LRFinderSpec.augmentation", "PresetPublic.spec", "ModelPublic.options"}
+FREE_FORM = {
+    "TrainSpec.augmentation",
+    "LRFinderSpec.augmentation",
+    "AuditSpec.augmentation",
+    "PresetPublic.spec",
+    "ModelPublic.options",
+}
 TYPED_ROOTS = (
     "TrainJobPublic",
     "LRFinderJobPublic",
