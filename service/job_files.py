@@ -1,5 +1,6 @@
-"""A deleted job's files: its folder under ARTIFACTS_DIR and the artifact files and checkpoint
-folders its rows named, never anything outside ARTIFACTS_DIR nor another job's folder."""
+"""A job's files under ARTIFACTS_DIR: a registered artifact's path (never outside ARTIFACTS_DIR), and,
+for a deleted job, its folder and the artifact files and checkpoint folders its rows named, never
+anything outside ARTIFACTS_DIR nor another job's folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,22 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from core import store
+
 logger = logging.getLogger(__name__)
+
+
+def artifact_file(session: Session, artifacts_dir: Path, job_id: str, name: str) -> Path | None:
+    """The file of the job's registered artifact `name`, or None when it has none, its path leads outside
+    ARTIFACTS_DIR, or the file is gone."""
+    artifact = store.get_artifact(session, job_id, name)
+    if artifact is None:
+        return None
+    root = artifacts_dir.resolve()
+    path = (root / artifact.path).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
 
 
 def remove_job_files(artifacts_dir: Path, job_id: str, paths: Iterable[str]) -> list[Path]:

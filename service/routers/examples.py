@@ -20,6 +20,7 @@ from ml import examples
 from ml.examples import Examples, Kind, Sort
 from service.deps import MAX_OFFSET, Offset, SessionDep, SettingsDep
 from service.errors import Responses
+from service.job_files import artifact_file
 from service.schemas import ConfusionPublic, ExamplePublic, ExamplesPublic
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["examples"])
@@ -46,10 +47,8 @@ def _table(session: Session, settings: Settings, job_id: str) -> tuple[Examples,
     job = store.get_job(session, job_id)
     if job is None:
         raise store.JobNotFound(job_id)
-    artifact = store.get_artifact(session, job_id, examples.FILE_NAME)
-    root = settings.ARTIFACTS_DIR.resolve()
-    path = (root / artifact.path).resolve() if artifact is not None else None
-    if path is None or not path.is_relative_to(root) or not path.is_file():
+    path = artifact_file(session, settings.ARTIFACTS_DIR, job_id, examples.FILE_NAME)
+    if path is None:
         if job.kind != "train":
             why = "an LR-finder job has none; a training job's examples appear when it ends"
         elif job.status in ("queued", "running"):
