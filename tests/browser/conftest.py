@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the stack of the e2e tests
 
+from dashboard_support import LAPTOP, watch
 from e2e_support import STARTUP_SECONDS, Stack, free_port, running_stack
 from stores import (
     POSTGRES_URL,
@@ -88,6 +90,29 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, stack: Stack):
+    """One laptop-sized tab a module's tests walk through in order; it fails a test that made it throw."""
+    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    watch(opened)
+    yield opened
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(page):
+    yield
+    assert page.errors == [], "the page threw or its Content-Security-Policy refused something"
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    """What a module's earlier tests made (job ids) for its later ones."""
+    return {}
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from typing import Any
 
 import numpy as np
 import pytest
+from dashboard_support import LAPTOP, PHONE, field, goto, job_id_of
 from e2e_support import Stack
 from PIL import Image
 
@@ -54,51 +54,6 @@ LONG = {
     "gradcam_misclassified": 0,
     "compile": "off",
 }  # 1,400 steps would compile ("auto"): minutes on a busy CPU before the first epoch
-LAPTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    opened.on("console", lambda message: refused_by_policy(opened, message))
-    yield opened
-    context.close()
-
-
-def refused_by_policy(page, message) -> None:
-    """Chromium logs what the Content-Security-Policy blocked as a console error: a page that needs an
-    inline script, a foreign script or a frame would fail the test that showed it."""
-    if message.type == "error" and "Content Security Policy" in message.text:
-        page.errors.append(message.text)
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
-
-
-def goto(page, stack: Stack, route: str) -> None:
-    page.goto(f"{stack.url}/#{route}")
-
-
-def field(page, path: str):
-    return page.locator(f'[data-field="{path}"]')
-
-
-def job_id_of(page) -> str:
-    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
-    return page.url.rsplit("/", 1)[1]
 
 
 def fashion_png(columns: list[int]) -> bytes:

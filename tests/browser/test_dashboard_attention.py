@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from dashboard_support import js_fixed
 from e2e_support import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,29 +23,6 @@ TINY = {  # two epochs on 300 images: maps that move between them
     "gradcam_misclassified": 0,
     "compile": "off",
 }
-LAPTOP = {"width": 1280, "height": 860}
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    yield opened
-    context.close()
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
 
 
 def large_captions(page) -> list[tuple[str, float]]:
@@ -124,7 +102,9 @@ def test_predict_shows_the_checkpoints_faithfulness_beside_the_method(page, stac
     page.goto(f"{stack.url}/#/predict?checkpoint={job['checkpoint_id']}")
     page.wait_for_function("() => document.querySelector('#faithfulness')?.textContent.includes('GradCAM++')")
     text = page.locator("#faithfulness").inner_text()
-    assert f"GradCAM {scores['gradcam']:.3f}" in text and f"GradCAM++ {scores['gradcam++']:.3f}" in text
+    assert (
+        f"GradCAM {js_fixed(scores['gradcam'], 3)}" in text and f"GradCAM++ {js_fixed(scores['gradcam++'], 3)}" in text
+    )
     better = "GradCAM++" if scores["gradcam++"] > scores["gradcam"] else "GradCAM"
     assert page.locator("#faithfulness strong").inner_text().startswith(f"{better} ")
     shoot(page, "attention-03-predict", full_page=False)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from dashboard_support import js_fixed
 from e2e_support import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -21,36 +22,7 @@ TINY = {  # one epoch on 300 images: a model that still makes plenty of mistakes
     "gradcam_misclassified": 4,
     "compile": "off",
 }
-LAPTOP = {"width": 1280, "height": 860}
 PAGE = 50  # tiles a page (js/examples.js)
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    opened.on("console", lambda message: refused_by_policy(opened, message))
-    yield opened
-    context.close()
-
-
-def refused_by_policy(page, message) -> None:
-    if message.type == "error" and "Content Security Policy" in message.text:
-        page.errors.append(message.text)
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
 
 
 def api_indices(stack: Stack, job_id: str, **query: Any) -> tuple[list[int], int]:
@@ -83,7 +55,7 @@ def test_a_finished_job_shows_its_mistakes_as_tiles_and_pages_through_them(page,
     top = stack.get(f"/jobs/{job_id}/examples?limit=1").json()["examples"][0]
     caption = page.locator("#example-tiles figure").first.locator("figcaption").inner_text()
     assert top["true_class"] in caption and top["pred_class"] in caption
-    assert f"{100 * top['confidence']:.1f}%" in caption
+    assert f"{js_fixed(100 * top['confidence'], 1)}%" in caption
     page.wait_for_function("() => document.querySelector('#example-tiles img')?.naturalWidth === 96")
     assert page.locator("#galleries .tabs button[data-name='gradcam_misclassified.png']").count() == 1  # grids stay
     shoot(page, "examples-01-tiles")

@@ -12,57 +12,15 @@ import time
 from typing import Any
 
 import pytest
+from dashboard_support import field, goto, job_id_of
 from e2e_support import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-LAPTOP = {"width": 1280, "height": 860}
 # The fashion_mnist_cpu preset's dataset, model, batch size and augmentation (so "train with this LR"
 # finds it), on 300 images and 40 iterations: seconds on a CPU.
 SWEEP = {"train_subset": 300, "num_iter": 40, "start_lr": 1e-4, "end_lr": 10, "smooth_f": 0.05}
 PNG_COLORS = {"steepest": "rgb(255, 127, 14)", "valley": "rgb(44, 160, 44)", "minimum_div10": "rgb(214, 39, 40)"}
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    opened.on("console", lambda message: refused_by_policy(opened, message))
-    yield opened
-    context.close()
-    assert opened.errors == [], "the page threw or the CSP refused something"
-
-
-def refused_by_policy(page, message) -> None:
-    if message.type == "error" and "Content Security Policy" in message.text:
-        page.errors.append(message.text)
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
-
-
-def goto(page, stack: Stack, route: str) -> None:
-    page.goto(f"{stack.url}/#{route}")
-
-
-def field(page, path: str):
-    return page.locator(f'[data-field="{path}"]')
-
-
-def job_id_of(page) -> str:
-    page.wait_for_url(re.compile(r"#/jobs/\w+$"))
-    return page.url.rsplit("/", 1)[1]
 
 
 def spec_in_editor(page) -> dict[str, Any]:

@@ -7,9 +7,9 @@ The tests run in file order and hand the jobs they made to the next through `sta
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
+from dashboard_support import goto
 from e2e_support import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -42,39 +42,6 @@ RUNS = {
         "tags": [TAG],
     },
 }
-LAPTOP = {"width": 1280, "height": 860}
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    opened.on("console", lambda message: refused_by_policy(opened, message))
-    yield opened
-    context.close()
-
-
-def refused_by_policy(page, message) -> None:
-    if message.type == "error" and "Content Security Policy" in message.text:
-        page.errors.append(message.text)
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
-
-
-def goto(page, stack: Stack, route: str) -> None:
-    page.goto(f"{stack.url}/#{route}")
 
 
 def rows(page) -> list[str]:

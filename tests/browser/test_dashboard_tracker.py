@@ -16,6 +16,7 @@ from itertools import accumulate
 from typing import Any
 
 import pytest
+from dashboard_support import LAPTOP, PHONE, goto, js_fixed, js_round, watch
 from e2e_support import Stack
 from PIL import Image
 
@@ -40,45 +41,6 @@ TINY = {
     "gradcam_misclassified": 0,
     "compile": "off",
 }
-LAPTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    watch(opened)
-    yield opened
-    context.close()
-
-
-def watch(page) -> None:
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("console", lambda message: refused_by_policy(page, message))
-
-
-def refused_by_policy(page, message) -> None:
-    if message.type == "error" and "Content Security Policy" in message.text:
-        page.errors.append(message.text)
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    yield
-    assert page.errors == [], "the page threw"
-
-
-def goto(page, stack: Stack, route: str) -> None:
-    page.goto(f"{stack.url}/#{route}")
 
 
 def downloaded(page, click) -> tuple[str, bytes]:
@@ -134,7 +96,9 @@ def test_a_running_job_shows_its_speed_warnings_and_log(page, stack: Stack, shoo
     assert page.locator("#job-warnings li").all_inner_texts() == metrics["warnings"]
     last = metrics["epochs"][-1]
     speed = page.locator("#speed-summary").inner_text()
-    assert f"Epoch 3: {last['seconds']:.1f} s, {round(last['images_per_second']):,} images/s" in speed, speed
+    assert f"Epoch 3: {js_fixed(last['seconds'], 1)} s, {js_round(last['images_per_second']):,} images/s" in speed, (
+        speed
+    )
     rows = chart_csv(page, "chart-throughput")
     assert rows[0] == ["epoch", "images/s"]
     assert [(int(r[0]), float(r[1])) for r in rows[1:]] == [

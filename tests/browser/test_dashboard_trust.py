@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from dashboard_support import js_fixed
 from e2e_support import Stack
 from PIL import Image
 
@@ -23,23 +24,6 @@ TINY = {  # one epoch on 300 images: a model that still contradicts plenty of la
     "validation_split": 0.2,
     "compile": "off",
 }
-LAPTOP = {"width": 1280, "height": 860}
-
-
-@pytest.fixture(scope="module")
-def page(browser, stack: Stack):
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    opened.errors = []
-    opened.on("pageerror", lambda error: opened.errors.append(str(error)))
-    yield opened
-    context.close()
-
-
-@pytest.fixture(scope="module")
-def state() -> dict[str, str]:
-    return {}
 
 
 def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
@@ -55,10 +39,11 @@ def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
     page.goto(f"{stack.url}/#/jobs/{job_id}")
     card = page.locator("#calibration")
     card.wait_for()
-    assert f"{calibration['ece']:.3f}" in card.locator("#ece").inner_text()
+    assert js_fixed(calibration["ece"], 3) in card.locator("#ece").inner_text()
     after = card.locator("#ece-after").inner_text()
     assert (
-        f"{calibration['calibrated']['ece']:.3f}" in after and f"T = {calibration['temperature']['value']:.2f}" in after
+        js_fixed(calibration["calibrated"]["ece"], 3) in after
+        and f"T = {js_fixed(calibration['temperature']['value'], 2)}" in after
     )
     used = sum(1 for b in calibration["bins"] if b["count"])
     assert card.locator("canvas#reliability").get_attribute("data-bins") == str(used)
@@ -73,7 +58,7 @@ def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
     assert shown == [i["index"] for i in issues["issues"]]
     first = issues["issues"][0]
     text = tiles.first.inner_text()
-    assert first["given_class"] in text and first["predicted_class"] in text and f"{first['score']:.3f}" in text
+    assert first["given_class"] in text and first["predicted_class"] in text and js_fixed(first["score"], 3) in text
     page.wait_for_function(
         "() => [...document.querySelectorAll('#issue-tiles .issue-tile')].slice(0, 1)"
         ".every(t => [...t.querySelectorAll('img')].length === 2"
@@ -86,7 +71,7 @@ def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
     page.goto(f"{stack.url}/#/predict?checkpoint={stack.get(f'/jobs/{job_id}').json()['checkpoint_id']}")
     label = page.locator("#calibrated-label")
     label.wait_for()
-    assert label.is_visible() and f"T = {calibration['temperature']['value']:.2f}" in label.inner_text()
+    assert label.is_visible() and f"T = {js_fixed(calibration['temperature']['value'], 2)}" in label.inner_text()
     image = io.BytesIO()
     Image.new("L", (28, 28), 128).save(image, format="PNG")
     path = tmp_path / "grey.png"
@@ -94,7 +79,7 @@ def test_a_finished_job_shows_its_calibration_and_likely_label_errors(
     page.check("#calibrated")
     page.set_input_files("#files", str(path))
     page.locator("#calibrated-note").wait_for()
-    assert f"T = {calibration['temperature']['value']:.2f}" in page.locator("#calibrated-note").inner_text()
+    assert f"T = {js_fixed(calibration['temperature']['value'], 2)}" in page.locator("#calibrated-note").inner_text()
     shoot(page, "trust-02-predict-calibrated")
     assert page.errors == [], "the page threw"
 
