@@ -39,10 +39,11 @@ def test_each_package_imports_only_the_layers_below_it(package: str, may_use: se
     assert {f: n - may_use for f, n in imports(package).items() if n - may_use} == {}
 
 
-def loaded_by(module: str) -> set[str]:
-    """The top-level names and the celery/fastapi submodules in sys.modules after importing `module`."""
+def loaded_by(module: str, then: str = "") -> set[str]:
+    """The top-level names and the celery/fastapi submodules in sys.modules after importing `module`
+    and running the statement `then`."""
     code = (
-        f"import json, sys; import {module}; "
+        f"import json, sys; import {module}; {then or 'pass'}; "
         "print(json.dumps(sorted(name for name in sys.modules if '.' not in name or name.startswith('celery.'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -64,3 +65,12 @@ def test_the_api_loads_no_torch_and_no_celery_worker_code() -> None:
     loaded = loaded_by("service.main")
     assert not loaded & {"torch", "worker", "albumentations", "celery.worker", "celery.concurrency"}
     assert {"fastapi", "core", "celery"} <= loaded  # it sends jobs by name through Celery's client
+
+
+def test_validating_a_specs_augmentation_list_loads_albumentations_and_no_torch() -> None:
+    """The API checks a submitted list of transforms against albumentations' own signatures; albumentations
+    would bring torch along (its optional ToTensorV2), seconds of import inside a request."""
+    flip_and_cutout = [{"name": "HorizontalFlip"}, {"name": "Cutout", "num_holes": 1, "length": 8}]
+    spec = {"dataset": {"name": "fashion_mnist"}, "augmentation": flip_and_cutout}
+    loaded = loaded_by("ml.specs", f"ml.specs.TrainSpec.model_validate({spec!r})")
+    assert "albumentations" in loaded and "torch" not in loaded
