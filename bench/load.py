@@ -7,7 +7,8 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --pollers 50 --predictors 10 --seconds 30
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
     python bench/load.py --api-nice 5      # the API yields the CPU to the worker
-    python bench/load.py --worker-nice 0 --yield-to-predictions off  # as before either lever
+    python bench/load.py --worker-nice 0   # no priority for the API: predictions wait for the worker
+    python bench/load.py --yield-to-predictions on  # training on one thread fewer while predictions come
     python bench/load.py --predict-threads 0  # predictions on every core (scripts/up: 1)
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
@@ -18,12 +19,11 @@ second), the median of each phase's rounds. Every request is bounded (a 30 s tim
 connection per client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as
 scripts/up starts it; 5 lets the worker, on the same cores, have them first), the worker with
 WORKER_NICE --worker-nice (10, as scripts/up starts it: predictions and polls first) and
-YIELD_TO_PREDICTIONS --yield-to-predictions (on, as scripts/up: training on one thread fewer while
-predictions come), and the load generator
-at niceness --client-nice (19): it stands for clients on other machines, so it takes the CPU only
-when neither the API nor the worker wants it, and its latencies are upper bounds (they include its
-own waits for a CPU). Each client sends a request every --interval s (1: a dashboard polling once a
-second; 0: back to back). Ends with
+YIELD_TO_PREDICTIONS --yield-to-predictions (off, as scripts/up; on: training on one thread fewer
+while predictions come), and the load generator at niceness --client-nice (19): it stands for
+clients on other machines, so it takes the CPU only when neither the API nor the worker wants it, and
+its latencies are upper bounds (they include its own waits for a CPU). Each client sends a request
+every --interval s (1: a dashboard polling once a second; 0: back to back). Ends with
 `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
 from __future__ import annotations
@@ -307,8 +307,8 @@ def main() -> None:
     parser.add_argument(
         "--yield-to-predictions",
         choices=("on", "off"),
-        default="on",
-        help="YIELD_TO_PREDICTIONS: training on one thread fewer while predictions come (scripts/up: on)",
+        default="off",
+        help="YIELD_TO_PREDICTIONS: training on one thread fewer while predictions come (scripts/up: off)",
     )
     parser.add_argument(
         "--predict-threads",
