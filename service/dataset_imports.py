@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from core import store
 from core.archives import ArchiveRefused
@@ -30,6 +30,7 @@ SAMPLES_PER_CLASS = 8
 SAMPLE_SIDE = 64  # px of one tile of samples.png
 GAP = 2  # px between tiles
 LABEL_WIDTH = 120  # px of the class-name column
+LABEL_FONT_PX = 18  # the class names' size: readable where the page shows the grid at half its width
 PROGRESS_SECONDS = 1.0  # at most one progress write a second
 STALE_SECONDS = 600  # an import silent this long is taken for dead (a progress write comes every ~100 images)
 LEFTOVER_SECONDS = 86_400  # an unpacked archive this old in the incoming folder belongs to no request
@@ -109,6 +110,15 @@ def _progress(database_url: str, dataset_id: str) -> Callable[[int, int], None]:
     return report
 
 
+def _fitted(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
+    """`text`, or as much of it as fits in `width` px followed by an ellipsis."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
 def write_samples(folder: Path, out: Path) -> Path:
     """A grid of up to SAMPLES_PER_CLASS training images of each class, one row per class with its
     name: what GET /datasets/{id}/samples.png serves."""
@@ -116,9 +126,12 @@ def write_samples(folder: Path, out: Path) -> Path:
     step = SAMPLE_SIDE + GAP
     grid = Image.new("RGB", (LABEL_WIDTH + SAMPLES_PER_CLASS * step, len(classes) * step), "white")
     draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=LABEL_FONT_PX)
     for row, name in enumerate(classes):
         top = row * step
-        draw.text((4, top + SAMPLE_SIDE // 2 - 6), name[:18], fill="black")
+        draw.text(
+            (4, top + SAMPLE_SIDE // 2), _fitted(name, font, LABEL_WIDTH - 8), fill="black", font=font, anchor="lm"
+        )
         files = sorted(p for p in (folder / "train" / name).iterdir() if p.is_file())[:SAMPLES_PER_CLASS]
         for column, path in enumerate(files):
             with Image.open(path) as image:

@@ -222,3 +222,23 @@ def test_an_import_whose_process_stopped_is_failed_by_the_reconciler(
     failed = store.get_dataset(session, dataset.id)
     assert failed is not None and failed.status == "failed" and "interrupted" in (failed.error or "")
     assert not leftover.exists()
+
+
+def test_the_sample_grid_names_each_row_within_its_label_column(tmp_path) -> None:
+    """Each row's class name is large enough to read, and one longer than the label column is cut with an
+    ellipsis, never drawn over the tiles."""
+    from service.dataset_imports import GAP, LABEL_WIDTH, SAMPLE_SIDE, write_samples
+
+    long_name = "connector_housing_with_hairline_crack"
+    for name in ("ok", long_name):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "train" / name / "a.png").write_bytes(png((255, 255, 255), (20, 20)))
+    grid = Image.open(write_samples(tmp_path, tmp_path / "samples.png")).convert("L")
+    step = SAMPLE_SIDE + GAP
+    for row in range(2):
+        label = grid.crop((0, row * step, LABEL_WIDTH, row * step + SAMPLE_SIDE))
+        assert label.getextrema()[0] < 100  # the name is drawn, dark on white
+        top, bottom = label.point(lambda v: 255 if v < 128 else 0).getbbox()[1::2]
+        assert bottom - top >= 12  # tall enough to read where the page halves the grid (a phone)
+    tile_strip = grid.crop((LABEL_WIDTH, step, LABEL_WIDTH + SAMPLE_SIDE, step + SAMPLE_SIDE))
+    assert tile_strip.getextrema() == (255, 255)  # the long name stopped before its (white) tile
