@@ -111,7 +111,9 @@ def doc_string(facts: dict[str, Any]) -> str:
     return (
         f"lrcam {facts['model']} (width {facts['width']}), {len(facts['classes'])} classes; "
         f"input {INPUT!r}: float32 N x {facts['in_channels']} x {facts['image_size']} x {facts['image_size']}, "
-        f"{mode} images resized so that the shorter side is {facts['image_size']} px and centre-cropped, "
+        f"{mode} images turned upright by their EXIF orientation (JPEGs decoded at the smallest scale that "
+        f"keeps {facts['image_size']} px, as in training), resized bilinearly so that the shorter side is "
+        f"{facts['image_size']} px and centre-cropped, "
         f"then (pixel / 255 - mean) / std per channel; output {OUTPUT!r}: N x {len(facts['classes'])} "
         f"logits{flip}, in the order of the metadata's classes"
     )

@@ -8,7 +8,9 @@ import io
 import json
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -146,7 +148,24 @@ def varied_checkpoint(settings: Settings, session: Session, images: list[Image.I
     return row.id
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+def photo_of(image: Image.Image) -> bytes:
+    """`image` as a phone stores a photo: a JPEG three times the size, kept on its side with an EXIF
+    orientation that says to turn it upright (a JPEG that large also decodes at a reduced scale)."""
+    large = image.resize((image.width * 3, image.height * 3), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to show
+    out = io.BytesIO()
+    large.transpose(Image.Transpose.ROTATE_90).save(out, format="JPEG", quality=95, exif=exif)
+    return out.getvalue()
+
+
+def png_of(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("channels", "encode"), [(1, png_of), (3, png_of), (3, photo_of)])
 def test_the_readme_example_gives_predicts_answers(
     client: TestClient,
     settings: Settings,
@@ -155,7 +174,10 @@ def test_the_readme_example_gives_predicts_answers(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     channels: int,
+    encode: Callable[[Image.Image], bytes],
 ) -> None:
+    """The README's lines classify with the exported file as /predict does, to the probability: small
+    images, and photos that decode at a reduced scale and turn upright by their EXIF orientation."""
     match = EXAMPLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
     assert match is not None, "README.md has no export example"
     code = match.group(1)
@@ -167,14 +189,17 @@ def test_the_readme_example_gives_predicts_answers(
     monkeypatch.chdir(work)
     labels = set()
     for image in images:
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        (work / "examples" / "shirt.png").write_bytes(png.getvalue())
-        predicted = client.post(f"/predict?checkpoint={checkpoint}", files={"file": ("shirt.png", png.getvalue())})
+        data = encode(image)
+        (work / "examples" / "shirt.png").write_bytes(data)  # the example's path; Pillow reads the format inside
+        predicted = client.post(f"/predict?checkpoint={checkpoint}", files={"file": ("shirt.png", data)})
         assert predicted.status_code == 200, predicted.text
-        printed = io.StringIO()
+        answer = predicted.json()["predictions"][0]
+        printed, namespace = io.StringIO(), dict[str, Any]()
         with contextlib.redirect_stdout(printed):
-            exec(compile(code, "README.md", "exec"), {})
-        assert printed.getvalue().strip() == predicted.json()["predictions"][0]["label"]
+            exec(compile(code, "README.md", "exec"), namespace)
+        assert printed.getvalue().strip() == answer["label"]
+        logits = namespace["model"].run(["logits"], {"input": namespace["x"].astype(np.float32)})[0][0]
+        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert float(probabilities.max()) == pytest.approx(answer["confidence"], abs=1e-5)
         labels.add(printed.getvalue().strip())
     assert len(labels) == len(images)  # each image its own answer: a wrong preparation would show
