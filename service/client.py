@@ -510,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopped; a submitted job goes on (lrcam cancel JOB_ID stops it)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lrcam jobs | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would fail again
+        return 1
     finally:
         api.http.close()
 

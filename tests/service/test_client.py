@@ -432,3 +432,20 @@ def test_datasets_upload_a_folder_list_and_remove(server: Server, capsys: pytest
     assert code == 2 and "404" in err and "no uploaded dataset" in err
     code, _, err = lrcam(server, capsys, "datasets", "upload", str(server.tmp / "nowhere"))
     assert code == 2 and "does not exist" in err
+
+
+def test_output_into_a_pipe_whose_reader_left_ends_quietly() -> None:
+    """`lrcam jobs | head`: once head has its lines the rest goes nowhere, without a traceback."""
+    code = (
+        "import sys\n"
+        "from service import client\n"
+        "client.cmd_jobs = lambda api, args: [print('a job row ' * 8) for _ in range(200_000)] and 0\n"
+        "sys.exit(client.main(['--url', 'http://127.0.0.1:9', 'jobs']))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(100).startswith(b"a job row")
+    process.stdout.close()  # the reader goes
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
