@@ -233,6 +233,11 @@ def test_upload_a_folder_and_train_on_it(page, stack: Stack, shoot, tmp_path) ->
     page.wait_for_selector("#spec-editor")
     spec = json.loads(page.locator("#spec-editor").input_value())
     assert spec["dataset"] == {"name": "uploaded", "id": dataset_id, "image_size": 32}, spec["dataset"]
+    # the preset (batch 256 for 60,000 images) fitted to 48: the smallest batch, the lr scaled with it, 400 steps
+    preset = stack.get("/models").json()["presets"][0]["spec"]
+    assert spec["batch_size"] == 32 and spec["epochs"] == 60, spec
+    assert spec["optimizer"]["lr"] == pytest.approx(preset["optimizer"]["lr"] * 32 / preset["batch_size"], rel=1e-3)
+    assert "fitted to 48 training images: batch 32, 60 epochs" in page.locator("#run-summary").inner_text()
     field(page, "epochs").locator("input").fill("2")
     page.click("#submit")
     job = stack.wait(job_id_of(page))

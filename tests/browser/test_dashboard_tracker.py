@@ -317,3 +317,16 @@ def test_compare_charts_share_a_cursor_and_save_csv(page, stack: Stack, state) -
     assert re.fullmatch(
         r"\d+(\.\d+)?%", page.locator("#compare-train_acc .u-legend .u-series .u-value").nth(1).inner_text()
     )
+
+    # on the training-time axis, each run's epochs sit at the end of their training seconds
+    page.click("#compare-x-axis [data-mode=time]")
+    rows = chart_csv(page, "compare-test_acc")
+    epochs = [stack.get(f"/jobs/{i}/metrics").json()["epochs"] for i in ids]
+    ends = [list(accumulate(e["seconds"] for e in run)) for run in epochs]
+    assert rows[0] == ["training time (s)", "auto lr", "plain"]
+    assert [float(r[0]) for r in rows[1:]] == pytest.approx(sorted(set(ends[0] + ends[1])))
+    for column, (run, at) in enumerate(zip(epochs, ends, strict=True), start=1):
+        drawn = {round(float(r[0]), 6): float(r[column]) for r in rows[1:] if r[column]}
+        assert drawn == {round(x, 6): e["test_acc"] for x, e in zip(at, run, strict=True)}
+    page.click("#compare-x-axis [data-mode=epoch]")
+    assert chart_csv(page, "compare-test_acc")[0][0] == "epoch"

@@ -103,3 +103,9 @@ export async function fetchFile(path, fallback) {
   const name = disposition.match(/filename\*?=(?:UTF-8'')?"?([^";]+)"?/i)?.[1];
   return { blob: await response.blob(), name: name ? decodeURIComponent(name) : fallback };
 }
+
+/** The uploaded datasets' names by id (GET /datasets): jobs show their dataset by the name it was given. */
+export async function uploadedNames() {
+  const { uploaded = [] } = await api("/datasets");
+  return new Map(uploaded.map((d) => [d.id, d.name]));
+}

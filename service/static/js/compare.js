@@ -1,11 +1,13 @@
 // Compare training jobs, each by its name: their curves overlaid (the LR per step too), the epoch curves
-// with one cursor, each chart with log y, CSV and PNG; per-class accuracy side by side, a
+// with one cursor on one x axis (epoch or training time), each chart with log y (on at first for a loss
+// that spans a wide range), CSV and PNG; per-class accuracy side by side, a
 // parallel-coordinates view of settings against accuracy (three or more runs), and their specs side by
 // side, differences highlighted.
 
 import { api, artifactJson } from "./api.js";
 import { chartTools } from "./chart_tools.js";
 import { COLORS, lineChart } from "./charts.js";
+import { epochEnds, spansWide, X_AXES } from "./curves.js";
 import { clear, duration, h, pct, seconds, statusBadge } from "./dom.js";
 import { displayName, tagChips } from "./jobs.js";
 import { overlaid, predictionText } from "./probes.js";
@@ -218,6 +220,31 @@ async function probesSection(jobs, colors) {
         h("figcaption", {}, swatch(colors[j]), ` epoch ${answer.epoch}`, h("br"), predictionText(answer.probes[i]))))))));
 }
 
+/** [xs, a column per run] of the epoch records' `key`: by epoch, or at each epoch's end in training seconds
+ * (the x values of all runs, each run's column empty where another run's epoch ended). */
+export function overlay(metrics, key, mode) {
+  const places = metrics.map((m) => (mode === "time" ? epochEnds(m.epochs || []) : (m.epochs || []).map((r) => r.epoch)));
+  const xs = [...new Set(places.flat().filter((x) => x != null))].sort((a, b) => a - b);
+  return [xs, ...metrics.map((m, i) => {
+    const at = new Map(places[i].map((x, k) => [x, m.epochs[k][key] ?? null]));
+    return xs.map((x) => at.get(x) ?? null);
+  })];
+}
+
+/** The x-axis buttons of the compared curves: epoch, or training time once every run has timed epochs. */
+function compareAxis(metrics, choose) {
+  const timed = metrics.every((m) => (m.epochs || []).length && epochEnds(m.epochs).pop() != null);
+  const buttons = ["epoch", "time"].map((mode) => h("button", { type: "button", class: "small", dataset: { mode },
+    "aria-pressed": String(mode === "epoch"), disabled: mode === "time" && !timed,
+    title: mode === "time" ? "each epoch at the end of its training seconds (evaluation not included)" : null,
+    onclick: () => {
+      buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode)));
+      choose(mode);
+    } }, mode));
+  return { element: h("div", { class: "x-axis", id: "compare-x-axis", role: "group", "aria-label": "x axis" },
+    h("span", { class: "muted" }, "x axis:"), buttons) };
+}
+
 async function lrSteps(job) {
   try {
     return await artifactJson(`/jobs/${job.id}/artifacts/lr_steps.json`);
@@ -234,27 +261,35 @@ export async function render(root, { page, query }) {
   const metrics = await Promise.all(ids.map((id) => api(`/jobs/${id}/metrics`)));
   const steps = await Promise.all(jobs.map(lrSteps));
   const colors = jobs.map((_, i) => COLORS[i % COLORS.length]);
-  const maxEpoch = Math.max(1, ...metrics.map((m) => (m.epochs || []).length ? m.epochs[m.epochs.length - 1].epoch : 0));
-  const xs = Array.from({ length: maxEpoch }, (_, i) => i + 1);
   const series = jobs.map((job, i) => ({ label: displayName(job), color: colors[i] }));
   const chartBoxes = CURVES.map(([key]) => h("div", { class: "chart", id: `compare-${key}` }));
   const lrBox = h("div", { class: "chart", id: "compare-lr-steps" });
-  const charts = new Map(); // box id -> chart
-  const panel = (box, log) => h("div", { class: "chart-panel" },
-    chartTools(() => charts.get(box.id), box.id.replace(/-/g, "_"), { log }).element, box);
+  const charts = new Map(), tools = new Map(); // box id -> chart, its tools
+  const panel = (box, log) => {
+    tools.set(box.id, chartTools(() => charts.get(box.id), box.id.replace(/-/g, "_"), { log }));
+    return h("div", { class: "chart-panel" }, tools.get(box.id).element, box);
+  };
   const haveSteps = steps.some((s) => s?.length);
+  const axis = compareAxis(metrics, (mode) => CURVES.forEach(([key], index) => {
+    const chart = charts.get(chartBoxes[index].id);
+    chart.update(overlay(metrics, key, mode));
+    chart.setOptions({ xLabel: X_AXES[mode].label, integerX: X_AXES[mode].integer });
+  }));
   clear(root, h("h1", {}, `Compare ${jobs.length} runs`),
     summaryTable(jobs, metrics, colors),
-    h("section", { class: "card" }, h("h2", {}, "Curves"), h("div", { class: "charts" },
+    h("section", { class: "card" }, h("div", { class: "section-head" }, h("h2", {}, "Curves"),
+      h("span", { class: "spacer" }), axis.element), h("div", { class: "charts" },
       chartBoxes.map((box, i) => panel(box, !CURVES[i][2])), haveSteps ? panel(lrBox, true) : null)),
     perClassTable(jobs, metrics, colors),
     await probesSection(jobs, colors),
     jobs.length >= 3 ? parallelSection(jobs, metrics, colors, page) : null,
     specTable(jobs, colors));
   CURVES.forEach(([key, title, percent], index) => {
-    const data = [xs, ...metrics.map((m) => xs.map((epoch) => (m.epochs || []).find((r) => r.epoch === epoch)?.[key] ?? null))];
-    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: "epoch", percentY: percent, integerX: true, sync: "compare" });
+    const data = overlay(metrics, key, "epoch");
+    const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: X_AXES.epoch.label, percentY: percent,
+      integerX: true, sync: "compare", logY: !percent && spansWide(data.slice(1).flat()) }); // a loss spike: log y
     charts.set(chartBoxes[index].id, chart);
+    tools.get(chartBoxes[index].id).sync();
     page.onLeave(chart.destroy);
   });
   if (haveSteps) {

@@ -76,9 +76,14 @@ function placed(xs, ys) {
   return [keep.map((i) => xs[i]), ...ys.map((values) => keep.map((i) => values[i]))];
 }
 
+/** Whether positive `values` span so wide a range that a linear axis flattens most of them (a loss spike). */
+export function spansWide(values) {
+  const positive = values.filter((v) => v > 0);
+  return positive.length > 0 && Math.max(...positive) / Math.min(...positive) > LOG_LOSS_RATIO;
+}
+
 function needsLog(records) {
-  const losses = records.flatMap((r) => [r.train_loss, r.test_loss]).filter((v) => v > 0);
-  return losses.length > 0 && Math.max(...losses) / Math.min(...losses) > LOG_LOSS_RATIO;
+  return spansWide(records.flatMap((r) => [r.train_loss, r.test_loss]));
 }
 
 function speedText(records) {

@@ -230,7 +230,7 @@ async function detail(root, { page, args }) {
         h("p", {}, `${dataset.classes.length} classes · ${total(dataset.counts, "train")} training and ${total(dataset.counts, "test")} test images`
           + ` · median size ${dataset.image_size.join("×")} px · ${dataset.channels === 1 ? "greyscale" : "colour"}`),
         h("div", { class: "toolbar" },
-          h("a", { class: "button primary", id: "train-on-this", href: `#/new?dataset=${id}&image_size=${size}` }, `Train on this (${size} px)`),
+          h("a", { class: "button primary", id: "train-on-this", href: `#/new?dataset=${id}&image_size=${size}&train=${total(dataset.counts, "train")}` }, `Train on this (${size} px)`),
           h("span", { class: "spacer" }), remove)),
       h("div", { class: "grid2" },
         h("section", { class: "card" }, h("h2", {}, "Classes"), counts(dataset)),

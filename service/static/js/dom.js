@@ -59,10 +59,12 @@ export function lrText(value) {
   return typeof value === "number" ? value.toPrecision(3) : String(value ?? "—");
 }
 
-export function datasetText(params) {
+/** A job's dataset as a person knows it: an uploaded one by its name (`names`: id -> name), else its id. */
+export function datasetText(params, names = null) {
   const dataset = params.dataset || {};
   const subset = dataset.train_subset ? ` (${dataset.train_subset} train)` : "";
-  return `${dataset.name}${dataset.path ? `:${dataset.path}` : ""}${subset}`;
+  const label = dataset.name === "uploaded" ? `${names?.get(dataset.id) ?? dataset.id?.slice(0, 8)} (uploaded)` : dataset.name;
+  return `${label}${dataset.path ? `:${dataset.path}` : ""}${subset}`;
 }
 
 export function modelText(params) {

@@ -1,7 +1,7 @@
 // One job: header, progress with ETA and cancel, its warnings, then the kind's own view (training or LR
 // finder), its files, the worker's log, and the spec that ran, copyable as JSON or as a CLI command.
 
-import { api } from "./api.js";
+import { api, uploadedNames } from "./api.js";
 import { ago, clear, copyButton, datasetText, duration, ENDED, errorBox, h, lrText, modelText, seconds, statusBadge } from "./dom.js";
 import { filesSection, logPanel, warningsBox } from "./job_files.js";
 import * as auditView from "./audit_view.js";
@@ -136,6 +136,7 @@ async function endWarnings(job) {
 export async function render(root, { page, args }) {
   const id = args[0];
   let job = await api(`/jobs/${id}`);
+  const names = job.params.dataset?.name === "uploaded" ? await uploadedNames().catch(() => null) : null;
   const title = TITLES[job.kind];
   const progressBox = h("section", { class: "card progress", id: "progress" });
   const viewBox = h("div", { class: "view" });
@@ -145,7 +146,7 @@ export async function render(root, { page, args }) {
   clear(root,
     h("div", { class: "page-head" },
       head.element,
-      h("p", { class: "muted" }, `${datasetText(job.params)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
+      h("p", { class: "muted" }, `${datasetText(job.params, names)} · ${modelText(job.params)} · created ${ago(job.created_at)}`,
         job.attempts > 1 ? ` · attempt ${job.attempts}` : "", lrBox)),
     progressBox, warnings.element, viewBox, files.element, log.element,
     job.kind === "train" ? auditSection(job) : null, specSection(job));

@@ -2,7 +2,7 @@
 // headers, paging, a row per job (its name and tags), and a selection to compare. Every choice lives
 // in the URL hash, so back and forward step through them.
 
-import { api } from "./api.js";
+import { api, uploadedNames } from "./api.js";
 import { ago, clear, datasetText, duration, h, lrText, modelText, pct, seconds, statusBadge } from "./dom.js";
 
 const PAGE_SIZE = 20;
@@ -56,7 +56,7 @@ function statusCell(job) {
     job.status === "queued" && job.queue_position ? h("small", { class: "muted queue" }, ` · #${job.queue_position} in line`) : null);
 }
 
-function row(job, selected, onToggle, filters) {
+function row(job, selected, onToggle, filters, names) {
   const checkbox = job.kind === "train"
     ? h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${displayName(job)} to compare`,
         onchange: (event) => onToggle(job.id, event.target.checked) })
@@ -70,7 +70,7 @@ function row(job, selected, onToggle, filters) {
       job.tags?.length ? tagChips(job.tags, filters) : null),
     h("td", {}, KIND_NAMES[job.kind]),
     statusCell(job),
-    h("td", {}, datasetText(job.params)),
+    h("td", {}, datasetText(job.params, names)),
     h("td", {}, modelText(job.params)),
     h("td", { class: "num" }, runLength(job, lr)),
     h("td", { class: "num" }, job.last ? pct(job.last.test_acc) : "—"),
@@ -135,16 +135,20 @@ export async function render(root, { page, query }) {
   clear(root, h("h1", {}, "Jobs"), filterBar,
     h("div", { class: "table-wrap" }, h("table", { class: "jobs" }, h("thead", {}, header(filters)), body)), pager);
 
+  let names = new Map(); // uploaded datasets: id -> name
   page.poll(async () => {
     const params = new URLSearchParams({ limit: PAGE_SIZE, offset: filters.page * PAGE_SIZE });
     for (const name of ["status", "kind", "dataset", "model", "tag", "q"]) if (filters[name]) params.set(name, filters[name]);
     if (filters.sort !== DEFAULT_SORT) params.set("sort", filters.sort);
     const { jobs, total } = await api(`/jobs?${params}`);
+    if (jobs.some((job) => job.params.dataset?.name === "uploaded" && !names.has(job.params.dataset.id))) {
+      names = await uploadedNames().catch(() => names); // a dataset uploaded since: its name
+    }
     if (!page.alive) return false;
     jobs.forEach((job) => (job.tags || []).forEach((tag) => seenTags.add(tag)));
     clear(tagOptions, [...seenTags].sort().map((t) => h("option", { value: t })));
     const filtered = FILTERS.some((name) => !["sort", "page"].includes(name) && filters[name]);
-    clear(body, jobs.length ? jobs.map((job) => row(job, selected, onToggle, filters))
+    clear(body, jobs.length ? jobs.map((job) => row(job, selected, onToggle, filters, names))
       : h("tr", {}, h("td", { colspan: COLUMNS.length, class: "muted" }, filtered
         ? ["No job matches these filters. ", h("a", { href: "#/jobs" }, "Show every job")]
         : ["No jobs yet. ", h("a", { href: "#/new" }, "Start one")])));

@@ -7,7 +7,10 @@ import { clear, errorBox, h, pct } from "./dom.js";
 const METHODS = [["gradcam", "GradCAM"], ["gradcam++", "GradCAM++"]]; // the API's `method` values
 
 function checkpointLabel(c) {
-  return `${c.id.slice(0, 8)} · ${c.model.name} w${c.model.width} · ${c.dataset} · ${pct(c.test_acc)} (job ${c.job_id.slice(0, 8)})`;
+  const classes = c.classes || [];
+  const dataset = c.dataset === "uploaded" // its classes say which upload it learnt
+    ? `uploaded: ${classes.slice(0, 3).join(", ")}${classes.length > 3 ? ` +${classes.length - 3}` : ""}` : c.dataset;
+  return `${c.id.slice(0, 8)} · ${c.model.name} w${c.model.width} · ${dataset} · ${pct(c.test_acc)} (job ${c.job_id.slice(0, 8)})`;
 }
 
 /** The checkpoint's job's faithfulness scores (its metrics), each method's beside its name; the higher marked. */

@@ -6,14 +6,16 @@ import { api, blobUrl } from "./api.js";
 import { clear, errorBox, h, openLightbox, pct } from "./dom.js";
 
 export const ISSUES_PAGE = 24; // tiles a page
-const SIDE = 260, PAD = 34; // px: the reliability diagram's canvas and its axis margin
+const SIDE = 320, PAD = 38; // CSS px: the reliability diagram's canvas and its axis margin
 
 function drawReliability(canvas, calibration) {
+  const ratio = window.devicePixelRatio || 1; // as many canvas pixels as the screen has: sharp on a high-DPI one
+  canvas.width = canvas.height = Math.round(SIDE * ratio);
   const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
   const plot = SIDE - 2 * PAD + 8;
   const x = (v) => PAD + v * plot, y = (v) => SIDE - PAD - v * plot;
-  ctx.clearRect(0, 0, SIDE, SIDE);
-  ctx.font = "11px system-ui, sans-serif";
+  ctx.font = "12px system-ui, sans-serif";
   ctx.fillStyle = "#6b7280";
   ctx.strokeStyle = "#d1d5db";
   for (const t of [0, 0.5, 1]) {
@@ -61,7 +63,7 @@ function drawReliability(canvas, calibration) {
 export function calibrationView(calibration) {
   if (!calibration) return h("p", { class: "muted" }, "No calibration: the job ended before it was measured.");
   const t = calibration.temperature;
-  const canvas = h("canvas", { id: "reliability", width: SIDE, height: SIDE, role: "img",
+  const canvas = h("canvas", { id: "reliability", style: `width:${SIDE}px;max-width:100%;height:auto`, role: "img",
     "aria-label": `reliability diagram: ECE ${calibration.ece.toFixed(3)} before, ${calibration.calibrated.ece.toFixed(3)} after T`,
     dataset: { bins: String(calibration.bins.filter((b) => b.count).length) } });
   drawReliability(canvas, calibration);
