@@ -10,12 +10,17 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --worker-nice 0   # no priority for the API: predictions wait for the worker
     python bench/load.py --yield-to-predictions on  # training on one thread fewer while predictions come
     python bench/load.py --predict-threads 0  # predictions on every core (scripts/up: 1)
+    python bench/load.py --gradcam off     # predictions without the GradCAM overlay
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
-through three phases, alternated over --rounds rounds (N seconds per phase in all): nobody polling
-(the baseline), the pollers alone ("training while polled"), pollers and predictors (the full load:
-request rates and latencies). Training speed is the job's own progress (steps done x batch size per
-second), the median of each phase's rounds. Every request is bounded (a 30 s timeout, one
+through three phases, alternated over --rounds rounds (N seconds per phase in all), each round in
+another order: nobody polling (the baseline), the pollers alone ("training while polled"), pollers
+and predictors (the full load: request rates and latencies). The predictors post one image to
+`/predict?gradcam=true` (--gradcam off: without the overlay). Training speed is the job's own
+progress, read from the job store (not through the API the phases load) every 0.2 s: steps x batch
+size per second over the reports within one epoch's training, so an epoch's end (evaluation,
+checkpoint, probe maps), which falls into whichever phase it falls, is not counted as slowness of
+that phase; the median of each phase's rounds. Every request is bounded (a 30 s timeout, one
 connection per client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as
 scripts/up starts it; 5 lets the worker, on the same cores, have them first), the worker with
 WORKER_NICE --worker-nice (10, as scripts/up starts it: predictions and polls first) and
@@ -47,7 +52,11 @@ import httpx
 from clients import TIMEOUT_SECONDS, Connection, Tally, get, hammer, post_file  # beside this file
 from PIL import Image
 
+from core import store
+from core.db import session_for
+
 REPO = Path(__file__).resolve().parents[1]
+PROGRESS_SAMPLE_SECONDS = 0.2  # how often the job's progress is read from the store during a phase
 WARMUP = {
     "dataset": {"name": "fashion_mnist", "train_subset": 256, "test_subset": 64},
     "model": {"name": "resnet18", "width": 4},
@@ -88,11 +97,13 @@ async def load(
     predictors: int,
     seconds: float,
     interval: float,
+    query: str,
 ) -> None:
-    """`pollers` of the clients poll the job's metrics, the next `predictors` predict, for `seconds`."""
+    """`pollers` of the clients poll the job's metrics, the next `predictors` predict (`query` added to
+    /predict's), for `seconds`."""
     until = time.monotonic() + seconds
     poll = get(f"/jobs/{job_id}/metrics", port)
-    predict = post_file(f"/predict?checkpoint={checkpoint}", port, "file", "x.png", png(), "image/png")
+    predict = post_file(f"/predict?checkpoint={checkpoint}{query}", port, "file", "x.png", png(), "image/png")
     offsets = random.Random(len(clients)).uniform  # the same spread in every phase and run
     tasks = [hammer(c, poll, polled, until, interval, offsets(0, interval)) for c in clients[:pollers]]
     tasks += [
@@ -110,10 +121,13 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
     speeds: dict[str, list[float]] = {"unpolled": [], "polled": [], "loaded": []}
     cpu: dict[str, Counter] = {name: Counter() for name in speeds}  # CPU seconds per process per phase
     clients = [Connection(stack.port) for _ in range(args.pollers + args.predictors)]
+    names = list(speeds)
+    query = "&gradcam=true" if args.gradcam == "on" else ""
     try:
         for i in range(args.rounds):  # the phases alternate on one job: drift and slow spells hit all
-            for name in speeds:
-                before, start, used = stack.progress(job_id), time.monotonic(), stack.cpu_seconds()
+            for name in names[i % 3 :] + names[: i % 3]:  # each round in another order
+                start, used = time.monotonic(), stack.cpu_seconds()
+                sampling = asyncio.create_task(stack.sample_progress(job_id, start + window))
                 if name == "unpolled":
                     await asyncio.sleep(window)
                 else:
@@ -127,11 +141,15 @@ async def phases(stack: Stack, job_id: str, checkpoint: str, args: argparse.Name
                         predictors=predictors[name],
                         seconds=window,
                         interval=args.interval,
+                        query=query,
                     )
                 elapsed = time.monotonic() - start
-                speeds[name].append(Stack.images_per_second(before, stack.progress_after(job_id, before)))
+                reports = await sampling
+                speed, ends = training_speed(reports)
+                speeds[name].append(speed)
                 cpu[name].update({k: v / elapsed for k, v in (stack.cpu_seconds() - used).items()})
-                print(f"round {i + 1} {name}: {speeds[name][-1]:.0f} img/s")
+                note = f" ({ends} epoch end{'s' if ends > 1 else ''} left out)" if ends else ""
+                print(f"round {i + 1} {name}: {speed:.0f} img/s{note}")
     finally:
         await asyncio.gather(*(c.close() for c in clients))
     rounds = args.rounds
@@ -239,26 +257,26 @@ class Stack:
     def progress(self, job_id: str) -> dict:
         return self.http.get(f"/jobs/{job_id}").json()["progress"]
 
-    def progress_after(self, job_id: str, before: dict, timeout: float = 30) -> dict:
-        """The first progress report written after `before` (one comes about every second)."""
-        deadline = time.monotonic() + timeout
-        while (progress := self.progress(job_id))["updated_at"] == before["updated_at"]:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"job {job_id} reported no progress in {timeout:.0f} s; see {self.tmp}/worker.log")
-            time.sleep(0.1)
-        return progress
+    def stored_progress(self, job_id: str) -> dict:
+        """The job's progress as the worker last wrote it to the store, read from the database file
+        itself: reading it through the API would load the API in the phase meant to leave it idle."""
+        with session_for(self.env["DATABASE_URL"]) as session:
+            job = store.get_job(session, job_id)
+            return dict(job.progress) if job is not None else {}
+
+    async def sample_progress(self, job_id: str, until: float) -> list[dict]:
+        """Each distinct progress report the worker writes (about one a second) until `until`."""
+        reports: list[dict] = []
+        while time.monotonic() < until:
+            progress = await asyncio.to_thread(self.stored_progress, job_id)
+            if progress.get("updated_at") and (not reports or progress["updated_at"] != reports[-1]["updated_at"]):
+                reports.append(progress)
+            await asyncio.sleep(PROGRESS_SAMPLE_SECONDS)
+        return reports
 
     @staticmethod
     def steps_done(progress: dict) -> int:
         return (progress.get("epoch", 1) - 1) * progress.get("steps", 0) + progress.get("step", 0)
-
-    @staticmethod
-    def images_per_second(before: dict, after: dict) -> float:
-        """Training speed between two progress reports, timed by the worker's own clock (`updated_at`):
-        a report is written at most once a second, so the reader's clock would be off by up to 1 s."""
-        seconds = datetime.fromisoformat(after["updated_at"]) - datetime.fromisoformat(before["updated_at"])
-        steps = Stack.steps_done(after) - Stack.steps_done(before)
-        return steps * LOADED["batch_size"] / seconds.total_seconds()
 
     def start_training(self) -> str:
         """Submits LOADED and waits until it reports progress (past data loading and the first batches)."""
@@ -270,6 +288,27 @@ class Stack:
                 raise SystemExit(f"job {job_id} reported no progress in 300 s; see {self.tmp}/worker.log")
             time.sleep(0.2)
         return job_id
+
+
+def training_speed(reports: list[dict]) -> tuple[float, int]:
+    """Images per second over the report-to-report intervals inside one epoch's training (timed by the
+    worker's own clock, `updated_at`), and how many epoch ends fell between the reports and were left
+    out: the evaluation, checkpoint and probe maps at an epoch's end are not training, and counting
+    them would charge them to whichever phase they fell into (0.0 when no interval is left)."""
+    steps = seconds = 0.0
+    ends = 0
+    for before, after in zip(reports, reports[1:]):
+        if (
+            after.get("epoch") != before.get("epoch")
+            or after.get("phase") != "training"
+            or before.get("phase") != "training"
+        ):
+            ends += after.get("epoch") != before.get("epoch")
+            continue
+        steps += after["step"] - before["step"]
+        elapsed = datetime.fromisoformat(after["updated_at"]) - datetime.fromisoformat(before["updated_at"])
+        seconds += elapsed.total_seconds()
+    return (steps * LOADED["batch_size"] / seconds if seconds else 0.0), ends
 
 
 def loadavg() -> str:
@@ -316,6 +355,12 @@ def main() -> None:
         default=1,
         help="the API's PREDICT_THREADS (scripts/up: 1, the worker training on the same cores)",
     )
+    parser.add_argument(
+        "--gradcam",
+        choices=("on", "off"),
+        default="on",
+        help="predictions with the GradCAM overlay (/predict?gradcam=true), or without",
+    )
     parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)
@@ -327,7 +372,7 @@ def main() -> None:
         os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
         print(
             f"API_NICE {args.api_nice}, WORKER_NICE {args.worker_nice}, YIELD_TO_PREDICTIONS "
-            f"{args.yield_to_predictions}, PREDICT_THREADS {args.predict_threads}, "
+            f"{args.yield_to_predictions}, PREDICT_THREADS {args.predict_threads}, GradCAM {args.gradcam}, "
             f"load generator niceness {os.nice(0)}, interval {args.interval} s, load average {loadavg()}"
         )
         try:
@@ -336,7 +381,9 @@ def main() -> None:
                 raise SystemExit(f"the warm-up job failed: {warm['error']}")
             checkpoint = warm["checkpoint_id"]
             first = stack.http.post(
-                "/predict", params={"checkpoint": checkpoint}, files={"file": ("x.png", png(), "image/png")}
+                "/predict",
+                params={"checkpoint": checkpoint, "gradcam": args.gradcam == "on"},
+                files={"file": ("x.png", png(), "image/png")},
             )
             first.raise_for_status()  # the API imports torch and loads the model once, before any timing
             job_id = stack.start_training()
