@@ -248,6 +248,18 @@ def test_upload_a_folder_and_train_on_it(page, stack: Stack, shoot, tmp_path) ->
         files={"file": ("cat.png", (tmp_path / "pets" / "test" / "cat" / "0.png").read_bytes())},
     ).json()
     assert answer["predictions"][0]["label"] in ("cat", "dog")  # the folder names are the classes
+    # the upload by its name where the jobs are listed and on the job's page, by its classes where its
+    # checkpoint is chosen
+    goto(page, stack, "/jobs")
+    row = page.locator(f'tr[data-job="{job["id"]}"]')
+    row.wait_for()
+    assert "pets (uploaded)" in row.inner_text()
+    goto(page, stack, f"/jobs/{job['id']}")
+    page.wait_for_selector(".page-head p:has-text('pets (uploaded)')")
+    goto(page, stack, "/predict")
+    option = page.locator(f'#checkpoint option[value="{job["checkpoint_id"]}"]')
+    option.wait_for(state="attached")
+    assert "uploaded: cat, dog" in (option.text_content() or "")
 
 
 def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:

@@ -59,7 +59,8 @@ export function lrText(value) {
   return typeof value === "number" ? value.toPrecision(3) : String(value ?? "—");
 }
 
-/** A job's dataset as a person knows it: an uploaded one by its name (`names`: id -> name), else its id. */
+/** A job's dataset as a person knows it: an uploaded one by the name it was given (`names`: id -> name; the
+ * start of its id where the name is unknown), the others by theirs. */
 export function datasetText(params, names = null) {
   const dataset = params.dataset || {};
   const subset = dataset.train_subset ? ` (${dataset.train_subset} train)` : "";

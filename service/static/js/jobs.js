@@ -136,13 +136,16 @@ export async function render(root, { page, query }) {
     h("div", { class: "table-wrap" }, h("table", { class: "jobs" }, h("thead", {}, header(filters)), body)), pager);
 
   let names = new Map(); // uploaded datasets: id -> name
+  const asked = new Set(); // the dataset ids looked up so far
   page.poll(async () => {
     const params = new URLSearchParams({ limit: PAGE_SIZE, offset: filters.page * PAGE_SIZE });
     for (const name of ["status", "kind", "dataset", "model", "tag", "q"]) if (filters[name]) params.set(name, filters[name]);
     if (filters.sort !== DEFAULT_SORT) params.set("sort", filters.sort);
     const { jobs, total } = await api(`/jobs?${params}`);
-    if (jobs.some((job) => job.params.dataset?.name === "uploaded" && !names.has(job.params.dataset.id))) {
-      names = await uploadedNames().catch(() => names); // a dataset uploaded since: its name
+    const unknown = jobs.map((job) => job.params.dataset).filter((d) => d?.name === "uploaded" && !asked.has(d.id));
+    if (unknown.length) { // a dataset uploaded since the page opened: its name (asked once: it may be deleted)
+      unknown.forEach((d) => asked.add(d.id));
+      names = await uploadedNames().catch(() => names);
     }
     if (!page.alive) return false;
     jobs.forEach((job) => (job.tags || []).forEach((tag) => seenTags.add(tag)));
