@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from typing import Any
 
@@ -260,6 +261,12 @@ def test_upload_a_folder_and_train_on_it(page, stack: Stack, shoot, tmp_path) ->
     option = page.locator(f'#checkpoint option[value="{job["checkpoint_id"]}"]')
     option.wait_for(state="attached")
     assert "uploaded: cat, dog" in (option.text_content() or "")
+    # the same folder again: its page names the dataset that holds these images already
+    goto(page, stack, "/datasets")
+    page.set_input_files("#folder-files", str(tmp_path / "pets"))
+    page.wait_for_url(re.compile(rf"#/datasets/(?!{dataset_id})\w+$"), timeout=60_000)
+    page.wait_for_selector("#twins", timeout=60_000)
+    assert page.locator(f'#twins a[href="#/datasets/{dataset_id}"]').count() == 1
 
 
 def test_cancel_a_running_job_from_its_page(page, stack: Stack, shoot) -> None:

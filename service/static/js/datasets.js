@@ -217,6 +217,8 @@ async function detail(root, { page, args }) {
     }
     const size = suggestedSize(dataset);
     const samples = await blobUrl(`/datasets/${id}/samples.png`);
+    const { uploaded = [] } = await api("/datasets");
+    const twins = uploaded.filter((d) => d.id !== id && d.sha256 && d.sha256 === dataset.sha256); // the same content hash
     const remove = h("button", { type: "button", class: "danger", onclick: async () => {
       try {
         await apiNoContent(`/datasets/${id}`, { method: "DELETE" });
@@ -229,6 +231,9 @@ async function detail(root, { page, args }) {
       h("section", { class: "card" }, head,
         h("p", {}, `${dataset.classes.length} classes · ${total(dataset.counts, "train")} training and ${total(dataset.counts, "test")} test images`
           + ` · median size ${dataset.image_size.join("×")} px · ${dataset.channels === 1 ? "greyscale" : "colour"}`),
+        twins.length ? h("p", { class: "muted", id: "twins" }, "The same images, classes and split as ",
+          twins.map((d, i) => [i ? ", " : "", h("a", { href: `#/datasets/${d.id}` }, d.name), ` (uploaded ${ago(d.created_at)})`]),
+          ": one of them is enough.") : null,
         h("div", { class: "toolbar" },
           h("a", { class: "button primary", id: "train-on-this", href: `#/new?dataset=${id}&image_size=${size}&train=${total(dataset.counts, "train")}` }, `Train on this (${size} px)`),
           h("span", { class: "spacer" }), remove)),
