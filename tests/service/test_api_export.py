@@ -199,7 +199,8 @@ def test_the_readme_example_gives_predicts_answers(
             exec(compile(code, "README.md", "exec"), namespace)
         assert printed.getvalue().strip() == answer["label"]
         logits = namespace["model"].run(["logits"], {"input": namespace["x"].astype(np.float32)})[0][0]
-        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        exps = np.exp(logits - logits.max())
+        probabilities = exps / exps.sum()
         assert float(probabilities.max()) == pytest.approx(answer["confidence"], abs=1e-5)
         labels.add(printed.getvalue().strip())
     assert len(labels) == len(images)  # each image its own answer: a wrong preparation would show

@@ -7,7 +7,7 @@
 import { api, artifactJson } from "./api.js";
 import { chartTools } from "./chart_tools.js";
 import { COLORS, lineChart } from "./charts.js";
-import { epochEnds, spansWide, X_AXES } from "./curves.js";
+import { epochEnds, spansWide, X_AXES, xAxisControl } from "./curves.js";
 import { clear, duration, h, pct, seconds, statusBadge } from "./dom.js";
 import { displayName, tagChips } from "./jobs.js";
 import { overlaid, predictionText } from "./probes.js";
@@ -222,27 +222,13 @@ async function probesSection(jobs, colors) {
 
 /** [xs, a column per run] of the epoch records' `key`: by epoch, or at each epoch's end in training seconds
  * (the x values of all runs, each run's column empty where another run's epoch ended). */
-export function overlay(metrics, key, mode) {
+export function epochSeries(metrics, key, mode) {
   const places = metrics.map((m) => (mode === "time" ? epochEnds(m.epochs || []) : (m.epochs || []).map((r) => r.epoch)));
   const xs = [...new Set(places.flat().filter((x) => x != null))].sort((a, b) => a - b);
   return [xs, ...metrics.map((m, i) => {
     const at = new Map(places[i].map((x, k) => [x, m.epochs[k][key] ?? null]));
     return xs.map((x) => at.get(x) ?? null);
   })];
-}
-
-/** The x-axis buttons of the compared curves: epoch, or training time once every run has timed epochs. */
-function compareAxis(metrics, choose) {
-  const timed = metrics.every((m) => (m.epochs || []).length && epochEnds(m.epochs).pop() != null);
-  const buttons = ["epoch", "time"].map((mode) => h("button", { type: "button", class: "small", dataset: { mode },
-    "aria-pressed": String(mode === "epoch"), disabled: mode === "time" && !timed,
-    title: mode === "time" ? "each epoch at the end of its training seconds (evaluation not included)" : null,
-    onclick: () => {
-      buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode)));
-      choose(mode);
-    } }, mode));
-  return { element: h("div", { class: "x-axis", id: "compare-x-axis", role: "group", "aria-label": "x axis" },
-    h("span", { class: "muted" }, "x axis:"), buttons) };
 }
 
 async function lrSteps(job) {
@@ -270,11 +256,17 @@ export async function render(root, { page, query }) {
     return h("div", { class: "chart-panel" }, tools.get(box.id).element, box);
   };
   const haveSteps = steps.some((s) => s?.length);
-  const axis = compareAxis(metrics, (mode) => CURVES.forEach(([key], index) => {
-    const chart = charts.get(chartBoxes[index].id);
-    chart.update(overlay(metrics, key, mode));
-    chart.setOptions({ xLabel: X_AXES[mode].label, integerX: X_AXES[mode].integer });
-  }));
+  const axis = xAxisControl((mode) => {
+    axis.press(mode);
+    CURVES.forEach(([key], index) => {
+      const chart = charts.get(chartBoxes[index].id);
+      chart.update(epochSeries(metrics, key, mode));
+      chart.setOptions({ xLabel: X_AXES[mode].label, integerX: X_AXES[mode].integer });
+    });
+  }, { modes: ["epoch", "time"], id: "compare-x-axis" });
+  // training time once every run has timed epochs: each epoch at the end of its training seconds
+  const timed = metrics.every((m) => (m.epochs || []).length && epochEnds(m.epochs).pop() != null);
+  axis.buttons.find((b) => b.dataset.mode === "time").disabled = !timed;
   clear(root, h("h1", {}, `Compare ${jobs.length} runs`),
     summaryTable(jobs, metrics, colors),
     h("section", { class: "card" }, h("div", { class: "section-head" }, h("h2", {}, "Curves"),
@@ -285,7 +277,7 @@ export async function render(root, { page, query }) {
     jobs.length >= 3 ? parallelSection(jobs, metrics, colors, page) : null,
     specTable(jobs, colors));
   CURVES.forEach(([key, title, percent], index) => {
-    const data = overlay(metrics, key, "epoch");
+    const data = epochSeries(metrics, key, "epoch");
     const chart = lineChart(chartBoxes[index], series, data, { title, xLabel: X_AXES.epoch.label, percentY: percent,
       integerX: true, sync: "compare", logY: !percent && spansWide(data.slice(1).flat()) }); // a loss spike: log y
     charts.set(chartBoxes[index].id, chart);

@@ -10,7 +10,8 @@ import { h } from "./dom.js";
 export const X_AXES = {
   epoch: { label: "epoch", integer: true },
   step: { label: "step", integer: true },
-  time: { label: "training time (s)", integer: false },
+  time: { label: "training time (s)", integer: false,
+    title: "each epoch at the end of its training seconds (evaluation not included)" },
 };
 const LOG_LOSS_RATIO = 20; // a loss that spans more than this factor starts on a log axis (spikes flatten the rest)
 const STEP_SMOOTHING = 0.6; // TensorBoard's default weight of the smoothed train loss per step
@@ -105,11 +106,14 @@ async function optionalJson(path) {
   }
 }
 
-function xAxisControl(choose) {
-  const buttons = Object.keys(X_AXES).map((mode) => h("button", { type: "button", class: "small", dataset: { mode },
-    "aria-pressed": String(mode === "epoch"), onclick: () => choose(mode) }, mode));
-  return { element: h("div", { class: "x-axis", id: "x-axis", role: "group", "aria-label": "x axis" },
-    h("span", { class: "muted" }, "x axis:"), buttons), buttons };
+/** Buttons that choose the x axis among `modes` (of X_AXES), epoch first: {element (id `id`), buttons,
+ * press(mode): shows `mode` as the chosen one}; `choose(mode)` hears a click. */
+export function xAxisControl(choose, { modes = Object.keys(X_AXES), id = "x-axis" } = {}) {
+  const buttons = modes.map((mode) => h("button", { type: "button", class: "small", dataset: { mode },
+    title: X_AXES[mode].title, "aria-pressed": String(mode === "epoch"), onclick: () => choose(mode) }, mode));
+  const press = (mode) => buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode)));
+  return { element: h("div", { class: "x-axis", id, role: "group", "aria-label": "x axis" },
+    h("span", { class: "muted" }, "x axis:"), buttons), buttons, press };
 }
 
 /** What a chart draws of the run `run` ({records, stepLoss, lrSteps, perEpoch, mode}), on its x axis. */
@@ -164,7 +168,7 @@ export function runCurves(job, page, records) {
   const control = xAxisControl((mode) => {
     if (!available(run, mode)) return;
     run.mode = mode;
-    control.buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode)));
+    control.press(mode);
     charts.forEach((chart) => chart.setOptions(axisOptions()));
     draw();
   });
