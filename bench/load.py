@@ -8,9 +8,11 @@ worker, SQLite in a temporary folder, the local Redis on a queue of its own, rea
     python bench/load.py --interval 0      # clients back to back (a stress test), not once a second each
     python bench/load.py --api-nice 5      # the API yields the CPU to the worker
     python bench/load.py --worker-nice 0   # no priority for the API: predictions wait for the worker
+    python bench/load.py --worker-nice 10  # more priority: faster answers, slower training
     python bench/load.py --yield-to-predictions on  # training on one thread fewer while predictions come
     python bench/load.py --predict-threads 0  # predictions on every core (scripts/up: 1)
     python bench/load.py --gradcam off     # predictions without the GradCAM overlay
+    python bench/load.py --busy 4          # a busy machine: 4 more processes spinning on the cores
 
 It trains a tiny model first (the checkpoint the predictors use), then one long training job
 through three phases, alternated over --rounds rounds (N seconds per phase in all), each round in
@@ -23,11 +25,12 @@ checkpoint, probe maps), which falls into whichever phase it falls, is not count
 that phase; the median of each phase's rounds. Every request is bounded (a 30 s timeout, one
 connection per client) and goes to 127.0.0.1 only. The API runs with API_NICE --api-nice (0, as
 scripts/up starts it; 5 lets the worker, on the same cores, have them first), the worker with
-WORKER_NICE --worker-nice (10, as scripts/up starts it: predictions and polls first) and
+WORKER_NICE --worker-nice (3, as scripts/up starts it: predictions and polls first) and
 YIELD_TO_PREDICTIONS --yield-to-predictions (off, as scripts/up; on: training on one thread fewer
 while predictions come), and the load generator at niceness --client-nice (19): it stands for
 clients on other machines, so it takes the CPU only when neither the API nor the worker wants it, and
-its latencies are upper bounds (they include its own waits for a CPU). Each client sends a request
+its latencies are upper bounds (they include its own waits for a CPU). --busy N adds N processes that
+spin on the CPU at niceness 0 throughout (other work on the machine: a build, a test run). Each client sends a request
 every --interval s (1: a dashboard polling once a second; 0: back to back). Ends with
 `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
@@ -77,6 +80,11 @@ LOADED = {
     "gradcam_misclassified": 0,
     "compile": "off",
 }
+
+
+# --busy: a process that spins on the CPU until this script ends, however it ends
+# (its parent's pid as its argument: read at its own start, the parent could already be gone)
+SPIN = "import os, sys\nwhile os.getppid() == int(sys.argv[1]):\n    sum(range(100_000))"
 
 
 def png() -> bytes:
@@ -342,7 +350,7 @@ def main() -> None:
         "1: a dashboard polling every second)",
     )
     parser.add_argument("--api-nice", type=int, default=0, help="the API's API_NICE (scripts/up: 0)")
-    parser.add_argument("--worker-nice", type=int, default=10, help="the worker's WORKER_NICE (scripts/up: 10)")
+    parser.add_argument("--worker-nice", type=int, default=3, help="the worker's WORKER_NICE (scripts/up: 3)")
     parser.add_argument(
         "--yield-to-predictions",
         choices=("on", "off"),
@@ -362,6 +370,9 @@ def main() -> None:
         help="predictions with the GradCAM overlay (/predict?gradcam=true), or without",
     )
     parser.add_argument("--client-nice", type=int, default=19, help="this load generator's niceness")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="processes spinning on the CPU at niceness 0 throughout: a busy machine"
+    )
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 60)
     if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost"):
@@ -369,11 +380,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lrcam-load-") as folder:
         stack = Stack(Path(folder), args.redis_url, args)
         stack.start()
-        os.nice(args.client_nice)  # after starting the API and the worker, which must not inherit it
+        spinning = [subprocess.Popen([sys.executable, "-c", SPIN, str(os.getpid())]) for _ in range(args.busy)]
+        os.nice(args.client_nice)  # after starting the API, the worker and the spinners: they keep their own
         print(
             f"API_NICE {args.api_nice}, WORKER_NICE {args.worker_nice}, YIELD_TO_PREDICTIONS "
             f"{args.yield_to_predictions}, PREDICT_THREADS {args.predict_threads}, GradCAM {args.gradcam}, "
-            f"load generator niceness {os.nice(0)}, interval {args.interval} s, load average {loadavg()}"
+            f"load generator niceness {os.nice(0)}, interval {args.interval} s, {args.busy} spinning processes, "
+            f"load average {loadavg()}"
         )
         try:
             warm = stack.wait(stack.submit(WARMUP), ("succeeded", "failed"))
@@ -391,6 +404,8 @@ def main() -> None:
             stack.http.post(f"/jobs/{job_id}/cancel")
             stack.wait(job_id, ("cancelled", "succeeded", "failed"))
         finally:
+            for process in spinning:
+                process.kill()
             stack.stop()
     print(f"load average at the end: {loadavg()} (1, 5, 15 min; this machine has {os.cpu_count()} cores)")
     unpolled, polled, loaded = (statistics.median(speeds[name]) for name in ("unpolled", "polled", "loaded"))

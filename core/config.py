@@ -247,7 +247,8 @@ class Settings(BaseSettings):
         le=19,
         description="the worker's CPU niceness (0-19), taken at start: where the API runs on the same CPUs, a "
         "niceness above the API's gives predictions and polls the cores first and training the rest; `scripts/up` "
-        "sets 10",
+        "sets 3 (on an idle 2-core machine: predictions p95 56-76 ms, training with them 11-12% slower; 10: p95 "
+        "under 25 ms, training 16-28% slower; bench/README.md)",
     )
     YIELD_TO_PREDICTIONS: bool = Field(
         default=False,
