@@ -43,6 +43,8 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tif"}  # the rest: the forma
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 STATS_SIDE = 32  # mean/std are taken over each training image resized to 32 x 32 px: each weighs the same
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white, as ml.data's fit_image does
+# 16-bit, 32-bit and float grayscale: scaled to 8 bits by its type's range, as ml.data's fit_image does
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MAX_CLASS_NAME = 100  # characters
 MAX_SKIPPED = 100  # skipped files listed in the summary; all are counted
 PROGRESS_EVERY = 100  # images between progress calls
@@ -238,6 +240,11 @@ def _read(path: Path, label: str, split: str | None, max_pixels: int) -> _Image 
 
 
 def _moments(image: Image.Image) -> np.ndarray:
+    if image.mode in HIGH_BIT_MODES:  # Pillow's convert would clip them to 255
+        values = np.asarray(image, np.float64)
+        peak = float(values.max(initial=0.0))
+        scale = 1.0 if peak <= 255 else 255.0 / (65535.0 if peak <= 65535 else peak)
+        image = Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if "A" in image.getbands():

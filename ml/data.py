@@ -390,13 +390,17 @@ def _cached_image_folder(
 
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on: white, as a viewer shows them
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL's convert would clip these to 255, not scale
 
 
 def fit_image(image: Image.Image, size: int, mode: str = "RGB") -> Image.Image:
     """`image` as the model takes it: upright (EXIF), transparency composited on BACKGROUND, in
     `mode` ("RGB" or "L"), scaled so that its shorter side is `size` and centre-cropped to a square,
-    keeping its aspect (ImageOps.fit, bilinear). Image folders and /predict both use it."""
+    keeping its aspect (ImageOps.fit, bilinear). 16-bit, 32-bit and float grayscale is scaled to 8 bits
+    (`high_bit_to_l`). Image folders and /predict both use it."""
     image = ImageOps.exif_transpose(image)
+    if image.mode in HIGH_BIT_MODES:
+        image = high_bit_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -407,6 +411,16 @@ def fit_image(image: Image.Image, size: int, mode: str = "RGB") -> Image.Image:
     if image.size == (size, size):
         return image
     return ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+
+
+def high_bit_to_l(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit or float grayscale as 8-bit "L", scaled by the range of its values' type: 16-bit
+    data (peak above 255, at most 65535) by 255/65535, wider data by its peak; 8-bit ranges as they are."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if peak > 255:  # 16-bit data (0..65535), or wider: scale to 0..255 instead of clipping
+        values = values * (255.0 / (65535.0 if peak <= 65535 else peak))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
 
 
 def _decode_image(path: Path, size: int) -> np.ndarray:

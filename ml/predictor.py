@@ -30,7 +30,6 @@ from ml.normalization import Normalization
 # Overlays are resized and PNG-encoded (in C code that releases the GIL), then base64-encoded: a batch's
 # spread over the cores (one image is rendered in the caller's thread; the pool's threads start on first use).
 _ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="overlay")
-_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL would clip these to 255, not scale
 
 
 @dataclass(frozen=True)
@@ -156,8 +155,6 @@ class Predictor:
         it again changes nothing. ValueError for a mode that cannot be converted."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image; got {type(image).__name__}")
-        if image.mode in _HIGH_BIT_MODES:
-            image = _high_bit_to_l(image)
         mode = "L" if self.in_channels == 1 else "RGB"
         try:  # upright, alpha on white, aspect kept
             return fit_image(image, self.image_size, mode)
@@ -174,12 +171,3 @@ class Predictor:
         normalizes them."""
         device = next(self.model.parameters()).device
         return self.normalization.normalize(torch.from_numpy(pixels).to(device))
-
-
-def _high_bit_to_l(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit or float grayscale as 8-bit "L", scaled by the range of its values' type."""
-    values = np.asarray(image, dtype=np.float64)
-    peak = float(values.max(initial=0.0))
-    if peak > 255:  # 16-bit data (0..65535), or wider: scale to 0..255 instead of clipping
-        values = values * (255.0 / (65535.0 if peak <= 65535 else peak))
-    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))

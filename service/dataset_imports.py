@@ -15,12 +15,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 from core import store
 from core.archives import ArchiveRefused
 from core.dataset_import import import_folder
 from core.db import session_for, utcnow
+from ml.data import fit_image
 from ml.specs import UPLOADS_FOLDER
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def write_samples(folder: Path, out: Path) -> Path:
         for column, path in enumerate(files):
             with Image.open(path) as image:
                 image.draft("RGB", (SAMPLE_SIDE, SAMPLE_SIDE))
-                tile = ImageOps.fit(ImageOps.exif_transpose(image).convert("RGB"), (SAMPLE_SIDE, SAMPLE_SIDE))
+                tile = fit_image(image, SAMPLE_SIDE)  # as training sees it: upright, alpha on white, 16-bit scaled
             grid.paste(tile, (LABEL_WIDTH + column * step, top))
     grid.save(out, optimize=False)
     return out

@@ -142,6 +142,14 @@ def test_mean_and_std_are_over_training_thumbnails_in_zero_one(tmp_path: Path) -
     assert summary.std == pytest.approx([np.sqrt(0.75 * 0.25), np.sqrt(0.25 * 0.75), 0.5])
 
 
+def test_16_bit_grayscale_counts_scaled_to_8_bits_as_training_sees_it(tmp_path: Path) -> None:
+    members = {"train/a/0.png": image_bytes(40_000, mode="I;16"), "train/b/0.png": image_bytes(0, mode="L")}
+    members |= {"test/a/0.png": image_bytes(0, mode="L")}
+    summary = run_import(tmp_path, members)
+    assert summary.channels == 1
+    assert summary.mean == pytest.approx([40_000 / 65_535 / 2], abs=1 / 255)  # clipped, it would be 0.5
+
+
 def test_skipped_files_are_listed_with_their_reasons(tmp_path: Path) -> None:
     jpeg = image_bytes((1, 2, 3), size=(64, 64), fmt="JPEG")
     members = {

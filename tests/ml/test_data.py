@@ -10,7 +10,15 @@ import pytest
 from datasets import CIFAR10_CLASSES, SHAPES, write_cifar_batches, write_idx
 from PIL import Image
 
-from ml.data import FMNIST_CLASSES, DatasetBundle, DatasetError, channel_stats, load_dataset, stratified_indices
+from ml.data import (
+    FMNIST_CLASSES,
+    DatasetBundle,
+    DatasetError,
+    channel_stats,
+    fit_image,
+    load_dataset,
+    stratified_indices,
+)
 from ml.specs import DatasetSpec
 
 
@@ -292,6 +300,16 @@ def test_half_transparent_pixels_are_blended_with_the_white_background(tmp_path)
     image = Image.new("LA", (16, 16), (0, 128))  # black at half opacity over white
     pixels = load_dataset(one_image_folder(tmp_path, image), tmp_path).train.images[0]
     assert abs(int(pixels[5, 5, 0]) - 127) <= 1
+
+
+def test_a_16_bit_grayscale_image_trains_scaled_to_8_bits_as_predict_takes_it(tmp_path):
+    """Pillow's own conversion clips 16-bit values to 255: such a folder trained on white squares."""
+    eight = np.tile(np.arange(0, 256, 16, dtype=np.uint16), (16, 1))  # a ramp, 0..240
+    sixteen = Image.fromarray(eight * 257)  # the same picture at 16 bits
+    assert sixteen.mode.startswith("I;16")
+    pixels = load_dataset(one_image_folder(tmp_path, sixteen), tmp_path).train.images[0]
+    assert (pixels == eight[:, :, None]).all()
+    assert (np.asarray(fit_image(sixteen, 16, "L")) == eight).all()  # /predict's fitting: the same pixels
 
 
 def test_non_square_images_keep_their_aspect_centre_cropped(tmp_path):

@@ -10,6 +10,7 @@ import zipfile
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from api_support import FakeBroker
 from fastapi.testclient import TestClient
@@ -242,3 +243,17 @@ def test_the_sample_grid_names_each_row_within_its_label_column(tmp_path) -> Non
         assert bottom - top >= 12  # tall enough to read where the page halves the grid (a phone)
     tile_strip = grid.crop((LABEL_WIDTH, step, LABEL_WIDTH + SAMPLE_SIDE, step + SAMPLE_SIDE))
     assert tile_strip.getextrema() == (255, 255)  # the long name stopped before its (white) tile
+
+
+def test_the_sample_tiles_show_the_images_as_training_sees_them(tmp_path) -> None:
+    """A transparent PNG on white, not its hidden colour; a 16-bit one scaled to 8 bits, not clipped white."""
+    from service.dataset_imports import GAP, LABEL_WIDTH, SAMPLE_SIDE, write_samples
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.new("RGBA", (20, 20), (0, 0, 0, 0)).save(tmp_path / "train" / "a" / "clear.png")
+    Image.fromarray(np.full((20, 20), 40_000, np.uint16)).save(tmp_path / "train" / "a" / "sixteen.png")
+    grid = Image.open(write_samples(tmp_path, tmp_path / "samples.png")).convert("RGB")
+    centre = SAMPLE_SIDE // 2
+    assert grid.getpixel((LABEL_WIDTH + centre, centre)) == (255, 255, 255)  # clear.png: white
+    scaled = int(40_000 * 255 / 65_535)  # 155, not 255
+    assert grid.getpixel((LABEL_WIDTH + SAMPLE_SIDE + GAP + centre, centre)) == (scaled,) * 3
