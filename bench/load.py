@@ -29,9 +29,9 @@ WORKER_NICE --worker-nice (3, as scripts/up starts it: predictions and polls fir
 YIELD_TO_PREDICTIONS --yield-to-predictions (off, as scripts/up; on: training on one thread fewer
 while predictions come), and the load generator at niceness --client-nice (19): it stands for
 clients on other machines, so it takes the CPU only when neither the API nor the worker wants it, and
-its latencies are upper bounds (they include its own waits for a CPU). --busy N adds N processes that
-spin on the CPU at niceness 0 throughout (other work on the machine: a build, a test run). Each client sends a request
-every --interval s (1: a dashboard polling once a second; 0: back to back). Ends with
+its latencies are upper bounds (they include its own waits for a CPU). --busy N adds N processes
+that spin on the CPU at niceness 0 throughout (other work on the machine: a build, a test run). Each
+client sends a request every --interval s (1: a dashboard polling once a second; 0: back to back). Ends with
 `load train: ours <img/s polled>, baseline <img/s unpolled>, ratio <r>`."""
 
 from __future__ import annotations

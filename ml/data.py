@@ -397,7 +397,7 @@ def fit_image(image: Image.Image, size: int, mode: str = "RGB") -> Image.Image:
     """`image` as the model takes it: upright (EXIF), transparency composited on BACKGROUND, in
     `mode` ("RGB" or "L"), scaled so that its shorter side is `size` and centre-cropped to a square,
     keeping its aspect (ImageOps.fit, bilinear). 16-bit, 32-bit and float grayscale is scaled to 8 bits
-    (`high_bit_to_l`). Image folders and /predict both use it."""
+    (`high_bit_to_l`). Image folders, /predict and the dataset sample grid use it."""
     image = ImageOps.exif_transpose(image)
     if image.mode in HIGH_BIT_MODES:
         image = high_bit_to_l(image)
